@@ -1,0 +1,65 @@
+# The two commands a new user needs:
+#   make run    the embedded demo: no server needed
+#   make test   provision PostgreSQL, MariaDB, Kafka and the schema registry, then run every test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SERVICES := scripts/services/services.sh
+STAMP := $(VENV)/.installed
+
+.PHONY: run test services services-down services-status env venv lint typecheck check smoke bench-quick unit clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cdc demo
+
+services:
+	bash $(SERVICES) up
+
+services-down:
+	bash $(SERVICES) down
+
+services-status:
+	bash $(SERVICES) status
+
+env:
+	@bash $(SERVICES) env
+
+# Every test, unit and integration, against the real services provisioned above.
+test: $(STAMP) services
+	eval "$$(bash $(SERVICES) env)" && $(BIN)/pytest tests $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck
+
+# Build the wheel, install it into a fresh venv and run the CLI: catches a package left out of the wheel.
+smoke: $(STAMP)
+	rm -rf build dist /tmp/cdc-smoke-venv
+	$(BIN)/python -m build -q --wheel --outdir dist . >/dev/null
+	$(PYTHON) -m venv /tmp/cdc-smoke-venv
+	/tmp/cdc-smoke-venv/bin/pip install -q dist/*.whl
+	cd /tmp && /tmp/cdc-smoke-venv/bin/cdc --help >/dev/null && /tmp/cdc-smoke-venv/bin/cdc connectors list
+	@echo "smoke: wheel installs and cdc --help runs"
+
+bench-quick: $(STAMP) services
+	eval "$$(bash $(SERVICES) env)" && for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,164 @@
+"""Load a YAML config: parse, substitute ``${VAR}`` in string values, validate, report all problems.
+
+Substitution happens on parsed string leaves, never on raw text, so a value can never inject
+YAML structure. ``${VAR:-default}`` supplies a default; ``$${`` is a literal ``${``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cdc.config.model import AppConfig
+from cdc.errors import ConfigError
+from cdc.masking import mask_dsn
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(f"{path}: environment variable {name} is not set (hint: export it, or write ${{{name}:-default}})")
+        return ""
+
+    return _VAR.sub(repl, value)
+
+
+def _loc(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_coherent()]",) or part.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def validation_problems(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> list[str]:
+    """Turn pydantic errors into ``dotted.path: message (hint)`` lines."""
+    problems: list[str] = []
+    for err in exc.errors(include_url=False):
+        where = _loc(tuple(err["loc"]), prefix)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = str(err["loc"][-1])
+            known = _known_fields(model, err["loc"][:-1]) if model else []
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}" if known else ""
+            problems.append(f"{where}: unknown key" + (f" (hint: {hint})" if hint else ""))
+        elif kind == "missing":
+            problems.append(f"{where}: required key is missing")
+        elif kind == "value_error" and not err["loc"]:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.extend(p.strip() for p in msg.split("; "))
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {mask_dsn(repr(got))})"
+            problems.append(f"{where}: {msg}{shown}")
+    return problems
+
+
+def _known_fields(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> list[str]:
+    """Walk the model along loc to list the keys that are allowed there."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    return sorted(getattr(current, "model_fields", {}).keys()) if current else []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; a syntax error becomes a ConfigError naming line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], source=str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}invalid YAML: {problem}"], source=str(path)) from None
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Load and validate a config file, including the chosen connector's own options.
+
+    Raises ConfigError listing every problem found, each with its dotted path.
+    """
+    from cdc.registry import load_source_class  # late: keeps config importable without plugins
+
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(["the top level must be a mapping (name:, source:, streams:, ...)"], source=str(path))
+    problems: list[str] = []
+    data = _substitute(raw, "", os.environ if env is None else env, problems)
+    data["base_dir"] = str(path.resolve().parent)
+    try:
+        config = AppConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, model=AppConfig))
+        raise ConfigError(problems, source=str(path)) from None
+    try:
+        source_cls = load_source_class(config.source.connector)
+    except ConfigError as exc:
+        problems.extend(f"source.connector: {p}" for p in exc.problems)
+        raise ConfigError(problems, source=str(path)) from None
+    try:
+        source_cls.config_model.model_validate(config.source.options())
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, "source", source_cls.config_model))
+    for i, stream in enumerate(config.streams):
+        try:
+            source_cls.stream_model.model_validate(stream.capture)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, f"streams[{i}].capture", source_cls.stream_model))
+        for attr in ("key_schema", "value_schema"):
+            schema_path = config.resolve(getattr(stream, attr))
+            if not schema_path.is_file():
+                problems.append(f"streams[{i}].{attr}: file not found: {schema_path}")
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return config

@@ -1,0 +1,100 @@
+"""Offsets in a compacted Kafka topic (Kafka Connect's model).
+
+Key: JSON ``[connector, partition]``; value: JSON offset. Loading reads the topic to its end
+with ``read_committed``, so in exactly-once mode an aborted transaction's offset never counts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from cdc.config.model import KafkaConfig
+from cdc.errors import BrokerUnavailableError, DeliveryError
+from cdc.kafka_clients import TopicSpec, client_config, ensure_topics, producer_config
+from cdc.offsets.base import OffsetStore
+from cdc.plugin import Offsets
+
+
+class KafkaOffsetStore(OffsetStore):
+    def __init__(self, connector: str, kafka: KafkaConfig, topic: str) -> None:
+        super().__init__(connector)
+        self.kafka = kafka
+        self.topic = topic
+        self._producer: Producer | None = None
+        ensure_topics(
+            kafka,
+            [TopicSpec(topic, True, 1, kafka.topics.replication_factor, {"min.compaction.lag.ms": "0"})],
+        )
+
+    def records(self, offsets: Offsets) -> list[tuple[bytes, bytes]]:
+        """The (key, value) records that store these offsets (for a transactional producer)."""
+        return [
+            (
+                json.dumps([self.connector, partition], separators=(",", ":")).encode(),
+                json.dumps(offset, separators=(",", ":"), default=str).encode(),
+            )
+            for partition, offset in offsets.items()
+        ]
+
+    def load(self) -> Offsets:
+        conf: dict[str, Any] = {
+            **client_config(self.kafka),
+            "group.id": f"cdc-offsets-reader-{self.connector}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+        consumer = Consumer(conf)
+        offsets: Offsets = {}
+        try:
+            meta = consumer.list_topics(self.topic, timeout=30)
+            parts = list(meta.topics[self.topic].partitions)
+            ends = {}
+            for p in parts:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)
+                ends[p] = high
+            pending = {p for p in parts if ends[p] > 0}
+            consumer.assign([TopicPartition(self.topic, p, 0) for p in pending])
+            while pending:
+                msg = consumer.poll(5.0)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().name() == "_PARTITION_EOF":
+                        pending.discard(msg.partition())
+                        continue
+                    raise BrokerUnavailableError(f"reading offsets topic {self.topic}: {msg.error().str()}")
+                key = json.loads(msg.key())
+                if key[0] == self.connector:
+                    value = msg.value()
+                    if value is None:
+                        offsets.pop(key[1], None)
+                    else:
+                        offsets[key[1]] = json.loads(value)
+        except KafkaException as exc:
+            raise BrokerUnavailableError(f"reading offsets topic {self.topic}: {exc.args[0]}") from None
+        finally:
+            consumer.close()
+        return offsets
+
+    def save(self, offsets: Offsets) -> None:
+        if self._producer is None:
+            self._producer = Producer(producer_config(self.kafka, **{"linger.ms": 0}))
+        errors: list[str] = []
+
+        def report(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        for key, value in self.records(offsets):
+            self._producer.produce(self.topic, value=value, key=key, on_delivery=report)
+        remaining = self._producer.flush(60)
+        if remaining or errors:
+            raise DeliveryError(f"offsets not stored in {self.topic}: {errors or 'flush timed out'}")
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)

@@ -1,0 +1,153 @@
+"""The public connector API. Connectors import this module (and the helpers it names) only.
+
+A *source* turns changes of a database into :class:`ChangeEvent` objects. The runtime owns
+everything after that: eventification through the stream's Avro schemas, serialization,
+production, delivery tracking, offset commits, and - only after the broker acknowledged the
+events - :meth:`SourceConnector.acknowledge`.
+
+Positions follow Kafka Connect's model: a source has one or more *partitions* (a polled
+table, a replication slot), each with a JSON-serializable *offset*. Every event names the
+partition it came from and the offset to resume from once this event (and everything before
+it) is safely delivered. The runtime commits, per partition, the offset of the last event of
+the longest delivered prefix, so a resume never skips an undelivered event.
+
+Resume semantics: :meth:`SourceConnector.start` receives the committed offsets; the source
+continues strictly after them. Events at or below a committed offset may be re-emitted (the
+runtime tolerates duplicates: delivery is at-least-once unless the config says exactly_once).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+JsonValue = Any
+Offset = dict[str, JsonValue]
+Offsets = dict[str, Offset]
+
+
+class Op(enum.StrEnum):
+    """Debezium's operation codes."""
+
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"  # a row read by a snapshot or a bulk poll
+
+
+@dataclass(slots=True)
+class ChangeEvent:
+    """One captured change of one row.
+
+    ``before``/``after`` hold *source column* values as the driver returned them; the runtime
+    maps them onto the stream's schema. ``key`` holds the key columns' values (for a delete,
+    the only thing some sources know).
+    """
+
+    stream: str
+    op: Op
+    key: dict[str, Any]
+    after: dict[str, Any] | None
+    partition: str
+    offset: Offset
+    before: dict[str, Any] | None = None
+    ts_ms: int | None = None
+    txid: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnInfo:
+    """A source column as the source reports it, used to check a stream's schema at start-up."""
+
+    name: str
+    type_name: str  # the database's own type name, e.g. "numeric(10,2)", "timestamp with time zone"
+    nullable: bool
+    python_type: type | None = None  # what the driver returns, where known
+    precision: int | None = None
+    scale: int | None = None
+    timezone_aware: bool | None = None  # True for timestamptz / MySQL TIMESTAMP
+    enum_labels: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What a source needs to know of one configured stream."""
+
+    name: str
+    key_columns: tuple[str, ...]
+    columns: tuple[str, ...]  # every source column the stream maps (key columns included)
+    capture: Mapping[str, Any]  # the connector's own per-stream options, already validated
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One finding of a preflight check (``cdc check``)."""
+
+    ok: bool
+    what: str
+    detail: str = ""
+    warning: bool = False
+
+
+class Lease(abc.ABC):
+    """Proof that this process is the only running instance of a connector."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give the lease up (also happens when the process dies)."""
+
+
+class SourceConnector(abc.ABC):
+    """Base class of every source connector.
+
+    Lifecycle: ``__init__(config, streams)`` (no I/O) -> ``describe`` / ``check`` ->
+    ``acquire_lease`` -> ``start(offsets)`` -> ``poll`` repeatedly, interleaved with
+    ``acknowledge`` -> ``close``. ``poll`` must not block longer than its timeout.
+    """
+
+    #: the pydantic model of the ``source:`` block (extra keys forbidden)
+    config_model: ClassVar[type[BaseModel]]
+    #: the pydantic model of each stream's ``capture:`` block
+    stream_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
+        self.config = config
+        self.streams = list(streams)
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, dict[str, ColumnInfo]]:
+        """Return, per stream, the columns the stream reads. Raises SourceConfigError if missing."""
+
+    def check(self) -> list[CheckResult]:
+        """Preflight: reachability, privileges, settings. Default: describe() succeeds."""
+        self.describe()
+        return [CheckResult(True, "source reachable and streams resolvable")]
+
+    @abc.abstractmethod
+    def acquire_lease(self, connector_name: str) -> Lease:
+        """Take the single-instance lease or raise AlreadyRunningError."""
+
+    @abc.abstractmethod
+    def start(self, offsets: Offsets) -> None:
+        """Begin capturing strictly after the given committed offsets."""
+
+    @abc.abstractmethod
+    def poll(self, timeout: float) -> list[ChangeEvent]:
+        """Return the next events (possibly none) within about ``timeout`` seconds."""
+
+    def acknowledge(self, offsets: Offsets) -> None:  # noqa: B027 - optional hook
+        """Everything up to these offsets is committed downstream; the source may release it."""
+
+    def lag(self) -> dict[str, float]:
+        """Optional gauges (seconds or bytes behind) by name, for metrics and ``cdc status``."""
+        return {}
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and threads. Must be safe to call twice."""

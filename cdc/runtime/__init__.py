@@ -1,0 +1,1 @@
+"""The runtime: pipeline loop, delivery tracking, outputs, supervisor, health and metrics."""

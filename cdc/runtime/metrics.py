@@ -1,0 +1,67 @@
+"""Prometheus metrics and the liveness/readiness HTTP endpoint."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    """The connector's metrics, in a registry of their own (several connectors per process in tests)."""
+
+    def __init__(self, connector: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["connector"]
+        self.events = Counter("cdc_events_total", "events produced", [*labels, "stream"], registry=self.registry)
+        self.errors = Counter("cdc_errors_total", "errors by kind", [*labels, "kind"], registry=self.registry)
+        self.dead_letters = Counter(
+            "cdc_dead_letters_total", "rows routed to a dead-letter topic", [*labels, "stream"], registry=self.registry
+        )
+        self.in_flight = Gauge("cdc_in_flight_events", "events sent, not yet delivered", labels, registry=self.registry)
+        self.last_commit = Gauge(
+            "cdc_last_commit_timestamp_seconds", "when offsets were last committed", labels, registry=self.registry
+        )
+        self.lag = Gauge("cdc_source_lag", "source lag gauges (see name)", [*labels, "name"], registry=self.registry)
+        self.connector = connector
+        self.ready = False
+        self.alive = True
+        self.committed_text = "{}"
+
+    def exposition(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve /healthz (liveness), /readyz (readiness) and /metrics in a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/metrics":
+                self._reply(200, metrics.exposition(), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                self._reply(200 if metrics.alive else 503, b"ok\n" if metrics.alive else b"dead\n")
+            elif self.path == "/readyz":
+                self._reply(200 if metrics.ready else 503, b"ready\n" if metrics.ready else b"starting\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:  # keep access logs out of the connector's log
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="cdc-http", daemon=True).start()
+    log.info("health and metrics on http://%s:%s/", host, server.server_address[1])
+    return server

@@ -1,0 +1,254 @@
+"""Where eventified records go: Kafka (Confluent wire format) or local Avro files (embedded demo).
+
+An output reports each record's fate to the AckTracker by sequence number; nothing upstream is
+acknowledged until the tracker says the record is delivered.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from fastavro import parse_schema, writer
+
+from cdc.config.model import AppConfig, EventFormat, KafkaOutput
+from cdc.errors import BrokerUnavailableError, DeliveryError
+from cdc.kafka_clients import TopicSpec, ensure_topics, producer_config
+from cdc.runtime.acks import AckTracker
+from cdc.schemas.eventify import Record, StreamEventifier
+from cdc.schemas.subjects import SubjectSchema, make_client, register, resolve_id
+from cdc.schemas.wire import WireEncoder
+
+log = logging.getLogger(__name__)
+
+
+class Output(abc.ABC):
+    """A destination for records."""
+
+    def __init__(self, app: AppConfig, eventifiers: dict[str, StreamEventifier], tracker: AckTracker) -> None:
+        self.app = app
+        self.eventifiers = eventifiers
+        self.tracker = tracker
+
+    @abc.abstractmethod
+    def prepare(self) -> None:
+        """Create topics/files and resolve schemas; fail before the first event is read."""
+
+    @abc.abstractmethod
+    def send(self, record: Record, seq: int) -> None: ...
+
+    @abc.abstractmethod
+    def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int) -> None: ...
+
+    @abc.abstractmethod
+    def poll(self, timeout: float) -> None:
+        """Serve delivery reports."""
+
+    @abc.abstractmethod
+    def flush(self, timeout: float) -> int:
+        """Wait for outstanding deliveries; return how many are still outstanding."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class KafkaRecordOutput(Output):
+    """Produces keyed records in the Confluent wire format to Kafka."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        eventifiers: dict[str, StreamEventifier],
+        tracker: AckTracker,
+        transactional_id: str | None = None,
+    ) -> None:
+        super().__init__(app, eventifiers, tracker)
+        assert app.kafka is not None and app.schema_registry is not None
+        self.kafka = app.kafka
+        extra: dict[str, Any] = {}
+        if transactional_id:
+            extra = {"transactional.id": transactional_id, "transaction.timeout.ms": 60_000}
+        self.producer = Producer(producer_config(self.kafka, **extra, error_cb=self._on_error))
+        self._encoders: dict[str, tuple[WireEncoder, WireEncoder]] = {}
+        self._fatal: str | None = None
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err.str()
+        else:
+            log.warning("kafka: %s", err.str())
+
+    def topic_specs(self) -> list[TopicSpec]:
+        t = self.kafka.topics
+        specs: dict[str, TopicSpec] = {}
+        for stream in self.app.streams:
+            ev = self.eventifiers[stream.name]
+            compacted = stream.format is EventFormat.ENTITY
+            specs[ev.topic] = TopicSpec(ev.topic, compacted, t.partitions, t.replication_factor, dict(t.config))
+            if stream.on_error.value == "dead_letter":
+                dlq = self.app.dead_letter_topic_of(stream)
+                specs[dlq] = TopicSpec(dlq, False, 1, t.replication_factor, {})
+        return list(specs.values())
+
+    def subjects(self) -> list[tuple[str, SubjectSchema, SubjectSchema]]:
+        return [
+            (
+                name,
+                SubjectSchema(f"{ev.topic}-key", ev.key_schema, True),
+                SubjectSchema(f"{ev.topic}-value", ev.value_schema, False),
+            )
+            for name, ev in self.eventifiers.items()
+        ]
+
+    def prepare(self) -> None:
+        reg = self.app.schema_registry
+        assert reg is not None
+        client = make_client(reg.url, reg.config)
+        for name, key_subject, value_subject in self.subjects():
+            ids = []
+            for item in (key_subject, value_subject):
+                if reg.auto_register:
+                    ids.append(register(client, item, allow_key_change=reg.allow_key_schema_change))
+                else:
+                    ids.append(resolve_id(client, item))
+            ev = self.eventifiers[name]
+            self._encoders[name] = (WireEncoder(ev.key_schema, ids[0]), WireEncoder(ev.value_schema, ids[1]))
+        ensure_topics(self.kafka, self.topic_specs())
+
+    def _report(self, seq: int, err: KafkaError | None, _msg: Any) -> None:
+        if err is None:
+            self.tracker.delivered(seq)
+        else:
+            self.tracker.failed(seq, err.str())
+
+    def _produce(self, topic: str, key: bytes, value: bytes | None, headers: Any, seq: int | None) -> None:
+        cb = None if seq is None else partial(self._report, seq)
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                return
+            except BufferError:
+                # The bounded local queue is full: back-pressure. Serve reports and retry.
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                raise DeliveryError(f"producing to {topic!r}: {exc.args[0].str()}") from None
+
+    def send(self, record: Record, seq: int | None) -> None:
+        key_enc, value_enc = self._encoders[record.stream]
+        value = None if record.value is None else value_enc.encode(record.value)
+        self._produce(record.topic, key_enc.encode(record.key), value, record.headers, seq)
+
+    def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int | None) -> None:
+        body = json.dumps(payload, default=str).encode()
+        headers = [("cdc.error", str(payload.get("error", "")).encode()[:1000])]
+        self._produce(topic, json.dumps(key, default=str).encode(), body, headers, seq)
+
+    def send_raw(self, topic: str, key: bytes, value: bytes) -> None:
+        self._produce(topic, key, value, None, None)
+
+    def poll(self, timeout: float) -> None:
+        self.producer.poll(timeout)
+        if self._fatal:
+            raise DeliveryError(f"kafka producer fatal error: {self._fatal}")
+
+    def flush(self, timeout: float) -> int:
+        return int(self.producer.flush(timeout))
+
+    # --- transactions (delivery: exactly_once) ---
+    def init_transactions(self, timeout: float = 60.0) -> None:
+        try:
+            self.producer.init_transactions(timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailableError(f"init_transactions: {exc.args[0].str()}") from None
+
+    def begin(self) -> None:
+        self.producer.begin_transaction()
+
+    def commit(self, timeout: float = 60.0) -> None:
+        try:
+            self.producer.commit_transaction(timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                self.producer.abort_transaction(timeout)
+            raise DeliveryError(f"transaction commit failed: {err.str()}") from None
+
+    def abort(self, timeout: float = 30.0) -> None:
+        try:
+            self.producer.abort_transaction(timeout)
+        except KafkaException as exc:
+            log.warning("abort_transaction: %s", exc.args[0].str())
+
+
+def _event_file_schema(ev: StreamEventifier) -> dict[str, Any]:
+    return {
+        "type": "record",
+        "name": "CapturedEvent",
+        "namespace": "io.liberator.cdc.file",
+        "fields": [
+            {"name": "key", "type": ev.key_schema},
+            {"name": "value", "type": ["null", ev.value_schema]},
+            {"name": "headers", "type": {"type": "map", "values": "string"}},
+        ],
+    }
+
+
+class FileRecordOutput(Output):
+    """Appends records to one Avro object container file per topic; delivered once fsynced."""
+
+    def __init__(
+        self, app: AppConfig, eventifiers: dict[str, StreamEventifier], tracker: AckTracker, directory: Path
+    ) -> None:
+        super().__init__(app, eventifiers, tracker)
+        self.directory = directory
+        self._pending: dict[str, list[tuple[dict[str, Any], int]]] = {}
+        self._schemas: dict[str, Any] = {}
+
+    def prepare(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for ev in self.eventifiers.values():
+            self._schemas[ev.topic] = parse_schema(_event_file_schema(ev), _write_hint=False)
+
+    def path_of(self, topic: str) -> Path:
+        return self.directory / f"{topic}.avro"
+
+    def send(self, record: Record, seq: int | None) -> None:
+        headers = {k: v.decode() for k, v in record.headers}
+        row = {"key": record.key, "value": record.value, "headers": headers}
+        self._pending.setdefault(record.topic, []).append((row, -1 if seq is None else seq))
+
+    def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int | None) -> None:
+        raise DeliveryError("dead-letter routing needs output.kind: kafka")
+
+    def poll(self, timeout: float) -> None:
+        if sum(len(v) for v in self._pending.values()) >= 1000:
+            self.flush(timeout)
+
+    def flush(self, timeout: float) -> int:
+        for topic, rows in self._pending.items():
+            if not rows:
+                continue
+            path = self.path_of(topic)
+            with open(path, "a+b") as fh:
+                writer(fh, self._schemas[topic], [r for r, _ in rows])
+                fh.flush()
+                os.fsync(fh.fileno())
+            for _, seq in rows:
+                if seq >= 0:
+                    self.tracker.delivered(seq)
+            rows.clear()
+        return 0
+
+
+def make_output(
+    app: AppConfig, eventifiers: dict[str, StreamEventifier], tracker: AckTracker, transactional_id: str | None
+) -> Output:
+    if isinstance(app.output, KafkaOutput):
+        return KafkaRecordOutput(app, eventifiers, tracker, transactional_id)
+    return FileRecordOutput(app, eventifiers, tracker, app.resolve(app.output.directory))

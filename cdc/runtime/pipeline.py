@@ -1,0 +1,203 @@
+"""The pipeline loop: source -> eventify -> output -> delivery reports -> offsets -> acknowledge.
+
+The rule: never acknowledge upstream before the broker acknowledged downstream. Offsets are
+committed from the delivered prefix only (see AckTracker); a failed delivery stops reading and
+the connector resumes from the last committed offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from cdc.config.model import AppConfig, Delivery, OnError
+from cdc.errors import DeliveryError, RowError
+from cdc.offsets.base import OffsetStore
+from cdc.plugin import ChangeEvent, Offsets, SourceConnector
+from cdc.runtime.acks import AckTracker
+from cdc.runtime.metrics import Metrics
+from cdc.runtime.outputs import KafkaRecordOutput, Output
+from cdc.schemas.eventify import StreamEventifier, position_text
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Runs one connector until ``stop`` is set or an error is raised."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        source: SourceConnector,
+        store: OffsetStore,
+        output: Output,
+        eventifiers: dict[str, StreamEventifier],
+        tracker: AckTracker,
+        metrics: Metrics,
+        stop: threading.Event,
+    ) -> None:
+        self.app = app
+        self.source = source
+        self.store = store
+        self.output = output
+        self.eventifiers = eventifiers
+        self.tracker = tracker
+        self.metrics = metrics
+        self.stop = stop
+        self.committed: Offsets = {}
+        self._streams = {s.name: s for s in app.streams}
+        self._counts: dict[str, int] = dict.fromkeys(self._streams, 0)
+        self._events_counter = {n: metrics.events.labels(app.name, n) for n in self._streams}
+
+    # --- shared ---
+    def _dead_letter_payload(self, event: ChangeEvent, err: RowError) -> dict[str, Any]:
+        return {
+            "connector": self.app.name,
+            "stream": err.stream,
+            "key": event.key,
+            "field": err.field,
+            "reason": err.reason,
+            "error": str(err.message),
+            "op": event.op.value,
+            "row": event.after if event.after is not None else event.before,
+            "position": position_text(event),
+        }
+
+    def _send(self, event: ChangeEvent, seq: int | None) -> None:
+        try:
+            record = self.eventifiers[event.stream](event)
+        except RowError as err:
+            stream = self._streams[event.stream]
+            self.metrics.errors.labels(self.app.name, "row").inc()
+            if stream.on_error is OnError.FAIL:
+                raise
+            log.warning("dead-lettering a row: %s", err.message)
+            self.metrics.dead_letters.labels(self.app.name, event.stream).inc()
+            self.output.send_dead_letter(
+                self.app.dead_letter_topic_of(stream), event.key, self._dead_letter_payload(event, err), seq
+            )
+            return
+        self.output.send(record, seq)
+        self._counts[event.stream] += 1
+        self._events_counter[event.stream].inc()
+
+    def _acknowledge(self, offsets: Offsets) -> None:
+        self.committed.update(offsets)
+        self.metrics.last_commit.labels(self.app.name).set(time.time())
+        self.metrics.committed_text = json.dumps(self.committed, default=str)
+        self.source.acknowledge(offsets)
+
+    def _log_metrics(self) -> None:
+        lag = self.source.lag()
+        for name, value in lag.items():
+            self.metrics.lag.labels(self.app.name, name).set(value)
+        log.info(
+            "metrics events=%s in_flight=%d lag=%s committed=%s",
+            json.dumps(self._counts),
+            self.tracker.in_flight,
+            json.dumps(lag),
+            self.metrics.committed_text[:500],
+        )
+
+    # --- at least once ---
+    def _commit_delivered(self) -> None:
+        if self.tracker.failure:
+            raise DeliveryError(f"delivery failed, reading stopped: {self.tracker.failure}")
+        offsets = self.tracker.take_committable()
+        if offsets:
+            self.store.save({**self.committed, **offsets})
+            self._acknowledge(offsets)
+
+    def run_at_least_once(self) -> None:
+        rt = self.app.runtime
+        self.committed = self.store.load()
+        self.source.start(self.committed)
+        self.metrics.ready = True
+        next_commit = time.monotonic() + self.app.offsets.commit_interval
+        next_log = time.monotonic() + rt.metrics_log_interval
+        try:
+            while not self.stop.is_set():
+                if self.tracker.failure:
+                    raise DeliveryError(f"delivery failed, reading stopped: {self.tracker.failure}")
+                if self.tracker.in_flight >= rt.max_in_flight:
+                    self.output.poll(0.05)  # back-pressure: wait for the broker
+                    self._commit_delivered()
+                    continue
+                events = self.source.poll(0.2)
+                for event in events:
+                    self._send(event, self.tracker.add(event.partition, event.offset))
+                self.output.poll(0)
+                self.metrics.in_flight.labels(self.app.name).set(self.tracker.in_flight)
+                now = time.monotonic()
+                if now >= next_commit:
+                    if not events:
+                        self.output.flush(0)  # file output: make the trickle durable
+                    self._commit_delivered()
+                    next_commit = now + self.app.offsets.commit_interval
+                if now >= next_log:
+                    self._log_metrics()
+                    next_log = now + rt.metrics_log_interval
+        finally:
+            self.metrics.ready = False
+        self.drain(rt.shutdown_timeout)
+
+    def drain(self, timeout: float) -> None:
+        """Flush outstanding events and commit what was delivered (graceful stop)."""
+        remaining = self.output.flush(timeout)
+        self._commit_delivered()
+        if remaining:
+            log.warning("%d events were not acknowledged before the shutdown timeout; they will be re-read", remaining)
+
+    # --- exactly once ---
+    def run_exactly_once(self) -> None:
+        output = self.output
+        assert isinstance(output, KafkaRecordOutput)
+        from cdc.offsets.kafka import KafkaOffsetStore
+
+        store = self.store
+        assert isinstance(store, KafkaOffsetStore)
+        rt = self.app.runtime
+        # Fence any zombie predecessor and end its open transaction before reading offsets.
+        output.init_transactions()
+        self.committed = store.load()
+        self.source.start(self.committed)
+        self.metrics.ready = True
+        next_log = time.monotonic() + rt.metrics_log_interval
+        try:
+            while not self.stop.is_set():
+                batch: list[ChangeEvent] = []
+                deadline = time.monotonic() + 0.5
+                while len(batch) < rt.max_batch and time.monotonic() < deadline and not self.stop.is_set():
+                    got = self.source.poll(0.1)
+                    if not got and batch:
+                        break
+                    batch.extend(got)
+                if not batch:
+                    continue
+                offsets: Offsets = {}
+                output.begin()
+                try:
+                    for event in batch:
+                        self._send(event, None)
+                        offsets[event.partition] = event.offset
+                    for key, value in store.records(offsets):
+                        output.send_raw(store.topic, key, value)
+                except BaseException:
+                    output.abort()
+                    raise
+                output.commit()
+                self._acknowledge(offsets)
+                if time.monotonic() >= next_log:
+                    self._log_metrics()
+                    next_log = time.monotonic() + rt.metrics_log_interval
+        finally:
+            self.metrics.ready = False
+
+    def run(self) -> None:
+        if self.app.delivery is Delivery.EXACTLY_ONCE:
+            self.run_exactly_once()
+        else:
+            self.run_at_least_once()

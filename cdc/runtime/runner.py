@@ -1,0 +1,149 @@
+"""Build a connector from its config and run it under supervision.
+
+Supervision: SIGTERM/SIGINT stop reading, flush, commit and return 0 within the configured
+bound; retriable errors (a database or broker down) are retried with capped exponential backoff
+from the last committed offsets; fatal errors propagate with their exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from cdc.config.model import AppConfig, Delivery
+from cdc.errors import CdcError, SchemaError
+from cdc.offsets import make_offset_store
+from cdc.plugin import Lease, SourceConnector, StreamSpec
+from cdc.registry import load_source_class
+from cdc.runtime.acks import AckTracker
+from cdc.runtime.metrics import Metrics, serve
+from cdc.runtime.outputs import make_output
+from cdc.runtime.pipeline import Pipeline
+from cdc.schemas.eventify import StreamEventifier
+from cdc.schemas.sourcecheck import check_fields
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A source with its eventifiers, checked against the source's columns."""
+
+    source: SourceConnector
+    eventifiers: dict[str, StreamEventifier]
+    warnings: list[str]
+
+
+def build_source(app: AppConfig) -> tuple[SourceConnector, dict[str, StreamEventifier]]:
+    """Instantiate the source and the stream eventifiers (no I/O beyond reading .avsc files)."""
+    cls = load_source_class(app.source.connector)
+    source_cfg = cls.config_model.model_validate(app.source.options())
+    eventifiers = {s.name: StreamEventifier(app, s) for s in app.streams}
+    specs = [
+        StreamSpec(
+            name=s.name,
+            key_columns=eventifiers[s.name].key_columns,
+            columns=eventifiers[s.name].columns,
+            capture=cls.stream_model.model_validate(s.capture).model_dump(),
+        )
+        for s in app.streams
+    ]
+    return cls(source_cfg, specs), eventifiers
+
+
+def prepare(app: AppConfig) -> Prepared:
+    """Build the source and check every stream's schemas against its columns."""
+    source, eventifiers = build_source(app)
+    described = source.describe()
+    problems: list[str] = []
+    warnings: list[str] = []
+    for s in app.streams:
+        ev = eventifiers[s.name]
+        for what, schema in (("key", ev.key_schema), ("value", ev.row_schema)):
+            p, w = check_fields(s.name, schema, s.fields, described[s.name], what=what, symbol_maps=s.symbol_maps)
+            problems += p
+            warnings += w
+    for w in warnings:
+        log.warning("%s", w)
+    if problems:
+        source.close()
+        raise SchemaError(
+            "the streams' schemas do not fit the source:\n" + "\n".join(f"  - {p}" for p in problems),
+            hint="fix the .avsc, the fields: mapping, or the source; nothing was produced",
+        )
+    return Prepared(source, eventifiers, warnings)
+
+
+class Runner:
+    """Runs one connector with retries; ``stop`` ends it gracefully."""
+
+    def __init__(self, app: AppConfig, stop: threading.Event | None = None) -> None:
+        self.app = app
+        self.stop = stop or threading.Event()
+        self.metrics = Metrics(app.name)
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if self.stop.is_set():
+                raise SystemExit(130)  # second signal: give up on the graceful path
+            log.info("received %s: stopping (flush, commit, exit)", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run_once(self) -> None:
+        prepared = prepare(self.app)
+        source = prepared.source
+        lease: Lease | None = None
+        store = None
+        output = None
+        try:
+            if self.app.delivery is Delivery.AT_LEAST_ONCE:
+                lease = source.acquire_lease(self.app.name)
+            store = make_offset_store(self.app)
+            tracker = AckTracker()
+            txn_id = f"cdc-{self.app.name}" if self.app.delivery is Delivery.EXACTLY_ONCE else None
+            output = make_output(self.app, prepared.eventifiers, tracker, txn_id)
+            output.prepare()
+            Pipeline(
+                self.app, source, store, output, prepared.eventifiers, tracker, self.metrics, self.stop
+            ).run()
+        finally:
+            if output is not None:
+                output.close()
+            if store is not None:
+                store.close()
+            if lease is not None:
+                lease.release()
+            source.close()
+
+    def run(self) -> int:
+        """Run until stopped (returns 0) or a fatal error (raised)."""
+        rt = self.app.runtime
+        server = serve(self.metrics, rt.http_host, rt.http_port) if rt.http_port is not None else None
+        backoff = 1.0
+        try:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.run_once()
+                    return 0
+                except CdcError as exc:
+                    self.metrics.errors.labels(self.app.name, type(exc).__name__).inc()
+                    if not exc.retriable:
+                        self.metrics.alive = False
+                        raise
+                    if time.monotonic() - started > 60:
+                        backoff = 1.0  # it ran a while: the outage is new
+                    log.warning("%s; retrying in %.0fs from the last committed position", exc.message, backoff)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, rt.retry_backoff_max)
+            return 0
+        finally:
+            if server is not None:
+                server.shutdown()

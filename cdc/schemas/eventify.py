@@ -1,0 +1,85 @@
+"""Eventification: a captured change -> key and value records of the stream's explicit schemas.
+
+The ``.avsc`` is the data contract, not the table: only mapped fields leave the database, under
+their contract names. A row that does not fit raises RowError (stream, key, field, reason).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cdc.config.model import AppConfig, EventFormat, StreamConfig
+from cdc.plugin import ChangeEvent, Op
+from cdc.schemas.avsc import envelope_schema, load_avsc
+from cdc.schemas.convert import RecordConverter, compile_record
+
+
+@dataclass(slots=True)
+class Record:
+    """One Kafka record before serialization."""
+
+    stream: str
+    topic: str
+    key: dict[str, Any]
+    value: dict[str, Any] | None  # None: a tombstone
+    headers: list[tuple[str, bytes]]
+
+
+def position_text(event: ChangeEvent) -> str:
+    return json.dumps({"partition": event.partition, "offset": event.offset}, separators=(",", ":"), default=str)
+
+
+class StreamEventifier:
+    """Maps one stream's change events onto its key and value schemas."""
+
+    def __init__(self, app: AppConfig, stream: StreamConfig) -> None:
+        self.app = app
+        self.stream = stream
+        self.topic = app.topic_of(stream)
+        self.key_schema = load_avsc(app.resolve(stream.key_schema))
+        self.row_schema = load_avsc(app.resolve(stream.value_schema))
+        self.value_schema = (
+            envelope_schema(self.row_schema) if stream.format is EventFormat.ENVELOPE else self.row_schema
+        )
+        self._key = compile_record(self.key_schema, stream=stream.name, field_map=stream.fields)
+        self._row: RecordConverter = compile_record(
+            self.row_schema, stream=stream.name, field_map=stream.fields, symbol_maps=stream.symbol_maps
+        )
+        self.key_columns: tuple[str, ...] = self._key.source_columns
+        self.columns: tuple[str, ...] = tuple(dict.fromkeys(self._key.source_columns + self._row.source_columns))
+        self._envelope = stream.format is EventFormat.ENVELOPE
+
+    def key_of(self, event: ChangeEvent) -> dict[str, Any]:
+        return self._key(event.key, event.key)
+
+    def __call__(self, event: ChangeEvent) -> Record:
+        key = self._key(event.key, event.key)
+        if self._envelope:
+            value: dict[str, Any] | None = {
+                "before": None if event.before is None else self._row(event.before, event.key),
+                "after": None if event.after is None else self._row(event.after, event.key),
+                "source": {
+                    "connector": self.app.source.connector,
+                    "name": self.app.name,
+                    "stream": self.stream.name,
+                    "ts_ms": event.ts_ms,
+                    "txid": event.txid,
+                    "snapshot": event.op is Op.READ,
+                    "position": position_text(event),
+                },
+                "op": event.op.value,
+                "ts_ms": int(time.time() * 1000),
+            }
+        elif event.op is Op.DELETE or event.after is None:
+            value = None
+        else:
+            value = self._row(event.after, event.key)
+        headers = [("cdc.op", event.op.value.encode()), ("cdc.position", position_text(event).encode())]
+        if event.txid is not None:
+            headers.append(("cdc.txid", event.txid.encode()))
+        if event.ts_ms is not None:
+            headers.append(("cdc.commit_ts_ms", str(event.ts_ms).encode()))
+        return Record(self.stream.name, self.topic, key, value, headers)

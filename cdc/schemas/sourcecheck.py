@@ -1,0 +1,112 @@
+"""Start-up check of a stream's schemas against the source's columns.
+
+A mismatch (a missing key column, a zoned timestamp into a local-timestamp field, a numeric
+wider than its decimal) fails before the first event, not at row 1,000,000.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from cdc.plugin import ColumnInfo
+
+# Which Python value types (as drivers return them) each Avro type/logical type accepts.
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "boolean": (bool, int),
+    "int": (int,),
+    "long": (int,),
+    "float": (float, int),
+    "double": (float, int),
+    "string": (str, uuid.UUID, dict, list, decimal.Decimal, int),
+    "bytes": (bytes, bytearray, memoryview),
+    "enum": (str,),
+    "decimal": (decimal.Decimal, int),
+    "timestamp-millis": (dt.datetime,),
+    "timestamp-micros": (dt.datetime,),
+    "local-timestamp-millis": (dt.datetime,),
+    "local-timestamp-micros": (dt.datetime,),
+    "date": (dt.date,),
+    "time-millis": (dt.time, dt.timedelta),
+    "time-micros": (dt.time, dt.timedelta),
+    "uuid": (uuid.UUID, str),
+    "array": (list, tuple),
+    "record": (dict, tuple),
+    "map": (dict,),
+    "fixed": (bytes,),
+}
+
+
+def _unwrap(avro_type: Any) -> tuple[Any, bool]:
+    if isinstance(avro_type, list):
+        branches = [b for b in avro_type if b != "null"]
+        return (branches[0] if len(branches) == 1 else branches), len(branches) != len(avro_type)
+    return avro_type, False
+
+
+def _kind(avro_type: Any) -> str:
+    if isinstance(avro_type, dict):
+        return str(avro_type.get("logicalType") or avro_type.get("type"))
+    return str(avro_type)
+
+
+def check_fields(
+    stream: str,
+    schema: Mapping[str, Any],
+    field_map: Mapping[str, str],
+    columns: Mapping[str, ColumnInfo],
+    *,
+    what: str,
+    symbol_maps: Mapping[str, Mapping[str, str]] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Return (problems, warnings) for one record schema against the source columns."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    for field in schema["fields"]:
+        name = field["name"]
+        column = field_map.get(name, name)
+        info = columns.get(column)
+        where = f"stream {stream!r} {what} field {name!r}"
+        if info is None:
+            if "default" not in field:
+                problems.append(f"{where}: source column {column!r} does not exist (columns: {', '.join(columns)})")
+            continue
+        avro_type, nullable = _unwrap(field["type"])
+        kind = _kind(avro_type)
+        if info.nullable and not nullable:
+            warnings.append(f"{where}: column {column!r} is nullable but the field is not; a NULL will be a row error")
+        if info.python_type is not None and kind in _ACCEPTS and not issubclass(info.python_type, _ACCEPTS[kind]):
+            problems.append(
+                f"{where}: column {column!r} ({info.type_name}) cannot be written as Avro {kind} exactly"
+            )
+            continue
+        if kind.startswith("timestamp-") and info.timezone_aware is False:
+            problems.append(
+                f"{where}: column {column!r} ({info.type_name}) has no time zone; declare local-{kind} "
+                "(a naive value must never be shifted into an instant)"
+            )
+        if kind.startswith("local-timestamp-") and info.timezone_aware is True:
+            problems.append(f"{where}: column {column!r} ({info.type_name}) is zoned; declare {kind[6:]}")
+        if kind == "decimal" and isinstance(avro_type, dict):
+            p, s = int(avro_type["precision"]), int(avro_type.get("scale", 0))
+            if info.precision is None and info.python_type is decimal.Decimal:
+                warnings.append(f"{where}: column {column!r} is unconstrained numeric; out-of-range values are row errors")
+            elif info.precision is not None:
+                cs = info.scale or 0
+                if cs > s or info.precision - cs > p - s:
+                    problems.append(
+                        f"{where}: column {column!r} ({info.type_name}) does not fit decimal({p},{s}) "
+                        "without rounding or overflow"
+                    )
+        if kind == "enum" and info.enum_labels and isinstance(avro_type, dict):
+            symbols = set(avro_type["symbols"])
+            mapping = (symbol_maps or {}).get(name, {})
+            missing = [label for label in info.enum_labels if mapping.get(label, label) not in symbols]
+            if missing:
+                problems.append(
+                    f"{where}: enum labels {missing} are not Avro symbols; add a symbol_maps entry or use a string"
+                )
+    return problems, warnings

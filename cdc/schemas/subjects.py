@@ -1,0 +1,103 @@
+"""Schema-registry subjects: resolve ids at start-up, register on request.
+
+Subjects follow the TopicNameStrategy: ``<topic>-key`` and ``<topic>-value``. Key subjects get
+FULL_TRANSITIVE compatibility, because a changed key schema changes the key bytes, which breaks
+partitioning and compaction; a key change needs ``allow_key_schema_change``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from cdc.errors import BrokerUnavailableError, SchemaError
+from cdc.masking import mask_dsn
+from cdc.schemas.avsc import canonical
+
+log = logging.getLogger(__name__)
+
+_NOT_FOUND = {40401, 40403}
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectSchema:
+    subject: str
+    schema: dict[str, Any]
+    is_key: bool
+
+
+def make_client(url: str, options: dict[str, str]) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": url, **options})
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except SchemaRegistryError:
+        raise
+    except Exception as exc:  # requests/httpx errors: the registry is unreachable
+        raise BrokerUnavailableError(f"schema registry: {what}: {mask_dsn(str(exc))}") from None
+
+
+def resolve_id(client: SchemaRegistryClient, item: SubjectSchema) -> int:
+    """Return the id of an exact registered version, or raise SchemaError saying what to run."""
+    schema = Schema(canonical(item.schema), "AVRO")
+    try:
+        return int(_call("lookup", client.lookup_schema, item.subject, schema).schema_id)
+    except SchemaRegistryError as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise SchemaError(f"subject {item.subject!r}: registry error {exc.error_code}: {exc.error_message}") from None
+    compatible = True
+    try:
+        compatible = bool(_call("compatibility", client.test_compatibility, item.subject, schema))
+    except SchemaRegistryError as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise SchemaError(f"subject {item.subject!r}: registry error {exc.error_code}: {exc.error_message}") from None
+    if not compatible:
+        raise SchemaError(
+            f"subject {item.subject!r}: the local schema is incompatible with the latest registered version; "
+            "nothing was produced",
+            hint="evolve the .avsc compatibly (add fields with defaults) or move the stream to a new topic",
+        )
+    raise SchemaError(
+        f"subject {item.subject!r}: the local schema is not registered",
+        hint="run: cdc schemas register CONFIG (or set schema_registry.auto_register: true)",
+    )
+
+
+def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_change: bool = False) -> int:
+    """Register a subject's schema (idempotent); key subjects get FULL_TRANSITIVE and are guarded."""
+    schema = Schema(canonical(item.schema), "AVRO")
+    try:
+        versions = _call("versions", client.get_versions, item.subject)
+    except SchemaRegistryError as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
+        versions = []
+    if item.is_key and not versions:
+        _call("set compatibility", client.set_compatibility, item.subject, "FULL_TRANSITIVE")
+    if versions:
+        try:
+            return int(_call("lookup", client.lookup_schema, item.subject, schema).schema_id)
+        except SchemaRegistryError as exc:
+            if exc.error_code not in _NOT_FOUND:
+                raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
+        if item.is_key and not allow_key_change:
+            raise SchemaError(
+                f"subject {item.subject!r}: the key schema differs from the registered one; a new key schema "
+                "changes key bytes, partitioning and compaction",
+                hint="if this is intended, set schema_registry.allow_key_schema_change: true (or --allow-key-change)",
+            )
+    try:
+        schema_id = int(_call("register", client.register_schema, item.subject, schema))
+    except SchemaRegistryError as exc:
+        raise SchemaError(
+            f"subject {item.subject!r}: registration refused ({exc.error_code}): {exc.error_message}",
+            hint="the registry's compatibility rule rejected the change; evolve the schema compatibly",
+        ) from None
+    log.info("registered subject %s id %s", item.subject, schema_id)
+    return schema_id

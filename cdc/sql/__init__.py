@@ -1,0 +1,1 @@
+"""SQL helpers shared by connectors: engines with sane sessions, leases, dialect facts."""

@@ -1,0 +1,57 @@
+"""SQLAlchemy engines with the session settings capture needs.
+
+Sessions run in UTC so MySQL/MariaDB ``TIMESTAMP`` values come back as UTC wall clock (the
+source then attaches the zone), and in READ COMMITTED where InnoDB's REPEATABLE READ would take
+gap locks that block the application's inserts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from cdc.errors import SourceConfigError, SourceUnavailableError
+from cdc.masking import mask_dsn
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain ``postgresql://`` / ``mysql://`` URLs and pick the drivers this project ships."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith(("mysql://", "mariadb://")):
+        return "mysql+pymysql://" + url.split("://", 1)[1]
+    return url
+
+
+def create_engine(url: str, **kwargs: Any) -> sa.Engine:
+    url = normalize_url(url)
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise SourceConfigError(f"invalid database URL {mask_dsn(url)}: {exc}") from None
+
+    @sa.event.listens_for(engine, "connect")
+    def _session_setup(dbapi_conn: Any, _record: Any) -> None:
+        name = engine.dialect.name
+        cur = dbapi_conn.cursor()
+        try:
+            if name in ("mysql", "mariadb"):
+                cur.execute("SET time_zone = '+00:00'")
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            elif name == "postgresql":
+                cur.execute("SET TIME ZONE 'UTC'")
+        finally:
+            cur.close()
+
+    return engine
+
+
+def translate(exc: Exception, what: str) -> Exception:
+    """Map driver errors to the service's tree: connection trouble is retriable."""
+    text = mask_dsn(str(getattr(exc, "orig", exc)))
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or getattr(exc, "connection_invalidated", False):
+        return SourceUnavailableError(f"{what}: {text}")
+    if isinstance(exc, sa.exc.ProgrammingError | sa.exc.NoSuchTableError):
+        return SourceConfigError(f"{what}: {text}")
+    return SourceUnavailableError(f"{what}: {text}")

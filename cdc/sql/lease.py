@@ -1,0 +1,77 @@
+"""Single-instance leases held in the source database (released when the session dies).
+
+PostgreSQL: ``pg_try_advisory_lock``; MySQL/MariaDB: ``GET_LOCK``; SQLite: an exclusive
+``flock`` on a file beside the database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from typing import IO
+
+import sqlalchemy as sa
+
+from cdc.errors import AlreadyRunningError
+from cdc.plugin import Lease
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for advisory locks."""
+    return int.from_bytes(hashlib.sha256(f"cdc-lease:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+class _SessionLease(Lease):
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn: sa.Connection | None = conn
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # the lock dies with the session
+            self._conn = None
+
+
+class _FileLease(Lease):
+    def __init__(self, fh: IO[str]) -> None:
+        self._fh: IO[str] | None = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _refuse(name: str) -> AlreadyRunningError:
+    return AlreadyRunningError(
+        f"another instance of connector {name!r} is running (it holds the lease)",
+        hint="stop the other instance first; two instances would publish the same changes twice",
+    )
+
+
+def acquire(engine: sa.Engine, name: str) -> Lease:
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        db = engine.url.database
+        path = f"{db}.cdc-lease" if db and db != ":memory:" else f"/tmp/cdc-lease-{lock_key(name)}"
+        fh = open(path, "w")  # noqa: SIM115 - held open for the lease's lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise _refuse(name) from None
+        fh.write(str(os.getpid()))
+        fh.flush()
+        return _FileLease(fh)
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    if dialect == "postgresql":
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)}).scalar()
+    elif dialect in ("mysql", "mariadb"):
+        got = conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": f"cdc:{name}"[:64]}).scalar() == 1
+    else:
+        conn.close()
+        raise AlreadyRunningError(f"no lease mechanism for dialect {dialect!r}; use delivery: exactly_once")
+    if not got:
+        conn.close()
+        raise _refuse(name)
+    return _SessionLease(conn)

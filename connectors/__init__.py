@@ -1,0 +1,1 @@
+"""Built-in connectors. Each depends on the public `cdc` plugin API only, never on another connector."""
