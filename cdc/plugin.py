@@ -144,8 +144,9 @@ class SourceConnector(abc.ABC):
     def acknowledge(self, offsets: Offsets) -> None:  # noqa: B027 - optional hook
         """Everything up to these offsets is committed downstream; the source may release it."""
 
-    def lag(self) -> dict[str, float]:
-        """Optional gauges (seconds or bytes behind) by name, for metrics and ``cdc status``."""
+    def lag(self, offsets: Offsets) -> dict[str, float]:
+        """Optional gauges by name (``<stream>_seconds``, ``slot_bytes``...) for the given committed
+        offsets, for metrics and ``cdc status``. Must work on a source that was not started."""
         return {}
 
     @abc.abstractmethod

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 from cdc.masking import mask_dsn
 
@@ -29,6 +30,14 @@ class Dsn:
     def __hash__(self) -> int:
         return hash(self.secret)
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _to_dsn,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
 
 def _to_dsn(value: Any) -> Dsn:
     if isinstance(value, Dsn):
@@ -38,4 +47,4 @@ def _to_dsn(value: Any) -> Dsn:
     return Dsn(value)
 
 
-DsnField = Annotated[Dsn, BeforeValidator(_to_dsn), PlainSerializer(lambda d: str(d), return_type=str)]
+DsnField = Dsn

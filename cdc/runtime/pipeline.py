@@ -91,7 +91,7 @@ class Pipeline:
         self.source.acknowledge(offsets)
 
     def _log_metrics(self) -> None:
-        lag = self.source.lag()
+        lag = self.source.lag(self.committed)
         for name, value in lag.items():
             self.metrics.lag.labels(self.app.name, name).set(value)
         log.info(

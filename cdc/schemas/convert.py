@@ -1,19 +1,19 @@
 """Exact conversion of driver row values onto an explicit Avro record schema.
 
-Drivers (psycopg 3, pymysql, sqlite3) hand us Python objects; fastavro would happily coerce
-many of them on its own, some wrongly: a NAIVE datetime in a ``timestamp-*`` field is converted
-with the process's *local* time zone (``time.mktime``), and ``timestamp-millis`` truncates
-microseconds. So every logical type is pre-converted here, with integer arithmetic, to the
-primitive fastavro writes unchanged (ints, bytes, str). Nothing is rounded, shifted or coerced
-silently: a value that does not fit raises :class:`~cdc.errors.RowError` (stream, key, field
-path, reason). Converters are compiled once per schema into per-field closures.
+Drivers (psycopg 3, pymysql, sqlite3) hand us Python objects. fastavro would coerce many of them
+itself, some wrongly: it converts a NAIVE datetime in a ``timestamp-*`` field with the process's
+*local* time zone (``time.mktime``) and truncates microseconds into ``timestamp-millis``. So every
+logical type is pre-converted here, with integer arithmetic, to the primitive fastavro writes
+unchanged (int, bytes, str). Nothing is rounded, shifted or coerced silently: a value that does
+not fit raises :class:`~cdc.errors.RowError` (stream, key, field path, reason). A schema is
+compiled once into per-field closures.
 
-Unions: the value goes to the first branch whose converter accepts it - branches that take the
-value's Python type natively are tried before those that would coerce it (an int into
-``["string", "long"]`` is a long). ``["null", X]`` returns the bare value (fastavro cannot pick
-wrongly); every other union returns fastavro's tuple notation ``(branch_name, value)`` so that
-fastavro never re-guesses a branch from a pre-converted primitive (an int could be a long, a
-date or a timestamp). Writers must therefore keep fastavro's tuple notation enabled.
+Unions: a value goes to the first branch that accepts it; branches taking its Python type natively
+are tried before branches that would coerce it (an int into ``["string", "long"]`` is a long).
+``["null", X]`` yields the bare value (fastavro cannot pick wrongly); every other union yields
+fastavro's tuple notation ``(branch_name, value)``, so fastavro never re-guesses the branch of a
+pre-converted primitive (an int could be a long, a date, a timestamp). Writers must therefore
+leave fastavro's tuple notation enabled (its default).
 """
 
 from __future__ import annotations
@@ -33,20 +33,19 @@ __all__ = ["RecordConverter", "compile_record"]
 
 Conv = Callable[[Any], Any]
 _MISSING: Any = object()
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_EPOCH_NAIVE = dt.datetime(1970, 1, 1)
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-_US = dt.timedelta(microseconds=1)
-_ZERO, _DAY = dt.timedelta(0), dt.timedelta(days=1)
+_EPOCH, _EPOCH_NAIVE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(1970, 1, 1)
+_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
+_US, _ZERO, _DAY = dt.timedelta(microseconds=1), dt.timedelta(0), dt.timedelta(days=1)
 _F32 = struct.Struct("<f")
-# Enough precision and exponent range that scaleb() below is always exact.
+# Precision and exponent range so large that scaleb() can never round.
 _EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-_INTERVAL_FIELDS = ("months", "days", "micros")
+_COMPLEX = frozenset({"record", "error", "enum", "fixed", "array", "map"})
+_INTERVAL = ("months", "days", "micros")  # PostgreSQL interval, losslessly
 
 
-class _Reject(Exception):  # noqa: N818 - internal signal, never escapes this module
-    """A value does not fit; ``path`` grows (``.field``, ``[3]``) while it unwinds."""
+class _Reject(Exception):  # noqa: N818 - internal signal, always turned into a RowError
+    """A value does not fit; ``path`` grows (``.field``, ``[3]``) while the error unwinds."""
 
     def __init__(self, reason: str, path: str = "") -> None:
         super().__init__(reason)
@@ -55,9 +54,11 @@ class _Reject(Exception):  # noqa: N818 - internal signal, never escapes this mo
 
 class _Node(NamedTuple):
     conv: Conv
-    branch: str  # the name fastavro's union tuple notation uses for this type
-    native: tuple[type, ...]  # Python types a union tries this branch for first
-    coerced: tuple[type, ...] = ()  # ... and after every native branch
+    branch: str  # fastavro's union name of the type (a union node: its first branch's)
+    base: str  # the Avro type (a union node: its first branch's), for JSON defaults
+    native: tuple[type, ...] = ()  # Python types a union tries this branch for first ...
+    coerced: tuple[type, ...] = ()  # ... and these after every native branch
+    wrap: bool = False  # a union whose values use tuple notation
 
 
 def _show(v: object) -> str:
@@ -72,18 +73,21 @@ def _bad(v: object, expected: str, hint: str = "") -> _Reject:
     return _Reject(f"{reason}; {hint}" if hint else reason)
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _int(bits: int) -> Conv:
     lo, hi, kind = -(1 << (bits - 1)), (1 << (bits - 1)) - 1, "int" if bits == 32 else "long"
 
     def conv(v: Any) -> int:
-        if type(v) is int and lo <= v <= hi:  # the hot path: no isinstance chain
+        if type(v) is int and lo <= v <= hi:  # the hot path: one type check, no isinstance chain
             return v
-        if isinstance(v, int) and not isinstance(v, bool):
+        if _is_int(v):
             if lo <= v <= hi:
                 return int(v)
             raise _Reject(f"{v} overflows {kind} (range {lo}..{hi})")
-        hint = "declare a decimal or string" if isinstance(v, decimal.Decimal | float) else ""
-        raise _bad(v, "an integer", hint)
+        raise _bad(v, "an integer", "declare a decimal" if isinstance(v, decimal.Decimal | float) else "")
 
     return conv
 
@@ -100,24 +104,21 @@ def _float(double: bool) -> Conv:
     kind = "double" if double else "float"
 
     def conv(v: Any) -> float:
-        if type(v) is float:
-            if double:
-                return v
-            try:  # narrowing to 32 bits is what "float" declares; overflowing to inf is not
-                _F32.pack(v)
-            except OverflowError:
-                raise _Reject(f"{v} overflows a 32-bit float; declare double") from None
-            return v
-        if isinstance(v, int) and not isinstance(v, bool):
+        if isinstance(v, float):
+            if not double:  # narrowing to 32 bits is what "float" declares; turning into inf is not
+                try:
+                    _F32.pack(v)
+                except OverflowError:
+                    raise _Reject(f"{v} overflows a 32-bit float; declare double") from None
+            return float(v)
+        if _is_int(v):
             try:
                 f = float(v) if double else _F32.unpack(_F32.pack(v))[0]
             except OverflowError:
                 f = None
-            if f == v:
-                return float(f)
-            raise _Reject(f"{v} is not exactly representable as a {kind}; declare long or decimal")
-        if isinstance(v, float):
-            return conv(float(v))
+            if f == v:  # int == float compares exactly
+                return float(v)
+            raise _Reject(f"{v} is not exactly a {kind}; declare long or decimal")
         raise _bad(v, f"a {kind}", "declare a decimal or string" if isinstance(v, decimal.Decimal) else "")
 
     return conv
@@ -126,26 +127,20 @@ def _float(double: bool) -> Conv:
 def _string(v: Any) -> str:
     if type(v) is str:
         return v
-    if isinstance(v, enum.Enum):
-        if isinstance(v.value, str):
-            return v.value
-        raise _bad(v, "a string", "an enum member with a non-string value")
+    if isinstance(v, enum.Enum) and isinstance(v.value, str):
+        return v.value
     if isinstance(v, str):
         return str.__str__(v)
     if isinstance(v, uuid.UUID | decimal.Decimal):
-        return str(v)  # exact (a Decimal keeps its digits, NaN/Infinity included)
-    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)  # exact: a Decimal keeps its digits (NaN, Infinity included)
+    if _is_int(v) and not isinstance(v, enum.Enum):
         return int.__repr__(v)
     if isinstance(v, dict | list):
         try:
             return json.dumps(v, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise _Reject(f"JSON value cannot be serialized exactly: {exc}") from None
-    hints = {
-        dt.date: "declare a date/timestamp logical type",
-        bytes: "declare bytes",
-        bool: "declare boolean",
-    }
+    hints = {dt.date: "declare a date/timestamp logical type", dt.time: "declare time-micros", bytes: "bytes"}
     hint = next((h for t, h in hints.items() if isinstance(v, t)), "")
     raise _bad(v, "a string", hint or ("declare double" if isinstance(v, float) else ""))
 
@@ -160,8 +155,7 @@ def _bytes(v: Any) -> bytes:
 
 def _fixed(size: int, name: str) -> Conv:
     def conv(v: Any) -> bytes:
-        b = _bytes(v)
-        if len(b) == size:
+        if len(b := _bytes(v)) == size:
             return b
         raise _Reject(f"{len(b)} bytes for fixed {name} of size {size}")
 
@@ -175,8 +169,7 @@ def _enum(name: str, symbols: list[str], labels: Mapping[str, str]) -> Conv:
         if isinstance(v, enum.Enum) and isinstance(v.value, str):
             v = v.value
         if isinstance(v, str):
-            s = labels.get(v, v)
-            if s in known:
+            if (s := labels.get(v, v)) in known:
                 return str.__str__(s)
             raise _Reject(f"{v!r} is not a symbol of enum {name} ({', '.join(symbols)})")
         raise _bad(v, f"a symbol of enum {name}")
@@ -191,23 +184,20 @@ def _decimal(precision: int, scale: int, size: int | None) -> Conv:
         if isinstance(v, decimal.Decimal):
             if not v.is_finite():
                 raise _Reject(f"{v} is not a finite number; {label} cannot hold it")
-            # Digits of the unscaled integer: adjusted() is the exponent of the leading digit.
-            # Checked before scaling so a huge exponent never builds a huge int.
+            # adjusted() is the exponent of the leading digit: this counts the unscaled digits
+            # before scaling, so a huge exponent never builds a huge int.
             if not v.is_zero() and v.adjusted() + 1 + scale > precision:
                 raise _Reject(f"{v} would overflow {label}")
-            q = v.scaleb(scale, _EXACT)
-            n = int(q)
+            n = int(q := v.scaleb(scale, _EXACT))
             if q != n:
                 raise _Reject(
                     f"{v} has more than {scale} fractional digits; it would be rounded into {label}"
                 )
-        elif isinstance(v, int) and not isinstance(v, bool):
-            n = v * factor
-            if not -limit < n < limit:
+        elif _is_int(v):
+            if not -limit < (n := v * factor) < limit:
                 raise _Reject(f"{v} would overflow {label}")
         else:
-            hint = "a float is not exact; have the driver return Decimal" if isinstance(v, float) else ""
-            raise _bad(v, "a Decimal or int", hint)
+            raise _bad(v, "a Decimal or int", "a float is not exact" if isinstance(v, float) else "")
         if size is not None:  # fixed: sign-extended to the declared size
             return n.to_bytes(size, "big", signed=True)
         # Minimal two's complement, as Java's BigInteger.toByteArray() writes it.
@@ -216,15 +206,9 @@ def _decimal(precision: int, scale: int, size: int | None) -> Conv:
     return conv
 
 
-def _zero_date(v: str) -> _Reject:
-    return _Reject(f"zero or invalid date {v!r}")
-
-
 def _timestamp(logical: str) -> Conv:
-    local = logical.startswith("local-")
-    unit = logical.rsplit("-", 1)[1]
-    epoch = _EPOCH_NAIVE if local else _EPOCH
-    lo, hi = -(1 << 63), (1 << 63) - 1
+    local, unit = logical.startswith("local-"), logical.rsplit("-", 1)[1]
+    epoch, zoned = (_EPOCH_NAIVE, logical[6:]) if local else (_EPOCH, logical)
 
     def conv(v: Any) -> int:
         if isinstance(v, dt.datetime):
@@ -235,13 +219,12 @@ def _timestamp(logical: str) -> Conv:
                     f"(declare local-{logical} for a column without zone)"
                 )
             if local and not naive:
-                raise _Reject(f"aware datetime {v} into {logical} (declare {logical[6:]} for a zoned column)")
-            # timedelta // timedelta is exact integer arithmetic; never mktime / the local zone.
-            us = (v - epoch) // _US
+                raise _Reject(f"aware datetime {v} into local-timestamp (declare {zoned} for a zoned column)")
+            us = (v - epoch) // _US  # timedelta // timedelta: exact integers, never the local zone
             if unit == "micros":
                 return us
             if unit == "nanos":
-                if lo <= us * 1000 <= hi:
+                if -(1 << 63) <= us * 1000 < 1 << 63:
                     return us * 1000
                 raise _Reject(f"{v} is out of the range of {logical}")
             ms, rest = divmod(us, 1000)
@@ -250,24 +233,24 @@ def _timestamp(logical: str) -> Conv:
                     f"{v} has sub-millisecond digits that {logical} would truncate; declare -micros"
                 )
             return ms
-        if isinstance(v, str):
-            raise _zero_date(v)
-        raise _bad(v, "a datetime", "an epoch number is not accepted; convert it in the source")
+        if isinstance(v, str):  # pymysql returns MySQL's zero dates as text
+            raise _Reject(f"zero or invalid date {v!r}")
+        raise _bad(v, "a datetime", "epoch numbers are not accepted" if _is_int(v) else "")
 
     return conv
 
 
 def _date(v: Any) -> int:
     if type(v) is dt.date:
-        return v.toordinal() - _EPOCH_ORDINAL
+        return v.toordinal() - _EPOCH_DAY
     if isinstance(v, dt.datetime):
         raise _Reject(
             f"datetime {v} into a date field (cast it to date in the source, or declare a timestamp)"
         )
     if isinstance(v, dt.date):
-        return v.toordinal() - _EPOCH_ORDINAL
+        return v.toordinal() - _EPOCH_DAY
     if isinstance(v, str):
-        raise _zero_date(v)
+        raise _Reject(f"zero or invalid date {v!r}")
     raise _bad(v, "a date")
 
 
@@ -277,7 +260,7 @@ def _time(millis: bool) -> Conv:
             if v.tzinfo is not None:  # a zone on a time of day has no unambiguous meaning
                 raise _Reject(f"aware time {v} into a time field (cast it to time without time zone)")
             us = ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
-        elif isinstance(v, dt.timedelta):  # pymysql returns TIME as timedelta
+        elif isinstance(v, dt.timedelta):  # pymysql returns TIME as a timedelta
             if not _ZERO <= v < _DAY:
                 raise _Reject(f"time {v} is outside [00:00, 24:00)")
             us = v // _US
@@ -306,14 +289,38 @@ def _uuid(v: Any) -> str:
     raise _bad(v, "a UUID")
 
 
-_Field = tuple[str, Conv, Any]  # name, converter, default (or _MISSING)
+def _null(v: Any) -> None:
+    if v is not None:
+        raise _bad(v, "null")
+
+
+_DTS, _TIMES = (dt.datetime,), (dt.time, dt.timedelta)
+_LEAVES: dict[str, tuple[Conv, tuple[type, ...], tuple[type, ...]]] = {
+    "null": (_null, (type(None),), ()),
+    "boolean": (_boolean, (bool,), (int,)),
+    "int": (_int(32), (int,), ()),
+    "long": (_int(64), (int,), ()),
+    "float": (_float(False), (float,), (int,)),
+    "double": (_float(True), (float,), (int,)),
+    "string": (_string, (str,), (uuid.UUID, decimal.Decimal, int, dict, list, enum.Enum)),
+    "bytes": (_bytes, (bytes,), (bytearray, memoryview)),
+    "int/date": (_date, (dt.date,), (str,)),
+    "int/time-millis": (_time(True), _TIMES, ()),
+    "long/time-micros": (_time(False), _TIMES, ()),
+    "string/uuid": (_uuid, (uuid.UUID,), (str,)),
+}
+for _unit in ("millis", "micros", "nanos"):
+    for _lt in (f"timestamp-{_unit}", f"local-timestamp-{_unit}"):
+        _LEAVES[f"long/{_lt}"] = (_timestamp(_lt), _DTS, (str,))
+
+_Field = tuple[str, Conv, Any]  # name, converter, writer-ready default or _MISSING
 
 
 def _record(name: str, fields: list[_Field], interval: bool) -> Conv:
     def conv(v: Any) -> dict[str, Any]:
         if not isinstance(v, Mapping):
             if interval and isinstance(v, tuple) and len(v) == 3:
-                return conv(dict(zip(_INTERVAL_FIELDS, v, strict=True)))
+                return conv(dict(zip(_INTERVAL, v, strict=True)))
             if interval and isinstance(v, dt.timedelta):
                 raise _Reject(
                     f"timedelta {v} for interval record {name}: psycopg folds months into days (lossy); "
@@ -368,22 +375,16 @@ def _map(values: Conv) -> Conv:
     return conv
 
 
-def _union(branches: list[_Node]) -> Conv:
+def _union(branches: list[_Node]) -> _Node:
     others = [b for b in branches if b.branch != "null"]
-    nullable = len(others) < len(branches)
-    if nullable and len(others) == 1:  # ["null", X]: the common case, a bare value
+    nullable, names = len(others) < len(branches), ", ".join(b.branch for b in branches)
+    if nullable and len(others) == 1:  # ["null", X], the common case: a bare value
         inner = others[0].conv
+        return branches[0]._replace(conv=lambda v: None if v is None else inner(v))
+    tries_by_type: dict[type, list[_Node]] = {}
 
-        def nullable_conv(v: Any) -> Any:
-            return None if v is None else inner(v)
-
-        return nullable_conv
-
-    names = ", ".join(b.branch for b in branches)
-    cache: dict[type, list[_Node]] = {}  # Python type -> branches to try, in order
-
-    def candidates(t: type) -> list[_Node]:
-        def takes(types: tuple[type, ...]) -> bool:  # a bool is no int here unless named
+    def tries(t: type) -> list[_Node]:
+        def takes(types: tuple[type, ...]) -> bool:  # a bool is not an int here, unless named
             return any(issubclass(t, c) for c in types) and (t is not bool or bool in types)
 
         return [b for b in others if takes(b.native)] + [b for b in others if takes(b.coerced)]
@@ -393,59 +394,26 @@ def _union(branches: list[_Node]) -> Conv:
             if nullable:
                 return None
             raise _Reject(f"null in a non-nullable field (union [{names}])")
-        t = type(v)
-        tries = cache.get(t)
-        if tries is None:
-            tries = cache[t] = candidates(t)
+        if (candidates := tries_by_type.get(type(v))) is None:
+            candidates = tries_by_type[type(v)] = tries(type(v))
         first: _Reject | None = None
-        for b in tries:
+        for b in candidates:
             try:
                 return (b.branch, b.conv(v))
             except _Reject as e:
                 first = first or e
-        raise first or _Reject(f"no branch of union [{names}] takes a {t.__name__} {_show(v)}")
+        raise first or _Reject(f"no branch of union [{names}] takes a {type(v).__name__} {_show(v)}")
 
-    return conv
-
-
-def _null(v: Any) -> None:
-    if v is not None:
-        raise _bad(v, "null")
-
-
-_D, _DT = (dt.date,), (dt.datetime,)
-_LEAVES: dict[str, tuple[Conv, tuple[type, ...], tuple[type, ...]]] = {
-    "null": (_null, (type(None),), ()),
-    "boolean": (_boolean, (bool,), (int,)),
-    "int": (_int(32), (int,), ()),
-    "long": (_int(64), (int,), ()),
-    "float": (_float(False), (float,), (int,)),
-    "double": (_float(True), (float,), (int,)),
-    "string": (_string, (str,), (uuid.UUID, decimal.Decimal, int, dict, list, enum.Enum)),
-    "bytes": (_bytes, (bytes,), (bytearray, memoryview)),
-    "int/date": (_date, _D, (str,)),
-    "int/time-millis": (_time(True), (dt.time, dt.timedelta), ()),
-    "long/time-micros": (_time(False), (dt.time, dt.timedelta), ()),
-    "string/uuid": (_uuid, (uuid.UUID,), (str,)),
-}
-for _lt in ("timestamp-millis", "timestamp-micros", "timestamp-nanos"):
-    for _name in (_lt, f"local-{_lt}"):
-        _LEAVES[f"long/{_name}"] = (_timestamp(_name), _DT, (str,))
+    return branches[0]._replace(conv=conv, wrap=True)
 
 
 class _Compiler:
-    """Walks a schema once; named types resolve Avro-style (full names, enclosing namespace)."""
+    """Walks a schema once; named types resolve as Avro says (full names, enclosing namespace)."""
 
     def __init__(self, schema: Mapping[str, Any], symbol_maps: Mapping[str, Mapping[str, str]]) -> None:
         self.named: dict[str, Any] = dict(schema.get("__named_schemas") or {})  # parse_schema output
-        self.building: dict[str, _Node] = {}  # records being compiled: recursive references
+        self.building: dict[str, _Node] = {}  # records being compiled, for recursive references
         self.symbol_maps, self.used = symbol_maps, set[str]()
-
-    def resolve(self, ref: str, ns: str) -> tuple[str, Any]:
-        for full in (f"{ns}.{ref}" if ns and "." not in ref else ref, ref):
-            if full in self.named:
-                return full, self.named[full]
-        raise SchemaError(f"unknown type {ref!r}")
 
     def node(self, s: Any, ns: str, path: str) -> _Node:
         if isinstance(s, list):
@@ -453,62 +421,60 @@ class _Compiler:
             names = [b.branch for b in branches]
             if any(isinstance(b, list) for b in s) or len(set(names)) < len(names):
                 raise SchemaError(
-                    f"field {path}: a union may not hold a union or the same type twice: {names}"
+                    f"field {path}: a union may hold neither a union nor one type twice: {names}"
                 )
-            return _Node(_union(branches), "union", ())
-        if isinstance(s, str):
-            if s in _PRIMITIVES:
-                return self.leaf(s, {}, path)
-            full, target = self.resolve(s, ns)
-            if full in self.building:
-                return self.building[full]
-            return self.node(target, full.rpartition(".")[0], path)
-        if not isinstance(s, Mapping) or "type" not in s:
-            raise SchemaError(f"field {path}: invalid schema {_show(s)}")
-        t = s["type"]
-        if not isinstance(t, str) or (
-            t not in _PRIMITIVES and t not in ("record", "error", "enum", "fixed", "array", "map")
-        ):
+            return _union(branches)
+        if isinstance(s, str) and s not in _PRIMITIVES:
+            for full in (f"{ns}.{s}" if ns and "." not in s else s, s):
+                if full in self.building:
+                    return self.building[full]
+                if full in self.named:
+                    return self.node(self.named[full], full.rpartition(".")[0], path)
+            raise SchemaError(f"field {path}: unknown type {s!r}")
+        t = s if isinstance(s, str) else s["type"]
+        if not isinstance(t, str) or (t not in _PRIMITIVES and t not in _COMPLEX):
             return self.node(t, ns, path)  # {"type": {...}}, {"type": [...]} or {"type": "Name"}
-        if t == "array":
-            return _Node(_array(self.node(s["items"], ns, path).conv), "array", (list, tuple))
-        if t == "map":
-            return _Node(_map(self.node(s["values"], ns, path).conv), "map", (Mapping,))
         if t in _PRIMITIVES:
-            return self.leaf(t, s, path)
-        name = str(s["name"])
-        full = name if "." in name or not s.get("namespace", ns) else f"{s.get('namespace', ns)}.{name}"
+            logical = None if isinstance(s, str) else s.get("logicalType")
+            if t == "bytes" and logical == "decimal":
+                return self.decimal(s, path, "bytes", None)
+            # An unknown logical type, or one on the wrong base type, is ignored (as the spec says).
+            conv, native, coerced = _LEAVES.get(f"{t}/{logical}") or _LEAVES[t]
+            return _Node(conv, t, t, native, coerced)
+        if t == "array":
+            return _Node(_array(self.node(s["items"], ns, path).conv), t, t, (list, tuple))
+        if t == "map":
+            return _Node(_map(self.node(s["values"], ns, path).conv), t, t, (Mapping,))
+        name, ns = str(s["name"]), str(s.get("namespace", ns) or "")
+        full = name if "." in name or not ns else f"{ns}.{name}"
         self.named[full] = s
+        ns = full.rpartition(".")[0]
         if t == "enum":
             labels = self.symbol_maps.get(path, {})
-            if path in self.symbol_maps:
-                self.used.add(path)
-            bad = sorted(set(labels.values()) - set(s["symbols"]))
-            if bad:
-                raise SchemaError(f"symbol_maps[{path!r}] maps to non-symbols {bad} of enum {full}")
-            return _Node(_enum(full, list(s["symbols"]), labels), full, (str, enum.Enum))
+            self.used.update([path] if path in self.symbol_maps else [])
+            if bad := sorted(set(labels.values()) - set(s["symbols"])):
+                raise SchemaError(f"symbol_maps[{path!r}] maps to {bad}, not symbols of enum {full}")
+            return _Node(_enum(full, list(s["symbols"]), labels), full, t, (str, enum.Enum))
+        if t == "fixed" and s.get("logicalType") == "decimal":
+            return self.decimal(s, path, full, int(s["size"]))
         if t == "fixed":
-            if s.get("logicalType") == "decimal":
-                return self.decimal(s, path, full, int(s["size"]))
-            return _Node(_fixed(int(s["size"]), full), full, (bytes,), (bytearray, memoryview))
+            return _Node(_fixed(int(s["size"]), full), full, t, (bytes,), (bytearray, memoryview))
         fields: list[_Field] = []
-        names = frozenset(f["name"] for f in s["fields"])
-        node = _Node(_record(full, fields, names == frozenset(_INTERVAL_FIELDS)), full, (Mapping,), (tuple,))
-        self.building[full] = node
-        inner_ns = full.rpartition(".")[0]
+        interval = {f["name"] for f in s["fields"]} == set(_INTERVAL)
+        node = self.building[full] = _Node(_record(full, fields, interval), full, t, (Mapping,), (tuple,))
         for f in s["fields"]:
-            sub = self.node(f["type"], inner_ns, f"{path}.{f['name']}")
-            fields.append((f["name"], sub.conv, self.default(f, inner_ns)))
+            fields.append(self.field(f, ns, f"{path}.{f['name']}"))
         del self.building[full]
         return node
 
-    def leaf(self, t: str, s: Mapping[str, Any], path: str) -> _Node:
-        logical = s.get("logicalType")
-        if t == "bytes" and logical == "decimal":
-            return self.decimal(s, path, "bytes", None)
-        # An unknown logical type (or one on the wrong base type) is ignored, as the spec says.
-        conv, native, coerced = _LEAVES.get(f"{t}/{logical}") or _LEAVES[t]
-        return _Node(conv, t, native, coerced)
+    def field(self, f: Mapping[str, Any], ns: str, path: str) -> _Field:
+        """Compile one record field; its JSON default is made writer-ready once, here."""
+        node, value = self.node(f["type"], ns, path), f.get("default", _MISSING)
+        if node.base in ("bytes", "fixed") and isinstance(value, str):
+            value = value.encode("latin-1")  # Avro JSON writes bytes as code points 0-255
+        if node.wrap and value is not None and value is not _MISSING:
+            value = (node.branch, value)  # a union's default belongs to its first branch
+        return f["name"], node.conv, value
 
     def decimal(self, s: Mapping[str, Any], path: str, branch: str, size: int | None) -> _Node:
         p, sc = s.get("precision"), s.get("scale", 0)
@@ -516,56 +482,23 @@ class _Compiler:
             raise SchemaError(f"field {path}: invalid decimal precision {p!r} / scale {sc!r}")
         if size is not None and p > len(str(2 ** (8 * size - 1) - 1)) - 1:
             raise SchemaError(f"field {path}: decimal({p},{sc}) does not fit fixed size {size}")
-        return _Node(_decimal(p, sc, size), branch, (decimal.Decimal,), (int,))
-
-    def kind(self, s: Any, ns: str) -> tuple[str, str]:
-        """(Avro type, union branch name) of a schema, without compiling it."""
-        if isinstance(s, str) and s not in _PRIMITIVES:
-            full, target = self.resolve(s, ns)
-            return self.kind(target, full.rpartition(".")[0])[0], full
-        if isinstance(s, str) or isinstance(s, list):
-            return (s, s) if isinstance(s, str) else ("union", "union")
-        t = s["type"]
-        if not isinstance(t, str) or t not in _PRIMITIVES | {
-            "record",
-            "error",
-            "enum",
-            "fixed",
-            "array",
-            "map",
-        }:
-            return self.kind(t, ns)
-        name = str(s.get("name", t))
-        return t, name if t in ("array", "map") or "." in name or not s.get(
-            "namespace", ns
-        ) else f"{s.get('namespace', ns)}.{name}"
-
-    def default(self, f: Mapping[str, Any], ns: str) -> Any:
-        """A field's JSON default as fastavro writes it (bytes from JSON's latin-1 text)."""
-        if "default" not in f:
-            return _MISSING
-        s, value = f["type"], f["default"]
-        t, branch = self.kind(s[0] if isinstance(s, list) else s, ns)
-        if t in ("bytes", "fixed") and isinstance(value, str):
-            value = value.encode("latin-1")
-        if isinstance(s, list) and value is not None and not (len(s) == 2 and "null" in s):
-            return (branch, value)  # the union's tuple notation, like every converted value
-        return value
+        return _Node(
+            _decimal(p, sc, size), branch, "bytes" if size is None else "fixed", (decimal.Decimal,), (int,)
+        )
 
 
 class RecordConverter:
-    """Maps one source row onto one Avro record; compiled by :func:`compile_record`."""
+    """Maps one source row onto one Avro record; built by :func:`compile_record`."""
 
     __slots__ = ("_plan", "fields", "source_columns", "stream")
 
     def __init__(self, stream: str, plan: list[tuple[str, str, Conv, Any]]) -> None:
-        self.stream = stream
-        self._plan = plan
+        self.stream, self._plan = stream, plan
         self.fields: tuple[str, ...] = tuple(p[0] for p in plan)
         self.source_columns: tuple[str, ...] = tuple(p[1] for p in plan)
 
     def __call__(self, row: Mapping[str, Any], key: object = None) -> dict[str, Any]:
-        """Return the record for ``row`` (ready for fastavro); raise RowError naming ``key``."""
+        """Return the record for ``row``, ready for fastavro; a misfit raises RowError naming ``key``."""
         out: dict[str, Any] = {}
         for name, column, conv, default in self._plan:
             try:
@@ -591,31 +524,26 @@ def compile_record(
     field_map: Mapping[str, str] | None = None,
     symbol_maps: Mapping[str, Mapping[str, str]] | None = None,
 ) -> RecordConverter:
-    """Compile a converter for a record schema (plain JSON dict or ``fastavro.parse_schema`` output).
+    """Compile the converter of a record schema (a plain JSON dict or ``fastavro.parse_schema`` output).
 
-    ``field_map`` maps Avro field -> source column (default: the same name; entries for fields
-    of other schemas are ignored, so one map can serve a stream's key and value). ``symbol_maps``
-    maps an enum field's dotted path (``rating``, ``address.kind``) to {source label: symbol}.
-    Raises SchemaError for a schema this module cannot convert exactly.
+    ``field_map`` maps Avro field -> source column (others map by name; entries naming no field of
+    this schema are ignored, so one map serves a stream's key and value). ``symbol_maps`` maps an
+    enum field's dotted path (``rating``, ``address.kind``) to {source label: Avro symbol}.
+    Raises SchemaError for a schema that cannot be converted exactly.
     """
     if not isinstance(schema, Mapping) or schema.get("type") not in ("record", "error"):
         raise SchemaError(f"stream {stream!r}: a row schema must be an Avro record")
-    symbol_maps = symbol_maps or {}
-    field_map = field_map or {}
+    symbol_maps, field_map = symbol_maps or {}, field_map or {}
     comp = _Compiler(schema, symbol_maps)
     try:
-        name = str(schema["name"])
-        ns = name.rpartition(".")[0] if "." in name else str(schema.get("namespace") or "")
-        comp.named[f"{ns}.{name}" if ns and "." not in name else name] = schema
-        plan = []
-        for f in schema["fields"]:
-            conv = comp.node(f["type"], ns, f["name"]).conv
-            plan.append((f["name"], field_map.get(f["name"], f["name"]), conv, comp.default(f, ns)))
+        name, ns = str(schema["name"]), str(schema.get("namespace") or "")
+        full = name if "." in name or not ns else f"{ns}.{name}"
+        comp.named[full] = schema
+        fields = [comp.field(f, full.rpartition(".")[0], f["name"]) for f in schema["fields"]]
     except SchemaError as exc:
         raise SchemaError(f"stream {stream!r}: {exc.message}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SchemaError(f"stream {stream!r}: invalid Avro schema: {exc!r}") from None
-    unused = sorted(set(symbol_maps) - comp.used)
-    if unused:
+    if unused := sorted(set(symbol_maps) - comp.used):
         raise SchemaError(f"stream {stream!r}: symbol_maps name no enum field of the schema: {unused}")
-    return RecordConverter(stream, plan)
+    return RecordConverter(stream, [(n, field_map.get(n, n), c, d) for n, c, d in fields])

@@ -65,6 +65,7 @@ def check_fields(
     """Return (problems, warnings) for one record schema against the source columns."""
     problems: list[str] = []
     warnings: list[str] = []
+    loose: list[str] = []
     for field in schema["fields"]:
         name = field["name"]
         column = field_map.get(name, name)
@@ -77,7 +78,7 @@ def check_fields(
         avro_type, nullable = _unwrap(field["type"])
         kind = _kind(avro_type)
         if info.nullable and not nullable:
-            warnings.append(f"{where}: column {column!r} is nullable but the field is not; a NULL will be a row error")
+            loose.append(name)
         if info.python_type is not None and kind in _ACCEPTS and not issubclass(info.python_type, _ACCEPTS[kind]):
             problems.append(
                 f"{where}: column {column!r} ({info.type_name}) cannot be written as Avro {kind} exactly"
@@ -109,4 +110,9 @@ def check_fields(
                 problems.append(
                     f"{where}: enum labels {missing} are not Avro symbols; add a symbol_maps entry or use a string"
                 )
+    if loose:
+        warnings.append(
+            f"stream {stream!r} {what} fields {loose}: the source columns are nullable (views often say so) "
+            "but the fields are not; a NULL would be a row error"
+        )
     return problems, warnings

@@ -1,0 +1,261 @@
+"""The ``cdc`` command line.
+
+Exit codes: 0 success; 1 unexpected error; 2 bad config; 3 schema problem; 4 a row that does not
+fit its schema; 5 a lost source position; 6 another instance running; 7 source disagrees with
+the config; 8 delivery refused by the broker (see cdc.errors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cdc import __version__
+from cdc.errors import CdcError
+from cdc.masking import mask_dsn
+
+app = typer.Typer(
+    name="cdc",
+    help=(
+        "Free data from legacy databases: capture changes from PostgreSQL, MySQL/MariaDB or any "
+        "SQLAlchemy database and publish them to Kafka as keyed, Avro-schematized event streams.\n\n"
+        "Typical flow: cdc validate CONFIG -> cdc check CONFIG -> cdc schemas register CONFIG -> "
+        "cdc run CONFIG. Try it without any server: cdc demo."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="Register and inspect the streams' Avro schemas in the schema registry.")
+connectors_app = typer.Typer(help="List the installed connectors and describe their options.")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(connectors_app, name="connectors")
+
+ConfigArg = Annotated[Path, typer.Argument(help="the connector's YAML config", show_default=False)]
+LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
+LogFormat = Annotated[
+    str | None, typer.Option("--log-format", help="json or human (default: human in a terminal, else json)")
+]
+
+log = logging.getLogger("cdc")
+
+
+def _load(config: Path):  # type: ignore[no-untyped-def]
+    from cdc.config import load_config
+
+    return load_config(config)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def validate(config: ConfigArg) -> None:
+    """Check a config file offline: YAML, keys, types, the connector's options, schema files.
+
+    Every problem is listed at once with its dotted path; nothing connects anywhere.
+    """
+    cfg = _load(config)
+    from cdc.schemas.eventify import StreamEventifier
+
+    for stream in cfg.streams:
+        StreamEventifier(cfg, stream)
+    typer.echo(f"{config}: valid ({len(cfg.streams)} stream(s), source {cfg.source.connector}, {cfg.delivery.value})")
+
+
+@app.command()
+def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
+    """Preflight against the real servers: reachability, privileges, settings, schemas vs tables."""
+    from cdc import logs
+    from cdc.runtime.runner import prepare
+
+    logs.setup(log_level, "human")
+    cfg = _load(config)
+    prepared = prepare(cfg)
+    failed = False
+    try:
+        for r in prepared.source.check():
+            mark = "ok  " if r.ok else ("warn" if r.warning else "FAIL")
+            failed |= not r.ok and not r.warning
+            typer.echo(f"[{mark}] {r.what}" + (f": {r.detail}" if r.detail else ""))
+        for w in prepared.warnings:
+            typer.echo(f"[warn] {w}")
+    finally:
+        prepared.source.close()
+    if cfg.schema_registry is not None and cfg.kafka is not None:
+        from cdc.schemas.subjects import make_client, resolve_id
+
+        from cdc.runtime.outputs import KafkaRecordOutput
+        from cdc.runtime.acks import AckTracker
+
+        client = make_client(cfg.schema_registry.url, cfg.schema_registry.config)
+        out = KafkaRecordOutput(cfg, prepared.eventifiers, AckTracker())
+        for _name, key_subject, value_subject in out.subjects():
+            for item in (key_subject, value_subject):
+                try:
+                    typer.echo(f"[ok  ] subject {item.subject}: id {resolve_id(client, item)}")
+                except CdcError as exc:
+                    failed = True
+                    typer.echo(f"[FAIL] {exc}")
+    if failed:
+        raise typer.Exit(7)
+    typer.echo("check passed")
+
+
+@app.command()
+def run(config: ConfigArg, log_level: LogLevel = "INFO", log_format: LogFormat = None) -> None:
+    """Run a connector until SIGTERM/SIGINT (then flush, commit, exit 0).
+
+    Resumes from the last committed position. Retriable failures (a database or the broker
+    down) are retried with backoff; fatal ones exit with a distinct code (see cdc --help).
+    """
+    from cdc import logs
+    from cdc.runtime.runner import Runner
+
+    logs.setup(log_level, log_format)
+    cfg = _load(config)
+    runner = Runner(cfg)
+    runner.install_signal_handlers()
+    log.info("starting connector %s (%s, %s)", cfg.name, cfg.source.connector, cfg.delivery.value)
+    raise typer.Exit(runner.run())
+
+
+@app.command()
+def status(config: ConfigArg) -> None:
+    """Show the committed positions of a connector and its source lag."""
+    from cdc.offsets import make_offset_store
+    from cdc.runtime.runner import build_source
+
+    cfg = _load(config)
+    store = make_offset_store(cfg)
+    try:
+        offsets = store.load()
+    finally:
+        store.close()
+    typer.echo(f"connector {cfg.name} ({cfg.source.connector}), offsets in {cfg.offsets.store}")
+    if not offsets:
+        typer.echo("  no committed position yet (a first run starts from the beginning)")
+    for partition, offset in sorted(offsets.items()):
+        typer.echo(f"  {partition}: {json.dumps(offset, default=str)}")
+    source, _ = build_source(cfg)
+    try:
+        for name, value in sorted(source.lag(offsets).items()):
+            typer.echo(f"  lag {name}: {value:.3f}")
+    finally:
+        source.close()
+
+
+@schemas_app.command("register")
+def schemas_register(
+    config: ConfigArg,
+    allow_key_change: Annotated[
+        bool, typer.Option("--allow-key-change", help="permit a changed key schema (re-keys the topic)")
+    ] = False,
+) -> None:
+    """Register every stream's key and value schema (subjects <topic>-key / <topic>-value).
+
+    Key subjects get FULL_TRANSITIVE compatibility; a changed key schema is refused unless
+    --allow-key-change is given. Value subjects follow the registry's rule (BACKWARD here).
+    """
+    from cdc.runtime.acks import AckTracker
+    from cdc.runtime.outputs import KafkaRecordOutput
+    from cdc.schemas.eventify import StreamEventifier
+    from cdc.schemas.subjects import make_client, register
+
+    cfg = _load(config)
+    if cfg.schema_registry is None or cfg.kafka is None:
+        raise CdcError("this config has no schema_registry/kafka block; nothing to register")
+    eventifiers = {s.name: StreamEventifier(cfg, s) for s in cfg.streams}
+    out = KafkaRecordOutput(cfg, eventifiers, AckTracker())
+    client = make_client(cfg.schema_registry.url, cfg.schema_registry.config)
+    allow = allow_key_change or cfg.schema_registry.allow_key_schema_change
+    for _name, key_subject, value_subject in out.subjects():
+        for item in (key_subject, value_subject):
+            typer.echo(f"{item.subject}: id {register(client, item, allow_key_change=allow)}")
+
+
+@schemas_app.command("show")
+def schemas_show(config: ConfigArg) -> None:
+    """Print the key and value schemas each stream produces with (envelope streams wrapped)."""
+    from cdc.schemas.eventify import StreamEventifier
+
+    cfg = _load(config)
+    for s in cfg.streams:
+        ev = StreamEventifier(cfg, s)
+        typer.echo(json.dumps({"stream": s.name, "topic": ev.topic, "key": ev.key_schema, "value": ev.value_schema}, indent=2))
+
+
+@connectors_app.command("list")
+def connectors_list() -> None:
+    """List installed source connectors (entry points in group cdc.sources)."""
+    from cdc.registry import SINK_GROUP, SOURCE_GROUP, available
+
+    for group, label in ((SOURCE_GROUP, "source"), (SINK_GROUP, "sink")):
+        for name, ep in sorted(available(group).items()):
+            typer.echo(f"{label:6} {name:12} {ep.value}")
+
+
+@connectors_app.command("describe")
+def connectors_describe(name: Annotated[str, typer.Argument(help="connector name or package.module:Class")]) -> None:
+    """Show a connector's options (source: block and each stream's capture: block) with descriptions."""
+    from cdc.registry import load_source_class
+
+    cls = load_source_class(name)
+    typer.echo(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+    for title, model in (("source:", cls.config_model), ("streams[].capture:", cls.stream_model)):
+        typer.echo(f"\n{title}")
+        for field, info in model.model_fields.items():
+            default = "required" if info.is_required() else f"default {info.default!r}"
+            typer.echo(f"  {field:22} {info.description or ''} ({default})")
+
+
+@app.command()
+def tail(
+    path: Annotated[Path, typer.Argument(help="an output directory or one .avro file written by output kind: file")],
+    limit: Annotated[int, typer.Option("--limit", "-n", help="show the last N events per file")] = 20,
+) -> None:
+    """Decode and print events written by the file output (the embedded demo's Kafka stand-in)."""
+    from cdc.tail import print_tail
+
+    print_tail(path, limit)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="where the demo database and output go")] = Path(
+        ".run/demo"
+    ),
+    seconds: Annotated[float, typer.Option("--seconds", help="how long to capture the trickle of changes")] = 15.0,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run the embedded demo: no server needed.
+
+    Creates a small 'legacy' SQLite database (customers and orders, a few hundred rows),
+    keeps changing it, captures it with the polling connector through the same eventify,
+    offset and acknowledgement path as production, writes Avro files, and shows them decoded.
+    """
+    from cdc import logs
+    from cdc.demo import run_demo
+
+    logs.setup(log_level, "human")
+    run_demo(directory, seconds)
+
+
+def main() -> None:
+    """Console entry point: translate service errors into messages and exit codes."""
+    try:
+        app()
+    except CdcError as exc:
+        typer.echo(f"error: {mask_dsn(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

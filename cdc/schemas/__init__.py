@@ -1,0 +1,1 @@
+"""Avro schemas: loading, conversion of row values, eventification and subjects."""

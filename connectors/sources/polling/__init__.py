@@ -1,0 +1,1 @@
+"""Query-based polling source: bulk, incrementing, timestamp and timestamp+incrementing modes."""
