@@ -67,7 +67,9 @@ def validate(config: ConfigArg) -> None:
 
     for stream in cfg.streams:
         StreamEventifier(cfg, stream)
-    typer.echo(f"{config}: valid ({len(cfg.streams)} stream(s), source {cfg.source.connector}, {cfg.delivery.value})")
+    typer.echo(
+        f"{config}: valid ({len(cfg.streams)} stream(s), source {cfg.source.connector}, {cfg.delivery.value})"
+    )
 
 
 @app.command()
@@ -90,10 +92,9 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
     finally:
         prepared.source.close()
     if cfg.schema_registry is not None and cfg.kafka is not None:
-        from cdc.schemas.subjects import make_client, resolve_id
-
-        from cdc.runtime.outputs import KafkaRecordOutput
         from cdc.runtime.acks import AckTracker
+        from cdc.runtime.outputs import KafkaRecordOutput
+        from cdc.schemas.subjects import make_client, resolve_id
 
         client = make_client(cfg.schema_registry.url, cfg.schema_registry.config)
         out = KafkaRecordOutput(cfg, prepared.eventifiers, AckTracker())
@@ -189,7 +190,12 @@ def schemas_show(config: ConfigArg) -> None:
     cfg = _load(config)
     for s in cfg.streams:
         ev = StreamEventifier(cfg, s)
-        typer.echo(json.dumps({"stream": s.name, "topic": ev.topic, "key": ev.key_schema, "value": ev.value_schema}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"stream": s.name, "topic": ev.topic, "key": ev.key_schema, "value": ev.value_schema},
+                indent=2,
+            )
+        )
 
 
 @connectors_app.command("list")
@@ -203,7 +209,9 @@ def connectors_list() -> None:
 
 
 @connectors_app.command("describe")
-def connectors_describe(name: Annotated[str, typer.Argument(help="connector name or package.module:Class")]) -> None:
+def connectors_describe(
+    name: Annotated[str, typer.Argument(help="connector name or package.module:Class")],
+) -> None:
     """Show a connector's options (source: block and each stream's capture: block) with descriptions."""
     from cdc.registry import load_source_class
 
@@ -218,7 +226,9 @@ def connectors_describe(name: Annotated[str, typer.Argument(help="connector name
 
 @app.command()
 def tail(
-    path: Annotated[Path, typer.Argument(help="an output directory or one .avro file written by output kind: file")],
+    path: Annotated[
+        Path, typer.Argument(help="an output directory or one .avro file written by output kind: file")
+    ],
     limit: Annotated[int, typer.Option("--limit", "-n", help="show the last N events per file")] = 20,
 ) -> None:
     """Decode and print events written by the file output (the embedded demo's Kafka stand-in)."""
@@ -232,7 +242,9 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="where the demo database and output go")] = Path(
         ".run/demo"
     ),
-    seconds: Annotated[float, typer.Option("--seconds", help="how long to capture the trickle of changes")] = 15.0,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="how long to capture the trickle of changes")
+    ] = 15.0,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run the embedded demo: no server needed.

@@ -66,15 +66,24 @@ class LegacyShop:
     def _customer(self, i: int) -> dict[str, object]:
         first, last = self.rng.choice(FIRST), self.rng.choice(LAST)
         return {
-            "id": i, "first_name": first, "last_name": last, "email": f"{first}.{last}.{i}@example.com".lower(),
-            "loyalty_tier": self.rng.choice(TIERS), "credit_limit": Decimal(self.rng.randint(100, 99999)) / 100,
-            "password_hash": "$2b$12$not-for-export", "updated_at": _now(),
+            "id": i,
+            "first_name": first,
+            "last_name": last,
+            "email": f"{first}.{last}.{i}@example.com".lower(),
+            "loyalty_tier": self.rng.choice(TIERS),
+            "credit_limit": Decimal(self.rng.randint(100, 99999)) / 100,
+            "password_hash": "$2b$12$not-for-export",
+            "updated_at": _now(),
         }
 
     def _order(self, i: int, customer: int) -> dict[str, object]:
         return {
-            "id": i, "customer_id": customer, "amount": Decimal(self.rng.randint(100, 50000)) / 100,
-            "status": "NEW", "note": None, "updated_at": _now(),
+            "id": i,
+            "customer_id": customer,
+            "amount": Decimal(self.rng.randint(100, 50000)) / 100,
+            "status": "NEW",
+            "note": None,
+            "updated_at": _now(),
         }
 
     def trickle(self, stop: threading.Event, interval: float = 0.05) -> None:
@@ -91,15 +100,15 @@ class LegacyShop:
                     conn.execute(o.insert(), self._order(n_ord + 1, self.rng.randint(1, max(n_cust, 1))))
                 elif roll < 0.75:
                     conn.execute(
-                        o.update().where(o.c.id == self.rng.randint(1, max(n_ord, 1))).values(
-                            status=self.rng.choice(["PAID", "SHIPPED", "DELIVERED"]), updated_at=_now()
-                        )
+                        o.update()
+                        .where(o.c.id == self.rng.randint(1, max(n_ord, 1)))
+                        .values(status=self.rng.choice(["PAID", "SHIPPED", "DELIVERED"]), updated_at=_now())
                     )
                 elif roll < 0.9:
                     conn.execute(
-                        c.update().where(c.c.id == self.rng.randint(1, max(n_cust, 1))).values(
-                            loyalty_tier=self.rng.choice(TIERS), updated_at=_now()
-                        )
+                        c.update()
+                        .where(c.c.id == self.rng.randint(1, max(n_cust, 1)))
+                        .values(loyalty_tier=self.rng.choice(TIERS), updated_at=_now())
                     )
                 elif roll < 0.97:
                     conn.execute(c.insert(), self._customer(n_cust + 1))

@@ -29,7 +29,9 @@ def setup(level: str = "INFO", fmt: str | None = None) -> None:
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
-            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"})
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"}
+            )
         )
     else:
         from rich.logging import RichHandler

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
-_KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd|sasl\.password|ssl\.key\.password)\s*=\s*('[^']*'|\S+)")
+_KV_PASSWORD = re.compile(
+    r"(?i)\b(password|passwd|pwd|sasl\.password|ssl\.key\.password)\s*=\s*('[^']*'|\S+)"
+)
 
 
 def mask_dsn(text: str) -> str:

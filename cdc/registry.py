@@ -37,7 +37,9 @@ def load_source_class(name: str) -> type[SourceConnector]:
         eps = available(SOURCE_GROUP)
         if name not in eps:
             known = ", ".join(sorted(eps)) or "none installed"
-            raise ConfigError([f"unknown source connector {name!r} (known: {known}; or write package.module:Class)"])
+            raise ConfigError(
+                [f"unknown source connector {name!r} (known: {known}; or write package.module:Class)"]
+            )
         try:
             obj = eps[name].load()
         except ImportError as exc:

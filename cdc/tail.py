@@ -14,7 +14,7 @@ from rich.console import Console
 def read_events(path: Path) -> list[dict[str, Any]]:
     """Every event in one output file, decoded."""
     with open(path, "rb") as fh:
-        return list(reader(fh))
+        return [e for e in reader(fh) if isinstance(e, dict)]
 
 
 def print_tail(path: Path, limit: int) -> None:
@@ -25,9 +25,13 @@ def print_tail(path: Path, limit: int) -> None:
         return
     for file in files:
         with open(file, "rb") as fh:
-            events = deque(reader(fh), maxlen=limit)
+            events: deque[dict[str, Any]] = deque(
+                (e for e in reader(fh) if isinstance(e, dict)), maxlen=limit
+            )
         console.rule(f"{file.stem} (last {len(events)})")
         for event in events:
             op = event["headers"].get("cdc.op", "?")
             value = "∅ (tombstone)" if event["value"] is None else json.dumps(event["value"], default=str)
-            console.print(f"[bold]{op}[/] key={json.dumps(event['key'], default=str)} value={value}", markup=True)
+            console.print(
+                f"[bold]{op}[/] key={json.dumps(event['key'], default=str)} value={value}", markup=True
+            )

@@ -39,7 +39,9 @@ def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[st
             return env[name]
         if default is not None:
             return default
-        problems.append(f"{path}: environment variable {name} is not set (hint: export it, or write ${{{name}:-default}})")
+        problems.append(
+            f"{path}: environment variable {name} is not set (hint: export it, or write ${{{name}:-default}})"
+        )
         return ""
 
     return _VAR.sub(repl, value)
@@ -69,13 +71,16 @@ def validation_problems(
             key = str(err["loc"][-1])
             known = _known_fields(model, err["loc"][:-1]) if model else []
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}" if known else ""
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}" if known else ""
+            )
             problems.append(f"{where}: unknown key" + (f" (hint: {hint})" if hint else ""))
         elif kind == "missing":
             problems.append(f"{where}: required key is missing")
         elif kind == "value_error" and not err["loc"]:
             msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.extend(p.strip() for p in msg.split("; "))
+            lead = f"{prefix}: " if prefix else ""
+            problems.extend(f"{lead}{p.strip()}" for p in msg.split("; "))
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
             got = err.get("input")
@@ -125,40 +130,58 @@ def read_yaml(path: Path) -> Any:
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> AppConfig:
     """Load and validate a config file, including the chosen connector's own options.
 
-    Raises ConfigError listing every problem found, each with its dotted path.
+    Raises ConfigError listing every problem found, each with its dotted path: the generic
+    model, the connector's ``source:`` options and every stream's ``capture:`` are all checked
+    even when an earlier part failed, so one run shows everything to fix.
     """
-    from cdc.registry import load_source_class  # late: keeps config importable without plugins
-
     path = Path(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError(["the top level must be a mapping (name:, source:, streams:, ...)"], source=str(path))
+        raise ConfigError(
+            ["the top level must be a mapping (name:, source:, streams:, ...)"], source=str(path)
+        )
     problems: list[str] = []
     data = _substitute(raw, "", os.environ if env is None else env, problems)
     data["base_dir"] = str(path.resolve().parent)
+    config: AppConfig | None = None
     try:
         config = AppConfig.model_validate(data)
     except ValidationError as exc:
         problems.extend(validation_problems(exc, model=AppConfig))
-        raise ConfigError(problems, source=str(path)) from None
-    try:
-        source_cls = load_source_class(config.source.connector)
-    except ConfigError as exc:
-        problems.extend(f"source.connector: {p}" for p in exc.problems)
-        raise ConfigError(problems, source=str(path)) from None
-    try:
-        source_cls.config_model.model_validate(config.source.options())
-    except ValidationError as exc:
-        problems.extend(validation_problems(exc, "source", source_cls.config_model))
-    for i, stream in enumerate(config.streams):
-        try:
-            source_cls.stream_model.model_validate(stream.capture)
-        except ValidationError as exc:
-            problems.extend(validation_problems(exc, f"streams[{i}].capture", source_cls.stream_model))
-        for attr in ("key_schema", "value_schema"):
-            schema_path = config.resolve(getattr(stream, attr))
-            if not schema_path.is_file():
-                problems.append(f"streams[{i}].{attr}: file not found: {schema_path}")
-    if problems:
+    problems.extend(_connector_problems(data))
+    if config is not None:
+        for i, stream in enumerate(config.streams):
+            for attr in ("key_schema", "value_schema"):
+                schema_path = config.resolve(getattr(stream, attr))
+                if not schema_path.is_file():
+                    problems.append(f"streams[{i}].{attr}: file not found: {schema_path}")
+    if problems or config is None:
         raise ConfigError(problems, source=str(path))
     return config
+
+
+def _connector_problems(data: dict[str, Any]) -> list[str]:
+    """Validate the connector-specific blocks with the chosen connector's own models."""
+    from cdc.registry import load_source_class  # late: only the chosen connector is imported
+
+    source = data.get("source")
+    if not isinstance(source, dict) or not isinstance(source.get("connector"), str):
+        return []
+    try:
+        cls = load_source_class(source["connector"])
+    except ConfigError as exc:
+        return [f"source.connector: {p}" for p in exc.problems]
+    problems: list[str] = []
+    options = {k: v for k, v in source.items() if k != "connector"}
+    try:
+        cls.config_model.model_validate(options)
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, "source", cls.config_model))
+    streams = data.get("streams")
+    for i, stream in enumerate(streams if isinstance(streams, list) else []):
+        capture = stream.get("capture", {}) if isinstance(stream, dict) else {}
+        try:
+            cls.stream_model.model_validate(capture)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, f"streams[{i}].capture", cls.stream_model))
+    return problems

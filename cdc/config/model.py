@@ -45,7 +45,9 @@ class SourceBlock(BaseModel):
     """``source:`` - ``connector`` names the plugin; every other key belongs to that connector."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    connector: str = Field(description="a registered source name (cdc connectors list) or package.module:Class")
+    connector: str = Field(
+        description="a registered source name (cdc connectors list) or package.module:Class"
+    )
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

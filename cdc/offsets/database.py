@@ -32,7 +32,9 @@ class DatabaseOffsetStore(OffsetStore):
     def load(self) -> Offsets:
         t = self.table
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.c.source_partition, t.c.source_offset).where(t.c.connector == self.connector))
+            rows = conn.execute(
+                sa.select(t.c.source_partition, t.c.source_offset).where(t.c.connector == self.connector)
+            )
             return {p: json.loads(o) for p, o in rows}
 
     def save(self, offsets: Offsets) -> None:
@@ -44,7 +46,9 @@ class DatabaseOffsetStore(OffsetStore):
                 updated = conn.execute(sa.update(t).where(cond).values(source_offset=text)).rowcount
                 if not updated:
                     conn.execute(
-                        sa.insert(t).values(connector=self.connector, source_partition=partition, source_offset=text)
+                        sa.insert(t).values(
+                            connector=self.connector, source_partition=partition, source_offset=text
+                        )
                     )
 
     def close(self) -> None:

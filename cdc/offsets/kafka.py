@@ -62,12 +62,13 @@ class KafkaOffsetStore(OffsetStore):
                 msg = consumer.poll(5.0)
                 if msg is None:
                     continue
-                if msg.error():
-                    if msg.error().name() == "_PARTITION_EOF":
+                err = msg.error()
+                if err is not None:
+                    if err.name() == "_PARTITION_EOF":
                         pending.discard(msg.partition())
                         continue
-                    raise BrokerUnavailableError(f"reading offsets topic {self.topic}: {msg.error().str()}")
-                key = json.loads(msg.key())
+                    raise BrokerUnavailableError(f"reading offsets topic {self.topic}: {err.str()}")
+                key = json.loads(msg.key() or b"null")
                 if key[0] == self.connector:
                     value = msg.value()
                     if value is None:

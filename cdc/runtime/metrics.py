@@ -18,16 +18,28 @@ class Metrics:
     def __init__(self, connector: str) -> None:
         self.registry = CollectorRegistry()
         labels = ["connector"]
-        self.events = Counter("cdc_events_total", "events produced", [*labels, "stream"], registry=self.registry)
+        self.events = Counter(
+            "cdc_events_total", "events produced", [*labels, "stream"], registry=self.registry
+        )
         self.errors = Counter("cdc_errors_total", "errors by kind", [*labels, "kind"], registry=self.registry)
         self.dead_letters = Counter(
-            "cdc_dead_letters_total", "rows routed to a dead-letter topic", [*labels, "stream"], registry=self.registry
+            "cdc_dead_letters_total",
+            "rows routed to a dead-letter topic",
+            [*labels, "stream"],
+            registry=self.registry,
         )
-        self.in_flight = Gauge("cdc_in_flight_events", "events sent, not yet delivered", labels, registry=self.registry)
+        self.in_flight = Gauge(
+            "cdc_in_flight_events", "events sent, not yet delivered", labels, registry=self.registry
+        )
         self.last_commit = Gauge(
-            "cdc_last_commit_timestamp_seconds", "when offsets were last committed", labels, registry=self.registry
+            "cdc_last_commit_timestamp_seconds",
+            "when offsets were last committed",
+            labels,
+            registry=self.registry,
         )
-        self.lag = Gauge("cdc_source_lag", "source lag gauges (see name)", [*labels, "name"], registry=self.registry)
+        self.lag = Gauge(
+            "cdc_source_lag", "source lag gauges (see name)", [*labels, "name"], registry=self.registry
+        )
         self.connector = connector
         self.ready = False
         self.alive = True
@@ -41,7 +53,7 @@ def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
     """Serve /healthz (liveness), /readyz (readiness) and /metrics in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._reply(200, metrics.exposition(), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":

@@ -41,10 +41,10 @@ class Output(abc.ABC):
         """Create topics/files and resolve schemas; fail before the first event is read."""
 
     @abc.abstractmethod
-    def send(self, record: Record, seq: int) -> None: ...
+    def send(self, record: Record, seq: int | None) -> None: ...
 
     @abc.abstractmethod
-    def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int) -> None: ...
+    def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int | None) -> None: ...
 
     @abc.abstractmethod
     def poll(self, timeout: float) -> None:
@@ -90,7 +90,9 @@ class KafkaRecordOutput(Output):
         for stream in self.app.streams:
             ev = self.eventifiers[stream.name]
             compacted = stream.format is EventFormat.ENTITY
-            specs[ev.topic] = TopicSpec(ev.topic, compacted, t.partitions, t.replication_factor, dict(t.config))
+            specs[ev.topic] = TopicSpec(
+                ev.topic, compacted, t.partitions, t.replication_factor, dict(t.config)
+            )
             if stream.on_error.value == "dead_letter":
                 dlq = self.app.dead_letter_topic_of(stream)
                 specs[dlq] = TopicSpec(dlq, False, 1, t.replication_factor, {})
@@ -247,7 +249,10 @@ class FileRecordOutput(Output):
 
 
 def make_output(
-    app: AppConfig, eventifiers: dict[str, StreamEventifier], tracker: AckTracker, transactional_id: str | None
+    app: AppConfig,
+    eventifiers: dict[str, StreamEventifier],
+    tracker: AckTracker,
+    transactional_id: str | None,
 ) -> Output:
     if isinstance(app.output, KafkaOutput):
         return KafkaRecordOutput(app, eventifiers, tracker, transactional_id)

@@ -149,7 +149,9 @@ class Pipeline:
         remaining = self.output.flush(timeout)
         self._commit_delivered()
         if remaining:
-            log.warning("%d events were not acknowledged before the shutdown timeout; they will be re-read", remaining)
+            log.warning(
+                "%d events were not acknowledged before the shutdown timeout; they will be re-read", remaining
+            )
 
     # --- exactly once ---
     def run_exactly_once(self) -> None:

@@ -64,11 +64,13 @@ def prepare(app: AppConfig) -> Prepared:
     for s in app.streams:
         ev = eventifiers[s.name]
         for what, schema in (("key", ev.key_schema), ("value", ev.row_schema)):
-            p, w = check_fields(s.name, schema, s.fields, described[s.name], what=what, symbol_maps=s.symbol_maps)
-            problems += p
-            warnings += w
-    for w in warnings:
-        log.warning("%s", w)
+            found, warned = check_fields(
+                s.name, schema, s.fields, described[s.name], what=what, symbol_maps=s.symbol_maps
+            )
+            problems += found
+            warnings += warned
+    for warning in warnings:
+        log.warning("%s", warning)
     if problems:
         source.close()
         raise SchemaError(
@@ -140,7 +142,9 @@ class Runner:
                         raise
                     if time.monotonic() - started > 60:
                         backoff = 1.0  # it ran a while: the outage is new
-                    log.warning("%s; retrying in %.0fs from the last committed position", exc.message, backoff)
+                    log.warning(
+                        "%s; retrying in %.0fs from the last committed position", exc.message, backoff
+                    )
                     self.stop.wait(backoff)
                     backoff = min(backoff * 2, rt.retry_backoff_max)
             return 0

@@ -104,20 +104,17 @@ def _float(double: bool) -> Conv:
     kind = "double" if double else "float"
 
     def conv(v: Any) -> float:
-        if isinstance(v, float):
-            if not double:  # narrowing to 32 bits is what "float" declares; turning into inf is not
-                try:
-                    _F32.pack(v)
-                except OverflowError:
-                    raise _Reject(f"{v} overflows a 32-bit float; declare double") from None
-            return float(v)
-        if _is_int(v):
+        if type(v) is float and double:
+            return v
+        if isinstance(v, float) or _is_int(v):
             try:
-                f = float(v) if double else _F32.unpack(_F32.pack(v))[0]
+                f: float = float(v) if double else _F32.unpack(_F32.pack(v))[0]
             except OverflowError:
-                f = None
-            if f == v:  # int == float compares exactly
-                return float(v)
+                raise _Reject(f"{v} overflows a {kind}; declare double or decimal") from None
+            # A float narrows to 32 bits because "float" says so (never into inf, see above);
+            # an int must be exact (int == float compares exactly).
+            if isinstance(v, float) or f == v:
+                return f
             raise _Reject(f"{v} is not exactly a {kind}; declare long or decimal")
         raise _bad(v, f"a {kind}", "declare a decimal or string" if isinstance(v, decimal.Decimal) else "")
 
@@ -140,7 +137,11 @@ def _string(v: Any) -> str:
             return json.dumps(v, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise _Reject(f"JSON value cannot be serialized exactly: {exc}") from None
-    hints = {dt.date: "declare a date/timestamp logical type", dt.time: "declare time-micros", bytes: "bytes"}
+    hints = {
+        dt.date: "declare a date/timestamp logical type",
+        dt.time: "declare time-micros",
+        bytes: "declare bytes",
+    }
     hint = next((h for t, h in hints.items() if isinstance(v, t)), "")
     raise _bad(v, "a string", hint or ("declare double" if isinstance(v, float) else ""))
 
@@ -206,6 +207,13 @@ def _decimal(precision: int, scale: int, size: int | None) -> Conv:
     return conv
 
 
+def _millis(us: int, v: object, logical: str) -> int:
+    ms, rest = divmod(us, 1000)
+    if rest:
+        raise _Reject(f"{v} has sub-millisecond digits that {logical} would truncate; declare *-micros")
+    return ms
+
+
 def _timestamp(logical: str) -> Conv:
     local, unit = logical.startswith("local-"), logical.rsplit("-", 1)[1]
     epoch, zoned = (_EPOCH_NAIVE, logical[6:]) if local else (_EPOCH, logical)
@@ -215,11 +223,11 @@ def _timestamp(logical: str) -> Conv:
             naive = v.utcoffset() is None
             if naive and not local:
                 raise _Reject(
-                    f"naive datetime {v} for {logical}; the source must supply a time zone "
+                    f"naive datetime for {logical}: {v}; the source must supply a time zone "
                     f"(declare local-{logical} for a column without zone)"
                 )
             if local and not naive:
-                raise _Reject(f"aware datetime {v} into local-timestamp (declare {zoned} for a zoned column)")
+                raise _Reject(f"aware datetime into {logical}: {v} (declare {zoned} for a zoned column)")
             us = (v - epoch) // _US  # timedelta // timedelta: exact integers, never the local zone
             if unit == "micros":
                 return us
@@ -227,12 +235,7 @@ def _timestamp(logical: str) -> Conv:
                 if -(1 << 63) <= us * 1000 < 1 << 63:
                     return us * 1000
                 raise _Reject(f"{v} is out of the range of {logical}")
-            ms, rest = divmod(us, 1000)
-            if rest:
-                raise _Reject(
-                    f"{v} has sub-millisecond digits that {logical} would truncate; declare -micros"
-                )
-            return ms
+            return _millis(us, v, logical)
         if isinstance(v, str):  # pymysql returns MySQL's zero dates as text
             raise _Reject(f"zero or invalid date {v!r}")
         raise _bad(v, "a datetime", "epoch numbers are not accepted" if _is_int(v) else "")
@@ -241,14 +244,10 @@ def _timestamp(logical: str) -> Conv:
 
 
 def _date(v: Any) -> int:
-    if type(v) is dt.date:
+    if type(v) is dt.date or (isinstance(v, dt.date) and not isinstance(v, dt.datetime)):
         return v.toordinal() - _EPOCH_DAY
     if isinstance(v, dt.datetime):
-        raise _Reject(
-            f"datetime {v} into a date field (cast it to date in the source, or declare a timestamp)"
-        )
-    if isinstance(v, dt.date):
-        return v.toordinal() - _EPOCH_DAY
+        raise _Reject(f"datetime {v} into a date field (cast it to date in the source, or declare timestamp)")
     if isinstance(v, str):
         raise _Reject(f"zero or invalid date {v!r}")
     raise _bad(v, "a date")
@@ -266,14 +265,7 @@ def _time(millis: bool) -> Conv:
             us = v // _US
         else:
             raise _bad(v, "a time or timedelta")
-        if not millis:
-            return us
-        ms, rest = divmod(us, 1000)
-        if rest:
-            raise _Reject(
-                f"{v} has sub-millisecond digits that time-millis would truncate; declare time-micros"
-            )
-        return ms
+        return _millis(us, v, "time-millis") if millis else us
 
     return conv
 

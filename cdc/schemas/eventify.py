@@ -29,7 +29,9 @@ class Record:
 
 
 def position_text(event: ChangeEvent) -> str:
-    return json.dumps({"partition": event.partition, "offset": event.offset}, separators=(",", ":"), default=str)
+    return json.dumps(
+        {"partition": event.partition, "offset": event.offset}, separators=(",", ":"), default=str
+    )
 
 
 class StreamEventifier:
@@ -49,7 +51,9 @@ class StreamEventifier:
             self.row_schema, stream=stream.name, field_map=stream.fields, symbol_maps=stream.symbol_maps
         )
         self.key_columns: tuple[str, ...] = self._key.source_columns
-        self.columns: tuple[str, ...] = tuple(dict.fromkeys(self._key.source_columns + self._row.source_columns))
+        self.columns: tuple[str, ...] = tuple(
+            dict.fromkeys(self._key.source_columns + self._row.source_columns)
+        )
         self._envelope = stream.format is EventFormat.ENVELOPE
 
     def key_of(self, event: ChangeEvent) -> dict[str, Any]:

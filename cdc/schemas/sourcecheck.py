@@ -73,13 +73,19 @@ def check_fields(
         where = f"stream {stream!r} {what} field {name!r}"
         if info is None:
             if "default" not in field:
-                problems.append(f"{where}: source column {column!r} does not exist (columns: {', '.join(columns)})")
+                problems.append(
+                    f"{where}: source column {column!r} does not exist (columns: {', '.join(columns)})"
+                )
             continue
         avro_type, nullable = _unwrap(field["type"])
         kind = _kind(avro_type)
         if info.nullable and not nullable:
             loose.append(name)
-        if info.python_type is not None and kind in _ACCEPTS and not issubclass(info.python_type, _ACCEPTS[kind]):
+        if (
+            info.python_type is not None
+            and kind in _ACCEPTS
+            and not issubclass(info.python_type, _ACCEPTS[kind])
+        ):
             problems.append(
                 f"{where}: column {column!r} ({info.type_name}) cannot be written as Avro {kind} exactly"
             )
@@ -94,7 +100,9 @@ def check_fields(
         if kind == "decimal" and isinstance(avro_type, dict):
             p, s = int(avro_type["precision"]), int(avro_type.get("scale", 0))
             if info.precision is None and info.python_type is decimal.Decimal:
-                warnings.append(f"{where}: column {column!r} is unconstrained numeric; out-of-range values are row errors")
+                warnings.append(
+                    f"{where}: column {column!r} is unconstrained numeric; out-of-range values are row errors"
+                )
             elif info.precision is not None:
                 cs = info.scale or 0
                 if cs > s or info.precision - cs > p - s:

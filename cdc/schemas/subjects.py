@@ -50,13 +50,17 @@ def resolve_id(client: SchemaRegistryClient, item: SubjectSchema) -> int:
         return int(_call("lookup", client.lookup_schema, item.subject, schema).schema_id)
     except SchemaRegistryError as exc:
         if exc.error_code not in _NOT_FOUND:
-            raise SchemaError(f"subject {item.subject!r}: registry error {exc.error_code}: {exc.error_message}") from None
+            raise SchemaError(
+                f"subject {item.subject!r}: registry error {exc.error_code}: {exc.error_message}"
+            ) from None
     compatible = True
     try:
         compatible = bool(_call("compatibility", client.test_compatibility, item.subject, schema))
     except SchemaRegistryError as exc:
         if exc.error_code not in _NOT_FOUND:
-            raise SchemaError(f"subject {item.subject!r}: registry error {exc.error_code}: {exc.error_message}") from None
+            raise SchemaError(
+                f"subject {item.subject!r}: registry error {exc.error_code}: {exc.error_message}"
+            ) from None
     if not compatible:
         raise SchemaError(
             f"subject {item.subject!r}: the local schema is incompatible with the latest registered version; "

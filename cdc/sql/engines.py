@@ -50,7 +50,9 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
 def translate(exc: Exception, what: str) -> Exception:
     """Map driver errors to the service's tree: connection trouble is retriable."""
     text = mask_dsn(str(getattr(exc, "orig", exc)))
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or getattr(exc, "connection_invalidated", False):
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or getattr(
+        exc, "connection_invalidated", False
+    ):
         return SourceUnavailableError(f"{what}: {text}")
     if isinstance(exc, sa.exc.ProgrammingError | sa.exc.NoSuchTableError):
         return SourceConfigError(f"{what}: {text}")

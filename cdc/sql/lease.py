@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import tempfile
 from typing import IO
 
 import sqlalchemy as sa
@@ -53,7 +54,11 @@ def acquire(engine: sa.Engine, name: str) -> Lease:
     dialect = engine.dialect.name
     if dialect == "sqlite":
         db = engine.url.database
-        path = f"{db}.cdc-lease" if db and db != ":memory:" else f"/tmp/cdc-lease-{lock_key(name)}"
+        path = (
+            f"{db}.cdc-lease"
+            if db and db != ":memory:"
+            else os.path.join(tempfile.gettempdir(), f"cdc-lease-{lock_key(name)}")
+        )
         fh = open(path, "w")  # noqa: SIM115 - held open for the lease's lifetime
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -48,9 +48,13 @@ class PollingStream(BaseModel):
     query: str | None = Field(None, description="a custom SELECT (wrapped as a subquery); prefer a view")
     mode: Mode = Field(description="bulk | incrementing | timestamp | timestamp+incrementing")
     timestamp_column: str | None = Field(None, description="last-modified column (timestamp modes)")
-    incrementing_column: str | None = Field(None, description="strictly increasing column (incrementing modes)")
+    incrementing_column: str | None = Field(
+        None, description="strictly increasing column (incrementing modes)"
+    )
     poll_interval: Duration | None = Field(None, description="overrides source.poll_interval")
-    delete_detection: DeleteDetection | None = Field(None, description="emit deletes for keys that disappeared")
+    delete_detection: DeleteDetection | None = Field(
+        None, description="emit deletes for keys that disappeared"
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> PollingStream:

@@ -41,7 +41,7 @@ def column_info(col: sa.Column[Any]) -> ColumnInfo:
     labels = tuple(t.enums) if isinstance(t, sa.Enum) else None
     return ColumnInfo(
         name=col.name,
-        type_name=str(t.compile(dialect=col.table.bind.dialect)) if getattr(col.table, "bind", None) else repr(t),
+        type_name=_type_name(t),
         nullable=bool(col.nullable),
         python_type=py,
         precision=precision,
@@ -49,6 +49,13 @@ def column_info(col: sa.Column[Any]) -> ColumnInfo:
         timezone_aware=aware,
         enum_labels=labels,
     )
+
+
+def _type_name(t: sa.types.TypeEngine[Any]) -> str:
+    try:
+        return str(t)
+    except Exception:  # some dialect types cannot render without a dialect
+        return type(t).__name__
 
 
 class StreamReader:
@@ -118,13 +125,21 @@ class StreamReader:
             self.resumed = True
 
     def _offset(self) -> Offset:
-        return {"ts": cursorvalues.encode(self.last_ts), "id": cursorvalues.encode(self.last_id), "polls": self.polls}
+        return {
+            "ts": cursorvalues.encode(self.last_ts),
+            "id": cursorvalues.encode(self.last_id),
+            "polls": self.polls,
+        }
 
     # --- query ---
     def _precision(self) -> int:
         assert self.ts_col is not None
         t = self.selectable.c[self.ts_col].type
-        p = getattr(t, "fsp", None) if isinstance(t, mysql.DATETIME | mysql.TIMESTAMP) else getattr(t, "precision", None)
+        p = (
+            getattr(t, "fsp", None)
+            if isinstance(t, mysql.DATETIME | mysql.TIMESTAMP)
+            else getattr(t, "precision", None)
+        )
         if p is None:
             p = 0 if self.engine.dialect.name in ("mysql", "mariadb") else 6
         return int(p)
@@ -145,7 +160,9 @@ class StreamReader:
             if self.last_ts is not None:
                 if mode is Mode.TIMESTAMP_INCREMENTING and self.inc_col:
                     inc = c[self.inc_col]
-                    query = query.where(sa.or_(ts > self.last_ts, sa.and_(ts == self.last_ts, inc > self.last_id)))
+                    query = query.where(
+                        sa.or_(ts > self.last_ts, sa.and_(ts == self.last_ts, inc > self.last_id))
+                    )
                 elif self.resumed:
                     # After a restart the last committed timestamp group may be incomplete:
                     # re-read it (duplicates, never a gap). Use timestamp+incrementing to avoid this.
@@ -163,7 +180,9 @@ class StreamReader:
         if self.capture.mode not in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING):
             return None
         bound = bounds.compute(conn, lag_window)
-        return bounds.for_column(bound.upper, aware=self._aware_ts(), zone=self.zone, precision=self._precision())
+        return bounds.for_column(
+            bound.upper, aware=self._aware_ts(), zone=self.zone, precision=self._precision()
+        )
 
     def read(
         self, lag_window: float, fetch_size: int, progress: Callable[[int, int | None], None] | None = None
@@ -175,7 +194,9 @@ class StreamReader:
             query = self.build_query(upper)
             total = None
             if progress is not None:
-                total = conn.execute(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())).scalar()
+                total = conn.execute(
+                    sa.select(sa.func.count()).select_from(query.order_by(None).subquery())
+                ).scalar()
             result = conn.execution_options(stream_results=True, yield_per=fetch_size).execute(query)
             names = self.columns
             key_idx = [names.index(k) for k in self.spec.key_columns]
@@ -186,7 +207,13 @@ class StreamReader:
             initial = self.last_ts is None and self.last_id is None
             # Polling cannot tell an insert from an update: the initial load and bulk polls are
             # reads (r), incrementing polls are inserts (c), timestamp polls are upserts (u).
-            op = Op.READ if mode is Mode.BULK or initial else Op.CREATE if mode is Mode.INCREMENTING else Op.UPDATE
+            op = (
+                Op.READ
+                if mode is Mode.BULK or initial
+                else Op.CREATE
+                if mode is Mode.INCREMENTING
+                else Op.UPDATE
+            )
             self.polls += 1
             stream, partition = self.spec.name, self.spec.name
             n = 0

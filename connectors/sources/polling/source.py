@@ -85,7 +85,9 @@ class PollingSource(SourceConnector):
     def check(self) -> list[CheckResult]:
         results = [CheckResult(True, "database reachable; every stream's table and columns resolve")]
         self.describe()
-        needs_bound = any(c.mode in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING) for c in self.captures.values())
+        needs_bound = any(
+            c.mode in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING) for c in self.captures.values()
+        )
         dialect = self.engine.dialect.name
         with self.engine.connect() as conn:
             if needs_bound and dialect == "postgresql":
@@ -99,7 +101,9 @@ class PollingSource(SourceConnector):
                     CheckResult(
                         bool(ok),
                         "pg_read_all_stats (to see other sessions' open transactions)",
-                        "" if ok else "GRANT pg_read_all_stats TO <user>; without it late commits can be missed",
+                        ""
+                        if ok
+                        else "GRANT pg_read_all_stats TO <user>; without it late commits can be missed",
                         warning=not ok,
                     )
                 )
@@ -142,12 +146,18 @@ class PollingSource(SourceConnector):
     def start(self, offsets: Offsets) -> None:
         for spec in self.streams:
             self._reader(spec.name).restore(offsets.get(spec.name))
-        self._scheduler = BackgroundScheduler(daemon=True, job_defaults={"coalesce": True, "max_instances": 1})
+        self._scheduler = BackgroundScheduler(
+            daemon=True, job_defaults={"coalesce": True, "max_instances": 1}
+        )
         for spec in self.streams:
             cap = self.captures[spec.name]
             interval = cap.poll_interval if cap.poll_interval is not None else self.cfg.poll_interval
             self._scheduler.add_job(
-                self._poll_job, "interval", args=[spec.name], seconds=max(interval, 0.01), next_run_time=_now()
+                self._poll_job,
+                "interval",
+                args=[spec.name],
+                seconds=max(interval, 0.01),
+                next_run_time=_now(),
             )
             if cap.delete_detection is not None:
                 self._scheduler.add_job(
@@ -170,7 +180,11 @@ class PollingSource(SourceConnector):
         reader = self._readers[name]
         track = self.captures[name].delete_detection is not None
         known = self._known_keys.setdefault(name, set())
-        progress = self._progress(name) if self.cfg.progress and reader.last_ts is None and reader.last_id is None else None
+        progress = (
+            self._progress(name)
+            if self.cfg.progress and reader.last_ts is None and reader.last_id is None
+            else None
+        )
         try:
             with self._locks[name]:
                 chunk: list[ChangeEvent] = []
@@ -209,7 +223,14 @@ class PollingSource(SourceConnector):
                 gone = known - present
                 offset = reader._offset()
                 events = [
-                    ChangeEvent(name, Op.DELETE, dict(zip(reader.spec.key_columns, k, strict=True)), None, name, offset)
+                    ChangeEvent(
+                        name,
+                        Op.DELETE,
+                        dict(zip(reader.spec.key_columns, k, strict=True)),
+                        None,
+                        name,
+                        offset,
+                    )
                     for k in sorted(gone, key=repr)
                 ]
                 known.difference_update(gone)
@@ -225,7 +246,11 @@ class PollingSource(SourceConnector):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
             bar = Progress(
-                f"[bold]{name}[/] initial load", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+                f"[bold]{name}[/] initial load",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
             )
             task = bar.add_task(name, total=None)
             bar.start()

@@ -1,0 +1,172 @@
+"""Shared fixtures. Service fixtures read the CDC_TEST_* variables (``make env`` prints them).
+
+Locally a missing service skips its tests with a reason; when CDC_TEST_REQUIRE names the
+service (CI sets it for all), a missing service FAILS the test instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+SERVICES = {
+    "postgres": "CDC_TEST_POSTGRES_DSN",
+    "mysql": "CDC_TEST_MYSQL_DSN",
+    "kafka": "CDC_TEST_KAFKA_BOOTSTRAP",
+    "registry": "CDC_TEST_SCHEMA_REGISTRY_URL",
+}
+
+
+def required(service: str) -> bool:
+    wanted = {s.strip() for s in os.environ.get("CDC_TEST_REQUIRE", "").split(",") if s.strip()}
+    return service in wanted or "all" in wanted
+
+
+def service_env(service: str) -> str:
+    """The service's address, or skip (locally) / fail (when required) with the reason."""
+    var = SERVICES[service]
+    value = os.environ.get(var)
+    if not value:
+        reason = f'{service}: {var} is not set (run: eval "$(make env)" after make services)'
+        if required(service):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return value
+
+
+def unique(prefix: str) -> str:
+    """A unique lowercase identifier for databases, slots, topics."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    dsn = service_env("postgres")
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        msg = f"postgres at CDC_TEST_POSTGRES_DSN unreachable: {exc}"
+        pytest.fail(msg) if required("postgres") else pytest.skip(msg)
+    _drop_stale_slots(dsn)
+    return dsn
+
+
+def _drop_stale_slots(dsn: str) -> None:
+    """A leaked test slot pins WAL: terminate and drop every inactive test slot at session start."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT slot_name, active_pid FROM pg_replication_slots WHERE slot_name LIKE 'test\\_%'"
+        ).fetchall()
+        for name, pid in rows:
+            if pid:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+
+
+@pytest.fixture
+def pg_database(pg_dsn: str) -> Iterator[str]:
+    """A fresh PostgreSQL database; yields its DSN and drops it afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = unique("test")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base, _, _ = pg_dsn.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def mysql_dsn() -> str:
+    dsn = service_env("mysql")
+    import pymysql
+
+    try:
+        _mysql_connect(dsn).close()
+    except pymysql.err.OperationalError as exc:
+        msg = f"mysql at CDC_TEST_MYSQL_DSN unreachable: {exc}"
+        pytest.fail(msg) if required("mysql") else pytest.skip(msg)
+    return dsn
+
+
+def _mysql_connect(dsn: str, database: str | None = None):  # type: ignore[no-untyped-def]
+    from urllib.parse import urlparse
+
+    import pymysql
+
+    u = urlparse(dsn)
+    return pymysql.connect(
+        host=u.hostname,
+        port=u.port or 3306,
+        user=u.username,
+        password=u.password or "",
+        database=database,
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
+@pytest.fixture
+def mysql_database(mysql_dsn: str) -> Iterator[str]:
+    """A fresh MariaDB database; yields its DSN and drops it afterwards."""
+    name = unique("test")
+    conn = _mysql_connect(mysql_dsn)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    base, _, _ = mysql_dsn.rpartition("/")
+    yield f"{base}/{name}"
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    bootstrap = service_env("kafka")
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    except Exception as exc:
+        msg = f"kafka at {bootstrap} unreachable: {exc}"
+        pytest.fail(msg) if required("kafka") else pytest.skip(msg)
+    return bootstrap
+
+
+@pytest.fixture(scope="session")
+def registry_url() -> str:
+    url = service_env("registry")
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{url}/subjects", timeout=10).read()  # noqa: S310 - loopback test service
+    except Exception as exc:
+        msg = f"schema registry at {url} unreachable: {exc}"
+        pytest.fail(msg) if required("registry") else pytest.skip(msg)
+    return url
+
+
+@pytest.fixture
+def topic_name(kafka_bootstrap: str) -> Iterator[str]:
+    """A unique topic name; topics with that prefix are deleted afterwards."""
+    name = unique("test")
+    yield name
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(name)]
+    if doomed:
+        for fut in admin.delete_topics(doomed, operation_timeout=30).values():
+            with contextlib.suppress(Exception):  # best-effort clean-up
+                fut.result()

@@ -1,0 +1,34 @@
+"""The delivered-prefix rule: never commit past an undelivered event."""
+
+from __future__ import annotations
+
+from cdc.runtime.acks import AckTracker
+
+
+def test_only_the_delivered_prefix_is_committable() -> None:
+    t = AckTracker()
+    seqs = [t.add("a", {"n": i}) for i in range(5)]
+    t.delivered(seqs[1])
+    t.delivered(seqs[2])
+    assert t.take_committable() == {}  # event 0 outstanding
+    t.delivered(seqs[0])
+    assert t.take_committable() == {"a": {"n": 2}}
+    assert t.in_flight == 2
+
+
+def test_last_offset_per_partition_within_the_prefix() -> None:
+    t = AckTracker()
+    s = [t.add("a", {"n": 1}), t.add("b", {"n": 1}), t.add("a", {"n": 2}), t.add("b", {"n": 2})]
+    for q in s[:3]:
+        t.delivered(q)
+    assert t.take_committable() == {"a": {"n": 2}, "b": {"n": 1}}
+
+
+def test_a_failure_freezes_the_prefix() -> None:
+    t = AckTracker()
+    s = [t.add("a", {"n": i}) for i in range(3)]
+    t.failed(s[0], "broker said no")
+    t.delivered(s[1])
+    t.delivered(s[2])
+    assert t.take_committable() == {}
+    assert t.failure is not None and "broker said no" in t.failure
