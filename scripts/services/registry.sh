@@ -8,12 +8,15 @@
 #                 first), so schema ids survive a registry restart.
 # The distribution is pinned in registry/pom.xml and fetched from Maven Central with mvn.
 # Environment:    CDC_REGISTRY_DB (database, default apicurio), CDC_REGISTRY_JAVA (a Java 21+
-#                 binary), CDC_REGISTRY_START_TIMEOUT (seconds, default 120).
+#                 binary), CDC_REGISTRY_START_TIMEOUT (seconds, default 120),
+#                 CDC_REGISTRY_APP_DIR (the unpacked distribution, default
+#                 $CDC_SERVICES_DIR/registry/app; point an extra instance at an existing one
+#                 to share it instead of fetching it again).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SVC=registry
 STATE="$CDC_SERVICES_DIR/registry"
-APP="$STATE/app"
+APP="${CDC_REGISTRY_APP_DIR:-$STATE/app}"
 LOG="$STATE/registry.log"
 PIDFILE="$STATE/registry.pid"
 POM="$CDC_SERVICES_ROOT/registry/pom.xml"
