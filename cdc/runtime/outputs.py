@@ -73,8 +73,20 @@ class KafkaRecordOutput(Output):
         self.kafka = app.kafka
         extra: dict[str, Any] = {}
         if transactional_id:
-            extra = {"transactional.id": transactional_id, "transaction.timeout.ms": 60_000}
-        self.producer = Producer(producer_config(self.kafka, **extra, error_cb=self._on_error))
+            # A transaction must finish well inside transaction.timeout.ms; librdkafka requires
+            # message.timeout.ms <= transaction.timeout.ms.
+            extra = {
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": 60_000,
+                "message.timeout.ms": 55_000,
+            }
+        try:
+            self.producer = Producer(producer_config(self.kafka, **extra, error_cb=self._on_error))
+        except KafkaException as exc:
+            raise DeliveryError(
+                f"cannot create the Kafka producer: {exc.args[0].str()}",
+                hint="check kafka.producer/kafka.client",
+            ) from None
         self._encoders: dict[str, tuple[WireEncoder, WireEncoder]] = {}
         self._fatal: str | None = None
 

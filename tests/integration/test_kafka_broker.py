@@ -80,7 +80,7 @@ def test_idempotent_keyed_produce_round_trips(kafka_bootstrap: str, topic_name: 
     assert producer.list_topics(timeout=10).topics[topic_name].error is None
 
     sent: list[tuple[bytes, bytes]] = []
-    delivered: list[tuple[bytes, bytes, int, int]] = []
+    delivered: list[tuple[bytes | None, bytes | None, int | None, int | None]] = []
     errors: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
@@ -99,9 +99,9 @@ def test_idempotent_keyed_produce_round_trips(kafka_bootstrap: str, topic_name: 
     assert len(delivered) == len(sent)
 
     # Same key -> same partition, on the producer side ...
-    partition_of: dict[bytes, set[int]] = {}
-    for key, _, partition, _ in delivered:
-        partition_of.setdefault(key, set()).add(partition)
+    partition_of: dict[bytes | None, set[int | None]] = {}
+    for dkey, _, partition, _ in delivered:
+        partition_of.setdefault(dkey, set()).add(partition)
     assert all(len(p) == 1 for p in partition_of.values()), partition_of
     # ... and the keys really spread over more than one partition (the keying is not a no-op).
     assert len({next(iter(p)) for p in partition_of.values()}) > 1

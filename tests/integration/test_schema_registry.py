@@ -8,6 +8,7 @@ script refuses a port held by a foreign listener with a located message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -15,8 +16,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "services"
 
-V1 = {
+V1: dict[str, Any] = {
     "type": "record",
     "name": "Customer",
     "namespace": "cdc.test",
@@ -38,15 +40,20 @@ V1 = {
         {"name": "name", "type": "string"},
     ],
 }
-V2_BREAKING = {**V1, "fields": [*V1["fields"], {"name": "email", "type": "string"}]}
-V2_COMPATIBLE = {
+V2_BREAKING: dict[str, Any] = {**V1, "fields": [*V1["fields"], {"name": "email", "type": "string"}]}
+V2_COMPATIBLE: dict[str, Any] = {
     **V1,
     "fields": [*V1["fields"], {"name": "email", "type": ["null", "string"], "default": None}],
 }
 
 
-def avro(schema: dict[str, object], indent: int | None = None) -> Schema:
+def avro(schema: Mapping[str, Any], indent: int | None = None) -> Schema:
     return Schema(json.dumps(schema, indent=indent), "AVRO")
+
+
+def parsed(schema: Schema) -> Any:
+    assert schema.schema_str is not None
+    return json.loads(schema.schema_str)
 
 
 def free_port() -> int:
@@ -80,10 +87,8 @@ def subject(registry_url: str) -> Iterator[str]:
     yield name
     client = SchemaRegistryClient({"url": registry_url})
     for permanent in (False, True):
-        try:
+        with contextlib.suppress(SchemaRegistryError):
             client.delete_subject(name, permanent=permanent)
-        except SchemaRegistryError:
-            pass
 
 
 # --- the shared registry ----------------------------------------------------------------
@@ -101,7 +106,7 @@ def test_backward_compatibility_is_enforced(registry_url: str, subject: str) -> 
     with pytest.raises(SchemaRegistryError) as refused:
         client.register_schema(subject, avro(V2_BREAKING))
     assert refused.value.http_status_code == 409, refused.value
-    assert [v for v in get_json(f"{registry_url}/subjects/{subject}/versions")] == [1]  # type: ignore[union-attr]
+    assert get_json(f"{registry_url}/subjects/{subject}/versions") == [1]
 
     # With a default it can: compatible, registered as version 2 under a new id.
     assert client.test_compatibility(subject, avro(V2_COMPATIBLE)) is True
@@ -109,7 +114,7 @@ def test_backward_compatibility_is_enforced(registry_url: str, subject: str) -> 
     assert v2_id != v1_id
     latest = client.get_version(subject, "latest")
     assert (latest.version, latest.schema_id) == (2, v2_id)
-    assert json.loads(latest.schema.schema_str) == V2_COMPATIBLE
+    assert parsed(latest.schema) == V2_COMPATIBLE
 
 
 def test_lookup_ignores_whitespace(registry_url: str, subject: str) -> None:
@@ -121,7 +126,7 @@ def test_lookup_ignores_whitespace(registry_url: str, subject: str) -> None:
     found = SchemaRegistryClient({"url": registry_url}).lookup_schema(subject, reformatted)
     assert found.schema_id == v1_id
     assert found.version == 1
-    assert json.loads(found.schema.schema_str) == V1
+    assert parsed(found.schema) == V1
 
 
 # --- a private second registry instance ---------------------------------------------------
@@ -229,7 +234,7 @@ def test_v1_still_resolves_by_the_same_id_after_a_registry_restart(
         assert isinstance(by_id, dict)
         assert json.loads(by_id["schema"]) == V1
         assert by_id.get("schemaType", "AVRO") == "AVRO"
-        assert json.loads(SchemaRegistryClient({"url": instance.url}).get_schema(v1_id).schema_str) == V1
+        assert parsed(SchemaRegistryClient({"url": instance.url}).get_schema(v1_id)) == V1
         found = SchemaRegistryClient({"url": instance.url}).lookup_schema(subject, avro(V1, indent=4))
         assert (found.schema_id, found.version) == (v1_id, 1)
     finally:
