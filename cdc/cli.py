@@ -98,11 +98,17 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
 
         client = make_client(cfg.schema_registry.url, cfg.schema_registry.config)
         out = KafkaRecordOutput(cfg, prepared.eventifiers, AckTracker())
+        auto = cfg.schema_registry.auto_register
         for _name, key_subject, value_subject in out.subjects():
             for item in (key_subject, value_subject):
                 try:
                     typer.echo(f"[ok  ] subject {item.subject}: id {resolve_id(client, item)}")
                 except CdcError as exc:
+                    if auto and "not registered" in exc.message:
+                        typer.echo(
+                            f"[warn] subject {item.subject}: not registered yet; auto_register will register it"
+                        )
+                        continue
                     failed = True
                     typer.echo(f"[FAIL] {exc}")
     if failed:

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from cdc.errors import SourceUnavailableError
 from cdc.masking import mask_dsn
+from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
 from cdc.plugin import Offsets
 
@@ -41,7 +42,7 @@ class DatabaseOffsetStore(OffsetStore):
         t = self.table
         with self.engine.begin() as conn:
             for partition, offset in offsets.items():
-                text = json.dumps(offset, default=str)
+                text = jsonvalues.dumps(offset)
                 cond = (t.c.connector == self.connector) & (t.c.source_partition == partition)
                 updated = conn.execute(sa.update(t).where(cond).values(source_offset=text)).rowcount
                 if not updated:

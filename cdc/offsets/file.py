@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from cdc.errors import ConfigError
+from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
 from cdc.plugin import Offsets
 
@@ -35,7 +36,7 @@ class FileOffsetStore(OffsetStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, default=str)
+            json.dump(data, fh, indent=1, default=jsonvalues.encode)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from cdc.config.model import KafkaConfig
 from cdc.errors import BrokerUnavailableError, DeliveryError
 from cdc.kafka_clients import TopicSpec, client_config, ensure_topics, producer_config
+from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
 from cdc.plugin import Offsets
 
@@ -34,7 +35,7 @@ class KafkaOffsetStore(OffsetStore):
         return [
             (
                 json.dumps([self.connector, partition], separators=(",", ":")).encode(),
-                json.dumps(offset, separators=(",", ":"), default=str).encode(),
+                jsonvalues.dumps(offset).encode(),
             )
             for partition, offset in offsets.items()
         ]

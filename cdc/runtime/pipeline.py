@@ -15,6 +15,7 @@ from typing import Any
 
 from cdc.config.model import AppConfig, Delivery, OnError
 from cdc.errors import DeliveryError, RowError
+from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
 from cdc.plugin import ChangeEvent, Offsets, SourceConnector
 from cdc.runtime.acks import AckTracker
@@ -87,7 +88,7 @@ class Pipeline:
     def _acknowledge(self, offsets: Offsets) -> None:
         self.committed.update(offsets)
         self.metrics.last_commit.labels(self.app.name).set(time.time())
-        self.metrics.committed_text = json.dumps(self.committed, default=str)
+        self.metrics.committed_text = jsonvalues.dumps(self.committed)
         self.source.acknowledge(offsets)
 
     def _log_metrics(self) -> None:

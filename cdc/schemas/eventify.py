@@ -6,15 +6,18 @@ their contract names. A row that does not fit raises RowError (stream, key, fiel
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from cdc.config.model import AppConfig, EventFormat, StreamConfig
 from cdc.plugin import ChangeEvent, Op
 from cdc.schemas.avsc import envelope_schema, load_avsc
 from cdc.schemas.convert import RecordConverter, compile_record
+
+_OP_BYTES = {op: op.value.encode() for op in Op}
 
 
 @dataclass(slots=True)
@@ -28,10 +31,13 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
+def position_bytes(event: ChangeEvent) -> bytes:
+    """The event's source position as compact JSON (orjson: this runs once per event)."""
+    return orjson.dumps({"partition": event.partition, "offset": event.offset}, default=str)
+
+
 def position_text(event: ChangeEvent) -> str:
-    return json.dumps(
-        {"partition": event.partition, "offset": event.offset}, separators=(",", ":"), default=str
-    )
+    return position_bytes(event).decode()
 
 
 class StreamEventifier:
@@ -81,7 +87,7 @@ class StreamEventifier:
             value = None
         else:
             value = self._row(event.after, event.key)
-        headers = [("cdc.op", event.op.value.encode()), ("cdc.position", position_text(event).encode())]
+        headers = [("cdc.op", _OP_BYTES[event.op]), ("cdc.position", position_bytes(event))]
         if event.txid is not None:
             headers.append(("cdc.txid", event.txid.encode()))
         if event.ts_ms is not None:

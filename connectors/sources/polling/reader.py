@@ -11,8 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from cdc.offsets import jsonvalues as cursorvalues
 from cdc.plugin import ChangeEvent, ColumnInfo, Offset, Op, StreamSpec
-from cdc.sql import bounds, cursorvalues
+from cdc.sql import bounds
 from connectors.sources.polling.config import Mode, PollingStream
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,8 @@ class StreamReader:
             self.resumed = True
 
     def _offset(self) -> Offset:
-        return {
-            "ts": cursorvalues.encode(self.last_ts),
-            "id": cursorvalues.encode(self.last_id),
-            "polls": self.polls,
-        }
+        # Raw driver values: the offset stores tag and encode them only when they commit.
+        return {"ts": self.last_ts, "id": self.last_id, "polls": self.polls}
 
     # --- query ---
     def _precision(self) -> int:

@@ -128,6 +128,17 @@ class PollingSource(SourceConnector):
                     )
                 )
         for name, cap in self.captures.items():
+            ts_col = cap.timestamp_column
+            if ts_col and self._reader(name).describe()[ts_col].nullable:
+                results.append(
+                    CheckResult(
+                        False,
+                        f"stream {name}: timestamp column {ts_col} is nullable",
+                        "rows whose timestamp is NULL are never read by a timestamp mode; "
+                        f"make {ts_col} NOT NULL (with a default) or fill it",
+                        warning=True,
+                    )
+                )
             if cap.mode is Mode.INCREMENTING:
                 results.append(
                     CheckResult(
@@ -145,7 +156,15 @@ class PollingSource(SourceConnector):
     # --- running ---
     def start(self, offsets: Offsets) -> None:
         for spec in self.streams:
-            self._reader(spec.name).restore(offsets.get(spec.name))
+            reader = self._reader(spec.name)
+            reader.restore(offsets.get(spec.name))
+            ts_col = self.captures[spec.name].timestamp_column
+            if ts_col and reader.describe()[ts_col].nullable:
+                log.warning(
+                    "stream %s: %s is nullable; rows where it is NULL are never captured (cdc check)",
+                    spec.name,
+                    ts_col,
+                )
         self._scheduler = BackgroundScheduler(
             daemon=True, job_defaults={"coalesce": True, "max_instances": 1}
         )
@@ -275,7 +294,7 @@ class PollingSource(SourceConnector):
 
     def lag(self, offsets: Offsets) -> dict[str, float]:
         """Seconds between the database's clock and each timestamp stream's committed cursor."""
-        from cdc.sql import cursorvalues
+        from cdc.offsets import jsonvalues as cursorvalues
 
         out: dict[str, float] = {}
         try:

@@ -1,20 +1,22 @@
-"""Exact JSON encoding of cursor values (timestamps, ids) kept in offsets.
+"""Exact JSON encoding of values kept in offsets (timestamps, ids, LSNs).
 
-Offsets are JSON; a cursor value must come back as the same Python value the driver returned,
-or a resumed ``WHERE ts > :last`` could skip or repeat rows.
+Sources may put datetimes, dates, decimals and UUIDs into offsets as they are; the stores write
+them with :func:`encode` as the ``default`` hook, tagged, and sources read them back with
+:func:`decode`, so a resumed ``WHERE ts > :last`` sees exactly the value the driver returned.
+Encoding happens only when offsets are stored, never per event.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import uuid
 from typing import Any
 
 
 def encode(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str | float):
-        return value
+    """``json.dumps(..., default=encode)`` hook: tag the values JSON has no type for."""
     if isinstance(value, dt.datetime):
         return {"datetime": value.isoformat()}
     if isinstance(value, dt.date):
@@ -39,3 +41,8 @@ def decode(value: Any) -> Any:
     if tag == "uuid":
         return uuid.UUID(text)
     raise ValueError(f"unknown cursor value tag {tag!r}")
+
+
+def dumps(offsets: Any) -> str:
+    """Offsets as compact JSON text with tagged values."""
+    return json.dumps(offsets, separators=(",", ":"), default=encode)
