@@ -12,7 +12,7 @@ from typing import Any
 def env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
-        sys.exit(f"benchmark: {name} is not set; run: make services && eval \"$(make env)\"")
+        sys.exit(f'benchmark: {name} is not set; run: make services && eval "$(make env)"')
     return value
 
 

@@ -22,10 +22,10 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import current_rss_mb, env, report, rss_mb  # noqa: E402
+from _common import current_rss_mb, env, report, rss_mb
 
-from cdc.config import load_config  # noqa: E402
-from cdc.runtime.runner import Runner  # noqa: E402
+from cdc.config import load_config
+from cdc.runtime.runner import Runner
 
 KEY = {"type": "record", "name": "BenchKey", "fields": [{"name": "id", "type": "long"}]}
 VALUE = {
@@ -37,7 +37,10 @@ VALUE = {
         {"name": "c_bigint", "type": "long"},
         {"name": "c_text", "type": "string"},
         {"name": "c_label", "type": "string"},
-        {"name": "c_amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}},
+        {
+            "name": "c_amount",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2},
+        },
         {"name": "c_flag", "type": "boolean"},
         {"name": "c_day", "type": {"type": "int", "logicalType": "date"}},
         {"name": "c_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
@@ -98,7 +101,9 @@ def drop(dsn: str, db: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="20,000 rows: keeps the script working in CI")
     args = parser.parse_args()
@@ -114,7 +119,10 @@ def main() -> None:
     url = f"{dsn.rsplit('/', 1)[0]}/{name}"
     (tmp / "c.yaml").write_text(
         CONFIG.format(
-            name=name, url=url, bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"), registry=env("CDC_TEST_SCHEMA_REGISTRY_URL")
+            name=name,
+            url=url,
+            bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"),
+            registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
         )
     )
     runner = Runner(load_config(tmp / "c.yaml"))
