@@ -56,7 +56,9 @@ smoke: $(STAMP)
 	$(PYTHON) -m venv /tmp/cdc-smoke-venv
 	/tmp/cdc-smoke-venv/bin/pip install -q dist/*.whl
 	cd /tmp && /tmp/cdc-smoke-venv/bin/cdc --help >/dev/null && /tmp/cdc-smoke-venv/bin/cdc connectors list
-	@echo "smoke: wheel installs and cdc --help runs"
+	cd /tmp && rm -rf /tmp/cdc-smoke-demo && /tmp/cdc-smoke-venv/bin/cdc demo --dir /tmp/cdc-smoke-demo --seconds 3 >/dev/null
+	/tmp/cdc-smoke-venv/bin/cdc tail /tmp/cdc-smoke-demo/topics --limit 1 | grep -q customers
+	@echo "smoke: the wheel installs; cdc --help and the packaged demo run"
 
 bench-quick: $(STAMP) services
 	eval "$$(bash $(SERVICES) env)" && for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done

@@ -123,7 +123,7 @@ def demo_config_path() -> Path:
     here = Path(__file__).resolve().parent.parent / "configs" / "demo" / "demo.yaml"
     if here.is_file():
         return here
-    return Path(str(resources.files("cdc") / "demo_config" / "demo.yaml"))
+    return Path(str(resources.files("cdc._bundled.demo") / "demo.yaml"))
 
 
 def run_demo(directory: Path, seconds: float) -> None:
