@@ -43,6 +43,10 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
                 cur.execute("SET TIME ZONE 'UTC'")
         finally:
             cur.close()
+        if name != "sqlite":
+            # In PostgreSQL a SET inside a transaction is undone by the pool's reset-on-return
+            # rollback; commit so the session setting sticks (and the connection is idle).
+            dbapi_conn.commit()
 
     return engine
 

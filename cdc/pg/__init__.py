@@ -1,0 +1,1 @@
+"""PostgreSQL pieces shared by the WAL source and the outbox relay: pgoutput decoding, type loading."""

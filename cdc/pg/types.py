@@ -1,0 +1,430 @@
+"""Turn pgoutput text values into Python values, with psycopg's own loaders looked up by type OID.
+
+pgoutput sends every column as the text its type's output function produced in the *sending*
+session (the walsender, or the backend calling ``pg_logical_slot_*_changes``): timestamptz
+in that session's TimeZone, dates in its DateStyle, intervals in its IntervalStyle, text in
+its client_encoding. The loaders must parse exactly that format, so both sessions — the one
+that decodes and the psycopg connection the :class:`TypeMap` is built from — use
+:data:`SESSION_OPTIONS`, and :meth:`TypeMap.load` refuses a connection whose settings differ.
+
+Types are resolved once, at start-up: domains to their base type, enums to ``str`` (labels
+kept), arrays to lists of their element type. A type we cannot load (composite, range,
+multirange, pseudo, or a base type psycopg has no loader for) is a :class:`SourceConfigError`
+at start-up, not a failure at row 1,000,000.
+
+What comes out, by type: integers ``int``; numeric ``Decimal`` (NaN/Infinity included, the
+Avro converter rejects them); float4/float8 ``float``; bool ``bool``; text/varchar/bpchar/name
+``str``; bytea ``bytes``; date/time/timetz/timestamp/timestamptz ``date``/``time``/
+``datetime`` (timestamptz aware, in UTC); interval ``timedelta`` (months folded into days by
+psycopg; ask for ``interval_as_tuple=True`` to get exact ``(months, days, microseconds)``);
+uuid ``uuid.UUID``; json/jsonb/tsvector ``str`` (unparsed); enums ``str``; arrays ``list``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import AdaptersMap, Loader
+from psycopg.pq import Format
+from psycopg.types import TypeInfo
+from psycopg.types.array import register_array
+from psycopg.types.string import TextLoader
+
+from cdc.errors import SourceConfigError
+
+__all__ = [
+    "SESSION_OPTIONS",
+    "IntervalTupleLoader",
+    "PgType",
+    "TypeMap",
+    "parse_interval",
+]
+
+#: libpq ``options`` for every session whose text output we parse or that parses it: the
+#: replication connection and the connection a :class:`TypeMap` is loaded from.
+#: (extra_float_digits=3 is what PostgreSQL 12+ does by default — shortest exact output —
+#: but says so explicitly for older servers and odd postgresql.conf files.)
+SESSION_OPTIONS: Final = (
+    "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
+    " -c client_encoding=UTF8"
+)
+
+Load = Callable[[bytes], Any]
+
+_INTERVAL_OID: Final = 1186
+# Loaders whose psycopg implementation raises DataError for values PostgreSQL can hold but
+# Python cannot ('infinity', year 10000+, BC dates, 24:00:00, intervals beyond timedelta).
+_RANGE_LIMITED: Final = frozenset({1082, 1083, 1266, 1114, 1184, _INTERVAL_OID})
+# Loaded as the plain text PostgreSQL sent: the Avro contract maps them to strings, and
+# parsing JSON only to serialise it again would be slow and could reorder keys.
+_AS_TEXT: Final = frozenset({114, 3802, 3614})  # json, jsonb, tsvector
+
+_KIND_NAMES: Final = {
+    "c": "composite",
+    "r": "range",
+    "m": "multirange",
+    "p": "pseudo-type",
+    "d": "domain",
+    "e": "enum",
+    "b": "base type",
+}
+
+
+# --------------------------------------------------------------------------- interval
+
+# The one hand-written parser of this module: psycopg loads interval as a timedelta, which
+# folds months into days (30 days each) — lossy for '1 mon' vs '30 days'. PostgreSQL keeps
+# months, days and microseconds apart, and so must we. Format is IntervalStyle 'postgres'
+# (EncodeInterval in src/backend/utils/adt/datetime.c): optional "N year(s)", "N mon(s)",
+# "N day(s)" parts, each signed, then an optional [+-]HH:MM:SS[.ffffff] part whose sign
+# covers all three fields. Hours are not limited to 2 digits. Zero is "00:00:00".
+_INTERVAL_RE: Final = re.compile(
+    rb"(?:([+-]?\d+) years? ?)?"
+    rb"(?:([+-]?\d+) mons? ?)?"
+    rb"(?:([+-]?\d+) days? ?)?"
+    rb"(?:([+-]?)(\d+):(\d\d):(\d\d)(?:\.(\d{1,6}))?)?"
+)
+
+
+def parse_interval(text: bytes | str) -> tuple[int, int, int]:
+    """Parse an interval in IntervalStyle 'postgres' into exact ``(months, days, microseconds)``.
+
+    >>> parse_interval(b"1 year 2 mons -3 days +04:05:06.789")
+    (14, -3, 14706789000)
+    """
+    data = text.encode("ascii") if isinstance(text, str) else text
+    m = _INTERVAL_RE.fullmatch(data)
+    if m is None or not data:
+        raise ValueError(
+            f"interval {data.decode('utf-8', 'replace')!r} is not in IntervalStyle 'postgres' format"
+        )
+    years, mons, days, sign, hours, minutes, seconds, frac = m.groups()
+    months = (int(years) * 12 if years else 0) + (int(mons) if mons else 0)
+    micros = 0
+    if hours is not None:
+        micros = (int(hours) * 3600 + int(minutes) * 60 + int(seconds)) * 1_000_000
+        if frac:
+            micros += int(frac.ljust(6, b"0"))
+        if sign == b"-":
+            micros = -micros
+    return months, int(days) if days else 0, micros
+
+
+class IntervalTupleLoader(Loader):
+    """A psycopg text loader for interval returning ``(months, days, microseconds)``."""
+
+    def load(self, data: Buffer) -> tuple[int, int, int]:
+        """Parse one interval; see :func:`parse_interval`."""
+        return parse_interval(data if isinstance(data, bytes) else bytes(data))
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@dataclass(frozen=True, slots=True)
+class PgType:
+    """What :meth:`TypeMap.load` learned about one type OID.
+
+    ``base_oid`` is the type a domain (recursively) stands for, else ``oid`` itself;
+    ``element_oid`` the element type of an array (possibly itself a domain or enum).
+    ``labels`` are an enum's labels in sort order (also for a domain over an enum).
+    """
+
+    oid: int
+    namespace: str
+    name: str
+    sql_name: str
+    kind: Literal["base", "enum", "domain", "array"]
+    base_oid: int
+    element_oid: int | None
+    labels: tuple[str, ...] | None
+
+    @property
+    def qualified_name(self) -> str:
+        """``namespace.name`` as in the catalog, e.g. ``public.mood``."""
+        return f"{self.namespace}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    oid: int
+    namespace: str
+    name: str
+    sql_name: str
+    typtype: str
+    basetype: int
+    elem: int
+    delim: str
+    is_array: bool
+
+
+_TYPES_SQL: Final = """
+SELECT t.oid::int8, n.nspname::text, t.typname::text, pg_catalog.format_type(t.oid, NULL),
+       t.typtype::text, t.typbasetype::int8, t.typelem::int8, t.typdelim::text,
+       t.typinput = 'pg_catalog.array_in'::pg_catalog.regproc
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE t.oid = ANY(%s::int8[]::pg_catalog.oid[])
+"""
+
+_ENUMS_SQL: Final = """
+SELECT enumtypid::int8, enumlabel::text FROM pg_catalog.pg_enum
+WHERE enumtypid = ANY(%s::int8[]::pg_catalog.oid[])
+ORDER BY enumtypid, enumsortorder
+"""
+
+
+class _Context:
+    """A psycopg AdaptContext: our private adapters map plus the connection loaders read settings from."""
+
+    __slots__ = ("_adapters", "_connection")
+
+    def __init__(self, adapters: AdaptersMap, connection: psycopg.BaseConnection[Any]) -> None:
+        self._adapters = adapters
+        self._connection = connection
+
+    @property
+    def adapters(self) -> AdaptersMap:
+        return self._adapters
+
+    @property
+    def connection(self) -> psycopg.BaseConnection[Any] | None:
+        return self._connection
+
+
+def _check_session(conn: psycopg.Connection[Any]) -> None:
+    info = conn.info
+    problems = []
+    tz = info.parameter_status("TimeZone")
+    if tz not in ("UTC", "Etc/UTC"):
+        problems.append(f"TimeZone is {tz!r}, not 'UTC'")
+    datestyle = info.parameter_status("DateStyle") or ""
+    if not datestyle.startswith("ISO"):
+        problems.append(f"DateStyle is {datestyle!r}, not 'ISO'")
+    intervalstyle = info.parameter_status("IntervalStyle")
+    if intervalstyle != "postgres":
+        problems.append(f"IntervalStyle is {intervalstyle!r}, not 'postgres'")
+    if info.encoding != "utf-8":
+        problems.append(f"client encoding is {info.encoding!r}, not UTF8")
+    if problems:
+        raise SourceConfigError(
+            "the connection used to load column types has session settings that differ from the "
+            "replication session's: " + "; ".join(problems),
+            hint=f"connect with options={SESSION_OPTIONS!r}",
+        )
+
+
+def _fetch_rows(conn: psycopg.Connection[Any], oids: set[int]) -> dict[int, _Row]:
+    """The pg_type rows of ``oids`` and, transitively, of their base and element types."""
+    rows: dict[int, _Row] = {}
+    wanted = set(oids)
+    while wanted:
+        for r in conn.execute(_TYPES_SQL, (sorted(wanted),)).fetchall():
+            rows[r[0]] = _Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+        missing = wanted - rows.keys()
+        if missing:
+            raise SourceConfigError(
+                f"type OID(s) {sorted(missing)} do not exist in the source database",
+                hint="a column type was dropped or the relation changed while starting; restart",
+            )
+        wanted = set()
+        for row in rows.values():
+            for ref in (row.basetype if row.typtype == "d" else 0, row.elem if row.is_array else 0):
+                if ref and ref not in rows:
+                    wanted.add(ref)
+    return rows
+
+
+class _UnsupportedTypeError(Exception):
+    pass
+
+
+class TypeMap:
+    """Loaders for a fixed set of type OIDs, resolved at start-up. Build with :meth:`load`.
+
+    Read-only after construction and independent of the connection it was loaded from (that
+    connection may be closed), so one map can serve a whole replication session.
+    """
+
+    __slots__ = ("_exact", "_loaders", "_types")
+
+    def __init__(self, types: dict[int, PgType], loaders: dict[int, Load], exact: dict[int, Load]) -> None:
+        """Use :meth:`load`; this constructor takes already-resolved parts."""
+        self._types = types
+        self._loaders = loaders
+        self._exact = exact
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection[Any], oids: Iterable[int]) -> TypeMap:
+        """Resolve ``oids`` against ``conn``'s catalog and build a loader for each.
+
+        ``conn`` must be a normal (non-replication) connection to the source database opened
+        with :data:`SESSION_OPTIONS`; TimeZone, DateStyle, IntervalStyle and client encoding
+        are checked. Raises SourceConfigError listing every type that cannot be loaded.
+        """
+        _check_session(conn)
+        requested = set(oids)
+        rows = _fetch_rows(conn, requested) if requested else {}
+        labels: dict[int, list[str]] = {}
+        enum_oids = [o for o, r in rows.items() if r.typtype == "e"]
+        if enum_oids:
+            for oid, label in conn.execute(_ENUMS_SQL, (enum_oids,)).fetchall():
+                labels.setdefault(oid, []).append(label)
+
+        # A private adapters map: our overrides (json as str, enums as str, extra arrays) must
+        # not change how the caller's connection loads query results.
+        normal = AdaptersMap(conn.adapters)
+        ctx = _Context(normal, conn)
+        for oid in _AS_TEXT:
+            normal.register_loader(oid, TextLoader)
+        for oid in enum_oids:
+            normal.register_loader(oid, TextLoader)
+
+        def base_of(oid: int) -> int:
+            while rows[oid].typtype == "d":
+                oid = rows[oid].basetype
+            return oid
+
+        def check(oid: int) -> None:
+            """Raise _UnsupportedTypeError unless ``oid`` (a non-domain) can be loaded."""
+            row = rows[oid]
+            if row.typtype == "e":
+                return
+            if row.typtype != "b":
+                raise _UnsupportedTypeError(
+                    f"{row.sql_name} ({_KIND_NAMES.get(row.typtype, row.typtype)}, oid {oid})"
+                )
+            if row.is_array:
+                elem = base_of(row.elem)
+                try:
+                    check(elem)
+                except _UnsupportedTypeError as exc:
+                    raise _UnsupportedTypeError(f"{row.sql_name} (array of {exc})") from None
+                # Register the array against the element's *base* type so arrays of domains
+                # and enums load like arrays of what they stand for; the delimiter is the
+                # element type's (',' for everything but box).
+                info = TypeInfo(rows[elem].name, elem, oid, delimiter=rows[elem].delim)
+                register_array(info, ctx)
+                return
+            if normal.get_loader(oid, Format.TEXT) is None:
+                raise _UnsupportedTypeError(f"{row.sql_name} (base type without a loader, oid {oid})")
+
+        types: dict[int, PgType] = {}
+        bases: dict[int, int] = {}
+        problems: list[str] = []
+        for oid in sorted(requested):
+            row = rows[oid]
+            base = base_of(oid)
+            try:
+                check(base)
+            except _UnsupportedTypeError as exc:
+                where = f"domain {row.namespace}.{row.name} over " if row.typtype == "d" else ""
+                problems.append(f"{where}{exc}")
+                continue
+            bases[oid] = base
+            kind: Literal["base", "enum", "domain", "array"]
+            if row.typtype == "d":
+                kind = "domain"
+            elif row.typtype == "e":
+                kind = "enum"
+            else:
+                kind = "array" if row.is_array else "base"
+            enum_labels = labels.get(base)
+            types[oid] = PgType(
+                oid=oid,
+                namespace=row.namespace,
+                name=row.name,
+                sql_name=row.sql_name,
+                kind=kind,
+                base_oid=base,
+                element_oid=row.elem if row.is_array else None,
+                labels=tuple(enum_labels) if enum_labels is not None else None,
+            )
+        if problems:
+            raise SourceConfigError(
+                "column types that cannot be captured: " + "; ".join(problems),
+                hint="exclude or cast these columns (e.g. a view or generated text column), "
+                "or change their type",
+            )
+
+        # The exact map differs only in interval: created after every registration above, so
+        # it sees the array loaders too, and array-of-interval loaders built with its context
+        # pick up IntervalTupleLoader for their elements.
+        exact_map = AdaptersMap(normal)
+        exact_map.register_loader(_INTERVAL_OID, IntervalTupleLoader)
+        exact_ctx = _Context(exact_map, conn)
+
+        loaders: dict[int, Load] = {}
+        exact: dict[int, Load] = {}
+        for oid, base in bases.items():
+            row = rows[base]
+            elem_base = base_of(row.elem) if row.is_array else None
+            name = types[oid].sql_name
+            limited = base in _RANGE_LIMITED or elem_base in _RANGE_LIMITED
+            loaders[oid] = _make_load(normal, ctx, base, name, limited)
+            if _INTERVAL_OID in (base, elem_base):
+                exact[oid] = _make_load(exact_map, exact_ctx, base, name, limited)
+            else:
+                exact[oid] = loaders[oid]
+        return cls(types, loaders, exact)
+
+    def loader(self, oid: int, *, interval_as_tuple: bool = False) -> Load:
+        """The fast callable turning one text value (bytes) of type ``oid`` into a Python value.
+
+        Values Python cannot represent ('infinity', year 10000+, BC, 24:00:00) raise ValueError
+        naming the type and value, for the caller to turn into a RowError. With
+        ``interval_as_tuple`` interval values (also in arrays and domains) come out as exact
+        ``(months, days, microseconds)`` tuples instead of timedelta.
+        """
+        table = self._exact if interval_as_tuple else self._loaders
+        try:
+            return table[oid]
+        except KeyError:
+            raise KeyError(f"type OID {oid} was not loaded; pass it to TypeMap.load at start-up") from None
+
+    def info(self, oid: int) -> PgType:
+        """What is known about type ``oid`` (KeyError if it was not loaded)."""
+        return self._types[oid]
+
+    def enum_labels(self, oid: int) -> tuple[str, ...] | None:
+        """The labels of enum ``oid`` (or of the enum a domain stands for) in order; None otherwise."""
+        return self._types[oid].labels
+
+    def type_name(self, oid: int) -> str:
+        """The type's SQL name for messages, e.g. ``integer[]`` or ``mood`` (a domain keeps its own)."""
+        t = self._types.get(oid)
+        return t.sql_name if t is not None else f"type OID {oid}"
+
+    def __contains__(self, oid: object) -> bool:
+        return oid in self._types
+
+    @property
+    def oids(self) -> frozenset[int]:
+        """Every type OID this map can load."""
+        return frozenset(self._types)
+
+
+def _make_load(adapters: AdaptersMap, ctx: _Context, base: int, type_name: str, limited: bool) -> Load:
+    cls = adapters.get_loader(base, Format.TEXT)
+    if cls is None:  # check() made sure there is one; this is for mypy and for safety
+        raise SourceConfigError(f"no loader for type {type_name} (oid {base})")
+    # Instantiate now, while the connection is open: date/time loaders read its settings here.
+    load: Load = cls(base, ctx).load
+    return _guarded(load, type_name) if limited else load
+
+
+def _guarded(load: Load, type_name: str) -> Load:
+    """Wrap ``load`` so psycopg's DataError for out-of-range values becomes a ValueError."""
+
+    def guarded(data: bytes) -> Any:
+        try:
+            return load(data)
+        except (psycopg.DataError, OverflowError) as exc:
+            text = bytes(data).decode("utf-8", "replace")
+            raise ValueError(f"{type_name} value {text!r} cannot be represented in Python: {exc}") from None
+
+    return guarded

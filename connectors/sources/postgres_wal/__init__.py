@@ -1,0 +1,1 @@
+"""PostgreSQL WAL source: logical decoding (pgoutput) with a consistent initial snapshot."""

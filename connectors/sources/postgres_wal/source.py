@@ -1,0 +1,612 @@
+"""The PostgreSQL WAL source connector.
+
+One reader thread owns the replication connection: it snapshots (when asked), then streams
+pgoutput, answers keepalives at once, sends status updates at a fixed interval, and hands
+decoded events to the pipeline through a bounded queue (a slow broker is back-pressure, while
+status updates keep the walsender from timing out).
+
+Positions: partition ``slot:<slot>``; during the snapshot the offset is
+``{"phase": "snapshot", "relation": ..., "after": [key...], "done": [...]}``, while streaming
+``{"phase": "stream", "commit": <commit LSN>, "i": <index in the transaction>}``. The slot is
+confirmed only up to the END LSN of transactions whose every event is committed downstream
+(confirming the commit's own LSN would replay that transaction on every reconnect); events at
+or below the stored position are dropped on replay. When everything received is delivered and
+no transaction is half-received, the keepalive's WAL position is confirmed too, so an idle
+captured database does not pin WAL.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg import sql
+from pydantic import BaseModel
+
+from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
+from cdc.masking import mask_dsn
+from cdc.pg import pgoutput as po
+from cdc.pg.replication import Keepalive, ReplicationConnection, normal_connection
+from cdc.pg.types import TypeMap
+from cdc.plugin import (
+    ChangeEvent,
+    CheckResult,
+    ColumnInfo,
+    Lease,
+    Offset,
+    Offsets,
+    Op,
+    SourceConnector,
+    StreamSpec,
+)
+from cdc.sql import engines, lease
+from connectors.sources.postgres_wal import catalog, snapshot
+from connectors.sources.postgres_wal.config import SnapshotMode, UnchangedToast, WalConfig, WalStream
+from connectors.sources.postgres_wal.decoding import RelationMapper, build_mapper
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+class PostgresWalSource(SourceConnector):
+    """Streams committed changes from PostgreSQL's WAL via logical decoding (pgoutput)."""
+
+    config_model: ClassVar[type[BaseModel]] = WalConfig
+    stream_model: ClassVar[type[BaseModel]] = WalStream
+
+    def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
+        super().__init__(config, streams)
+        assert isinstance(config, WalConfig)
+        self.cfg = config
+        self.dsn = config.url.secret
+        self.captures = {s.name: WalStream.model_validate(s.capture) for s in streams}
+        self.specs = {s.name: s for s in streams}
+        self.partition = f"slot:{config.slot}"
+        self.tables: dict[str, catalog.Table] = {}
+        self._queue: queue.Queue[list[ChangeEvent]] = queue.Queue(
+            maxsize=max(2, config.queue_events // CHUNK)
+        )
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._flush_lsn = 0  # confirmed to the server
+        self._txn_ends: dict[int, tuple[int, int]] = {}  # commit LSN -> (end LSN, events)
+        self._emitted: tuple[int, int] | None = None  # last (commit, i) put on the queue
+        self._acked: tuple[int, int] | None = None
+        self._in_txn = False
+        self._keepalive_lsn = 0
+
+    # --- catalog ---
+    def _load_tables(self, conn: psycopg.Connection[Any]) -> None:
+        for name, cap in self.captures.items():
+            table = catalog.load_table(conn, cap.table, cap.children)
+            missing = [c for c in self.specs[name].columns if c not in table.columns]
+            if missing:
+                raise SourceConfigError(f"stream {name!r}: columns {missing} not found in {table.qualified}")
+            self.tables[name] = table
+
+    def describe(self) -> dict[str, dict[str, ColumnInfo]]:
+        try:
+            with normal_connection(self.dsn) as conn:
+                self._load_tables(conn)
+        except psycopg.Error as exc:
+            raise SourceUnavailableError(f"describe: {mask_dsn(str(exc))}") from None
+        return {name: table.column_infos() for name, table in self.tables.items()}
+
+    def _unsafe_tables(self, conn: psycopg.Connection[Any]) -> list[str]:
+        unsafe: list[str] = []
+        for name, table in self.tables.items():
+            if not self.captures[name].insert_only:
+                unsafe += catalog.needs_identity(conn, table)
+        return unsafe
+
+    def _publication_plan(self, conn: psycopg.Connection[Any]) -> list[sql.Composed]:
+        full: list[str] = []
+        inserts: list[str] = []
+        for name, table in self.tables.items():
+            names = [table.qualified] + [f"{s}.{n}" for _, s, n in table.children]
+            (inserts if self.captures[name].insert_only else full).extend(names)
+        return catalog.publication_statements(
+            conn, self.cfg.publication, full, inserts_only=False
+        ) + catalog.publication_statements(
+            conn, f"{self.cfg.publication}_inserts", inserts, inserts_only=True
+        )
+
+    def _publications(self) -> list[str]:
+        pubs = []
+        if any(not c.insert_only for c in self.captures.values()):
+            pubs.append(self.cfg.publication)
+        if any(c.insert_only for c in self.captures.values()):
+            pubs.append(f"{self.cfg.publication}_inserts")
+        return pubs
+
+    def _refuse_unsafe(self, unsafe: list[str]) -> SourceConfigError:
+        fixes = "; ".join(
+            sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL")
+            .format(sql.Identifier(*catalog.split_name(t)))
+            .as_string()
+            for t in unsafe
+        )
+        return SourceConfigError(
+            f"tables without a primary key and with REPLICA IDENTITY DEFAULT/NOTHING: {', '.join(unsafe)}. "
+            "In a publication that publishes updates/deletes, PostgreSQL would reject the application's own "
+            "UPDATE and DELETE on them; nothing was published",
+            hint=f"give them a primary key, or run: {fixes}; or mark their stream insert_only: true",
+        )
+
+    def check(self) -> list[CheckResult]:
+        self.describe()
+        results = [CheckResult(True, "database reachable; every stream's table and columns resolve")]
+        with normal_connection(self.dsn) as conn:
+            level = conn.execute("SHOW wal_level").fetchone()
+            ok = bool(level and level[0] == "logical")
+            results.append(
+                CheckResult(ok, "wal_level = logical", "" if ok else "set wal_level = logical and restart")
+            )
+            row = conn.execute(
+                "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            ok = bool(row and row[0])
+            results.append(
+                CheckResult(ok, "REPLICATION privilege", "" if ok else "ALTER ROLE <user> WITH REPLICATION")
+            )
+            unsafe = self._unsafe_tables(conn)
+            results.append(
+                CheckResult(
+                    not unsafe,
+                    "publication safety (keys or replica identity)",
+                    str(self._refuse_unsafe(unsafe)) if unsafe else "",
+                )
+            )
+            plan = self._publication_plan(conn)
+            detail = "; ".join(s.as_string(conn) for s in plan)
+            results.append(CheckResult(True, "publication", f"to run: {detail}" if plan else "up to date"))
+            slot = catalog.slot_info(conn, self.cfg.slot)
+            results.append(
+                CheckResult(
+                    slot is None or slot["wal_status"] != "lost",
+                    f"slot {self.cfg.slot}",
+                    "missing (created at start)" if slot is None else f"{slot}",
+                )
+            )
+        return results
+
+    def acquire_lease(self, connector_name: str) -> Lease:
+        self._lease_engine = engines.create_engine(self.dsn, pool_size=1)
+        return lease.acquire(self._lease_engine, connector_name)
+
+    # --- start ---
+    def start(self, offsets: Offsets) -> None:
+        offset = offsets.get(self.partition)
+        try:
+            with normal_connection(self.dsn) as conn:
+                if not self.tables:
+                    self._load_tables(conn)
+                unsafe = self._unsafe_tables(conn)
+                if unsafe:
+                    raise self._refuse_unsafe(unsafe)
+                self._ensure_publications(conn)
+                oids = {c.type_oid for t in self.tables.values() for c in t.columns.values()}
+                self.types = TypeMap.load(conn, oids)
+                slot = catalog.slot_info(conn, self.cfg.slot)
+        except psycopg.Error as exc:
+            raise SourceUnavailableError(f"start: {mask_dsn(str(exc))}") from None
+        if slot is not None and slot["wal_status"] == "lost":
+            raise PositionLostError(
+                f"replication slot {self.cfg.slot!r} was invalidated (wal_status lost)",
+                hint="drop the slot, then re-snapshot (a new connector name, or delete its stored offsets)",
+            )
+        if slot is None and offset is not None and offset.get("phase") == "stream":
+            raise PositionLostError(
+                f"replication slot {self.cfg.slot!r} is gone but a stream position is stored; "
+                "starting fresh would silently skip every change since",
+                hint="re-snapshot: delete this connector's stored offsets (or use a new name) to take a new snapshot",
+            )
+        self._resume = (
+            (int(offset["commit"]), int(offset["i"])) if offset and offset.get("phase") == "stream" else None
+        )
+        self._thread = threading.Thread(
+            target=self._run, args=(slot is None, offset), name="cdc-wal", daemon=True
+        )
+        self._thread.start()
+
+    def _ensure_publications(self, conn: psycopg.Connection[Any]) -> None:
+        plan = self._publication_plan(conn)
+        if not plan:
+            return
+        statements = [s.as_string(conn) for s in plan]
+        if not self.cfg.create_publication:
+            raise SourceConfigError(
+                "the publication does not cover the configured tables",
+                hint="ask a DBA to run: " + "; ".join(statements),
+            )
+        try:
+            for statement in plan:
+                conn.execute(statement)
+                log.info("publication: %s", statement.as_string(conn))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise SourceConfigError(
+                f"no privilege to create or alter the publication: {exc}",
+                hint="ask a DBA to run: " + "; ".join(statements),
+            ) from None
+
+    # --- the reader thread ---
+    def _run(self, create_slot: bool, offset: Offset | None) -> None:
+        repl: ReplicationConnection | None = None
+        try:
+            repl = ReplicationConnection(self.dsn)
+            mode = self.cfg.snapshot_mode
+            wants_snapshot = mode in (SnapshotMode.INITIAL, SnapshotMode.INITIAL_ONLY)
+            if create_slot:
+                if not self.cfg.create_slot:
+                    raise SourceConfigError(
+                        f"replication slot {self.cfg.slot!r} does not exist",
+                        hint=f"ask a DBA to run: SELECT pg_create_logical_replication_slot('{self.cfg.slot}', 'pgoutput')",
+                    )
+                temporary = mode is SnapshotMode.INITIAL_ONLY and not self.cfg.keep_slot
+                created = self._create_slot(repl, export=wants_snapshot, temporary=temporary)
+                if wants_snapshot:
+                    self._snapshot(created.snapshot_name, None)
+            elif wants_snapshot and (offset is None or offset.get("phase") == "snapshot"):
+                # The exported snapshot died with a previous process: finish from current data.
+                log.warning("resuming an interrupted snapshot without its exported snapshot (see docs)")
+                self._snapshot(None, offset)
+            if mode is SnapshotMode.INITIAL_ONLY:
+                log.info("initial_only: snapshot done; not streaming")
+                self._put([])
+                return
+            self._stream(repl)
+        except CdcError as exc:
+            self._error = exc
+        except psycopg.Error as exc:
+            self._error = SourceUnavailableError(f"replication: {mask_dsn(str(exc))}")
+        except Exception as exc:  # surfaced by poll(), never swallowed
+            self._error = exc
+        finally:
+            if repl is not None:
+                repl.close()
+
+    def _create_slot(self, repl: ReplicationConnection, *, export: bool, temporary: bool) -> Any:
+        """Create the slot; it waits for running write transactions, so name them on timeout."""
+        done = threading.Event()
+
+        def watchdog() -> None:
+            if done.wait(60):
+                return
+            try:
+                with normal_connection(self.dsn) as conn:
+                    rows = conn.execute(
+                        "SELECT pid, usename, state, now() - xact_start, left(query, 80) FROM pg_stat_activity "
+                        "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                    ).fetchall()
+                log.error(
+                    "creating slot %s waits for these transactions to end (idle-in-transaction sessions block it): %s",
+                    self.cfg.slot,
+                    "; ".join(f"pid {r[0]} user {r[1]} {r[2]} for {r[3]}: {r[4]}" for r in rows),
+                )
+            except psycopg.Error:
+                pass
+
+        threading.Thread(target=watchdog, daemon=True).start()
+        try:
+            created = repl.create_slot(self.cfg.slot, export_snapshot=export, temporary=temporary)
+        finally:
+            done.set()
+        log.info("created slot %s at %s", created.name, created.consistent_point)
+        return created
+
+    def _snapshot(self, snapshot_name: str | None, resume: Offset | None) -> None:
+        conn = normal_connection(self.dsn)
+        try:
+            snapshot.begin_snapshot(conn, snapshot_name)
+            relations: list[tuple[str, tuple[str, str], bool]] = []
+            for name, table in self.tables.items():
+                if not self.captures[name].snapshot:
+                    continue
+                relations.append((name, (table.schema, table.name), True))
+                relations.extend((name, (s, n), False) for _, s, n in table.children)
+            done: list[str] = list(resume.get("done", [])) if resume else []
+            total = snapshot.count_rows(conn, [(s, n, only) for _, (s, n), only in relations])
+            progress = _progress("snapshot", total)
+            emitted = 0
+            for stream, relation, only in relations:
+                qualified = f"{relation[0]}.{relation[1]}"
+                if qualified in done:
+                    continue
+                after = resume.get("after") if resume and resume.get("relation") == qualified else None
+                spec = self.specs[stream]
+                key = tuple(spec.key_columns)
+                chunk: list[ChangeEvent] = []
+                for row in snapshot.read_table(
+                    conn, relation, self.tables[stream], spec.columns, key, self.types, after,
+                    self.cfg.snapshot_fetch_size, only,
+                ):  # fmt: skip
+                    offset = {
+                        "phase": "snapshot",
+                        "relation": qualified,
+                        "after": [row[k] for k in key],
+                        "done": done,
+                    }
+                    chunk.append(
+                        ChangeEvent(stream, Op.READ, {k: row[k] for k in key}, row, self.partition, offset)
+                    )
+                    if len(chunk) >= CHUNK:
+                        emitted += len(chunk)
+                        progress(emitted)
+                        if not self._put(chunk):
+                            return
+                        chunk = []
+                if chunk:
+                    emitted += len(chunk)
+                    self._put(chunk)
+                done = [*done, qualified]
+                progress(emitted)
+            progress(-1)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _put(self, events: list[ChangeEvent]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(events, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _stream(self, repl: ReplicationConnection) -> None:
+        options = {"proto_version": "1", "publication_names": ",".join(self._publications())}
+        if self.cfg.messages:
+            options["messages"] = "true"
+        repl.start(self.cfg.slot, "0/0", options)
+        decoder = po.PgOutputDecoder()
+        mappers: dict[int, RelationMapper | None] = {}
+        by_name = {}
+        for name, table in self.tables.items():
+            by_name[table.qualified] = name
+            for _, s, n in table.children:
+                by_name[f"{s}.{n}"] = name
+        reselect = normal_connection(self.dsn)
+        chunk: list[ChangeEvent] = []
+        commit_lsn = 0
+        index = 0
+        ts_ms: int | None = None
+        xid = ""
+        next_status = time.monotonic() + self.cfg.status_interval
+        next_heartbeat = time.monotonic() + self.cfg.heartbeat_interval
+        received_since_keepalive = False
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_status:
+                    repl.send_status(self._confirmable())
+                    next_status = now + self.cfg.status_interval
+                if self.cfg.heartbeat_query and now >= next_heartbeat:
+                    reselect.execute(self.cfg.heartbeat_query)
+                    next_heartbeat = now + self.cfg.heartbeat_interval
+                frame = repl.read(0.2)
+                if frame is None:
+                    continue
+                if isinstance(frame, Keepalive):
+                    if not received_since_keepalive and not self._in_txn:
+                        self._keepalive_lsn = frame.wal_end
+                    received_since_keepalive = False
+                    if frame.reply_requested:
+                        repl.send_status(self._confirmable())
+                    continue
+                received_since_keepalive = True
+                msg = decoder.decode(frame.payload)
+                kind = type(msg)
+                if kind is po.Begin:
+                    assert isinstance(msg, po.Begin)
+                    commit_lsn, index, ts_ms, xid = msg.final_lsn, 0, msg.commit_unix_ms, str(msg.xid)
+                    self._in_txn = True
+                elif kind is po.Commit:
+                    assert isinstance(msg, po.Commit)
+                    with self._lock:
+                        self._txn_ends[commit_lsn] = (msg.end_lsn, index)
+                        self._in_txn = False
+                    if chunk:
+                        self._emit(chunk)
+                        chunk = []
+                elif kind is po.Relation:
+                    assert isinstance(msg, po.Relation)
+                    stream = by_name.get(f"{msg.namespace}.{msg.name}")
+                    if stream is not None and chunk:
+                        self._emit(chunk)  # everything before the shape change goes first
+                        chunk = []
+                    mappers[msg.relation_id] = (
+                        None
+                        if stream is None
+                        else build_mapper(
+                            stream, self.tables[stream], msg, self.specs[stream].columns,
+                            tuple(self.specs[stream].key_columns), self.types,
+                        )
+                    )  # fmt: skip
+                elif kind in (po.Insert, po.Update, po.Delete):
+                    mapper = mappers.get(msg.relation_id)  # type: ignore[union-attr]
+                    if mapper is None:
+                        continue
+                    for op, key, before, after in self._changes(mapper, msg, reselect):
+                        if self._resume is not None and (commit_lsn, index) <= self._resume:
+                            index += 1
+                            continue
+                        offset = {"phase": "stream", "commit": commit_lsn, "i": index}
+                        chunk.append(
+                            ChangeEvent(mapper.stream, op, key, after, self.partition, offset, before, ts_ms, xid,
+                                        {"lsn": po.format_lsn(frame.start), "table": mapper.qualified})
+                        )  # fmt: skip
+                        index += 1
+                    if len(chunk) >= CHUNK:
+                        self._emit(chunk)
+                        chunk = []
+                elif kind is po.LogicalMessage:
+                    log.info("logical decoding message: %r", msg)
+        finally:
+            reselect.close()
+
+    def _emit(self, chunk: list[ChangeEvent]) -> None:
+        last = chunk[-1].offset
+        if self._put(chunk):
+            with self._lock:
+                self._emitted = (int(last["commit"]), int(last["i"]))
+
+    def _changes(
+        self, mapper: RelationMapper, msg: Any, reselect: psycopg.Connection[Any]
+    ) -> list[tuple[Op, dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]]:
+        key_cols = mapper.key_columns
+        if isinstance(msg, po.Insert):
+            after = mapper.values(msg.new)
+            return [(Op.CREATE, {k: after[k] for k in key_cols}, None, after)]
+        if isinstance(msg, po.Delete):
+            old = mapper.values(msg.old)
+            return [(Op.DELETE, {k: old[k] for k in key_cols}, old if msg.old_kind == "O" else None, None)]
+        assert isinstance(msg, po.Update)
+        after = mapper.values(msg.new)
+        before = mapper.values(msg.old) if msg.old is not None else None
+        missing = mapper.unchanged(after)
+        if missing:
+            filled = self._fill_toast(mapper, after, before, missing, reselect)
+            if filled is None:
+                return []  # the row is gone now; its delete follows in the stream
+            after = filled
+        key = {k: after[k] for k in key_cols}
+        out: list[tuple[Op, dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]] = []
+        if before is not None and msg.old_kind == "K":
+            old_key = {k: before[k] for k in key_cols}
+            if old_key != key:  # the key changed: the old key is deleted
+                out.append((Op.DELETE, old_key, None, None))
+        out.append((Op.UPDATE, key, before if msg.old_kind == "O" else None, after))
+        return out
+
+    def _fill_toast(
+        self,
+        mapper: RelationMapper,
+        after: dict[str, Any],
+        before: dict[str, Any] | None,
+        missing: list[str],
+        reselect: psycopg.Connection[Any],
+    ) -> dict[str, Any] | None:
+        """An unchanged out-of-line value is never emitted as a value: take it from the old image
+        (REPLICA IDENTITY FULL) or re-select it by key (policy reselect), else fail."""
+        if before is not None and all(before.get(c) is not po.UNCHANGED_TOAST for c in missing):
+            return {**after, **{c: before[c] for c in missing}}
+        if self.captures[mapper.stream].unchanged_toast is UnchangedToast.FAIL:
+            from cdc.errors import RowError
+
+            raise RowError(mapper.stream, {k: after[k] for k in mapper.key_columns}, missing[0],
+                           "an unchanged TOASTed value was not sent by the server (policy unchanged_toast: fail)")  # fmt: skip
+        table = mapper.table
+        key_cols = mapper.key_columns
+        query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in missing),
+            sql.Identifier(mapper.relation.namespace, mapper.relation.name),
+            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key_cols),
+        )
+        row = reselect.execute(query, [after[k] for k in key_cols]).fetchone()
+        if row is None:
+            return None
+        filled = dict(after)
+        for c, raw in zip(missing, row, strict=True):
+            filled[c] = (
+                None
+                if raw is None
+                else self.types.loader(table.columns[c].type_oid, interval_as_tuple=True)(raw.encode())
+            )
+        return filled
+
+    # --- positions ---
+    def _confirmable(self) -> int:
+        with self._lock:
+            idle = not self._in_txn and self._emitted == self._acked and self._queue.empty()
+            if idle and self._keepalive_lsn > self._flush_lsn:
+                return self._keepalive_lsn
+            return self._flush_lsn
+
+    def acknowledge(self, offsets: Offsets) -> None:
+        offset = offsets.get(self.partition)
+        if not offset or offset.get("phase") != "stream":
+            return
+        commit, i = int(offset["commit"]), int(offset["i"])
+        with self._lock:
+            self._acked = (commit, i)
+            for lsn in sorted(self._txn_ends):
+                end, count = self._txn_ends[lsn]
+                if lsn < commit or (lsn == commit and i >= count - 1):
+                    self._flush_lsn = max(self._flush_lsn, end)
+                    del self._txn_ends[lsn]
+                else:
+                    break
+
+    def lag(self, offsets: Offsets) -> dict[str, float]:
+        try:
+            with normal_connection(self.dsn) as conn:
+                slot = catalog.slot_info(conn, self.cfg.slot)
+        except (psycopg.Error, CdcError):
+            return {}
+        if slot is None:
+            return {}
+        out = {"slot_lag_bytes": float(slot["lag_bytes"] or 0)}
+        if slot["safe_wal_size"] is not None:
+            out["slot_safe_wal_size_bytes"] = float(slot["safe_wal_size"])
+        return out
+
+    def poll(self, timeout: float) -> list[ChangeEvent]:
+        if self._error is not None:
+            raise self._error
+        try:
+            events = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        while len(events) < 5000:
+            try:
+                events = events + self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return events
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        engine = getattr(self, "_lease_engine", None)
+        if engine is not None:
+            engine.dispose()
+
+
+def _progress(what: str, total: int) -> Any:
+    """Progress of the snapshot: a bar in a terminal, log lines otherwise."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        bar = Progress(
+            f"[bold]{what}[/]", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+        )
+        task = bar.add_task(what, total=total)
+        bar.start()
+
+        def update(done: int) -> None:
+            if done < 0:
+                bar.stop()
+            else:
+                bar.update(task, completed=done)
+
+        return update
+    state = {"last": 0.0}
+
+    def log_update(done: int) -> None:
+        now = time.monotonic()
+        if done >= 0 and now - state["last"] >= 10:
+            state["last"] = now
+            log.info("%s: %d/%d rows", what, done, total)
+
+    return log_update
