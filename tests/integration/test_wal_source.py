@@ -8,7 +8,6 @@ transaction too.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,7 @@ runtime:
 
 
 @pytest.fixture
-def docs_db(pg_database: str) -> Iterator[str]:
+def docs_db(pg_database: str) -> str:
     with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE docs (id bigint PRIMARY KEY, title text NOT NULL, body text, amount numeric(10,2) NOT NULL, "
@@ -79,7 +78,7 @@ def docs_db(pg_database: str) -> Iterator[str]:
         conn.execute(
             "INSERT INTO docs (id, title, amount) SELECT g, 'doc ' || g, g / 100.0 FROM generate_series(1, 100) g"
         )
-    yield pg_database
+    return pg_database
 
 
 def expected_rows(dsn: str) -> dict[str, dict[str, Any]]:
