@@ -1,0 +1,263 @@
+"""Benchmarks of the PostgreSQL WAL source (pgoutput -> Avro -> Kafka), three scenarios:
+
+  --scenario big-txn      drain: ONE transaction inserting N rows (default 1,000,000) committed
+                          before the connector starts; reports events/s and peak RSS (goal <= 300 MB)
+  --scenario small-txns   drain: N single-row transactions (default 200,000) committed before the
+                          connector starts; goal >= 30,000 events/s (stretch 50,000)
+  --scenario live         live: a separate process commits single-row transactions at --rate
+                          (default 5,000/s) for --seconds; reports commit-to-broker latency
+                          percentiles (goal p99 <= 100 ms)
+
+Drain rate = events / (last broker ack - first read). The last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import env, report, rss_mb
+
+from cdc.config import load_config
+from cdc.runtime.runner import Runner
+
+KEY = {"type": "record", "name": "K", "fields": [{"name": "id", "type": "long"}]}
+VALUE = {
+    "type": "record",
+    "name": "Row",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "account", "type": "int"},
+        {"name": "label", "type": "string"},
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}},
+        {"name": "created_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+    ],
+}
+CONFIG = """
+name: {name}
+source:
+  connector: postgres_wal
+  url: {url}
+  slot: {name}
+  publication: {name}
+  snapshot_mode: never
+  status_interval: 1s
+streams:
+  - name: rows
+    topic: {name}
+    key_schema: key.avsc
+    value_schema: value.avsc
+    capture: {{table: public.bench}}
+kafka: {{bootstrap_servers: "{bootstrap}"}}
+schema_registry: {{url: "{registry}", auto_register: true}}
+offsets: {{store: kafka, topic: {name}.offsets, commit_interval: 100ms}}
+runtime: {{metrics_log_interval: 3600s}}
+"""
+
+
+def setup(dsn: str, name: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"{dsn.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE bench (id bigserial PRIMARY KEY, account int NOT NULL, label text NOT NULL, "
+            "amount numeric(12,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            """CREATE PROCEDURE one_row_txns(n int) LANGUAGE plpgsql AS $$
+               BEGIN FOR i IN 1..n LOOP
+                 INSERT INTO bench (account, label, amount) VALUES (i % 1000, 'row ' || i, (i % 100000) / 100.0);
+                 COMMIT;
+               END LOOP; END $$"""
+        )
+    return url
+
+
+def teardown(dsn: str, name: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+            (name,),
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def make_runner(tmp: Path, name: str, url: str) -> Runner:
+    (tmp / "key.avsc").write_text(json.dumps(KEY))
+    (tmp / "value.avsc").write_text(json.dumps(VALUE))
+    (tmp / "c.yaml").write_text(
+        CONFIG.format(
+            name=name,
+            url=url,
+            bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"),
+            registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
+        )
+    )
+    return Runner(load_config(tmp / "c.yaml"))
+
+
+def drain(runner: Runner, name: str, events: int, timeout: float) -> tuple[float, float]:
+    counter = runner.metrics.events.labels(name, "rows")
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        produced = counter._value.get()
+        if first is None and produced > 0:
+            first = time.monotonic()
+        in_flight = runner.metrics.in_flight.labels(name)._value.get()
+        if produced >= events and in_flight == 0:  # every event acknowledged by the broker and committed
+            return first or time.monotonic(), time.monotonic()
+        if not thread.is_alive():
+            sys.exit("benchmark: the connector stopped early")
+        time.sleep(0.02)
+    sys.exit(f"benchmark: timed out ({counter._value.get()} of {events} events)")
+
+
+def create_slot_first(tmp: Path, name: str, url: str) -> None:
+    """A first short run creates the slot and publication, so the workload written next is captured."""
+    runner = make_runner(tmp, name, url)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    for _ in range(300):
+        with psycopg.connect(url) as conn:
+            if conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone():
+                break
+        time.sleep(0.1)
+    time.sleep(1)
+    runner.stop.set()
+    thread.join(30)
+
+
+def writer(url: str, rate: int, seconds: float) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        interval = 1.0 / rate
+        start = time.monotonic()
+        n = 0
+        while time.monotonic() - start < seconds:
+            conn.execute(
+                "INSERT INTO bench (account, label, amount) VALUES (%s, %s, %s)",
+                (n % 1000, f"live {n}", n % 1000),
+            )
+            n += 1
+            lag = start + n * interval - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+
+
+def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict[str, Any]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    time.sleep(3)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": env("CDC_TEST_KAFKA_BOOTSTRAP"),
+            "group.id": f"bench-{name}",
+            "fetch.wait.max.ms": 5,  # measure the pipeline, not the consumer's own fetch wait
+        }
+    )
+    consumer.assign([TopicPartition(name, 0, 0)])
+    proc = multiprocessing.get_context("spawn").Process(target=writer, args=(url, rate, seconds))
+    proc.start()
+    latencies: list[float] = []
+    end = time.monotonic() + seconds + 10
+    while time.monotonic() < end:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            if not proc.is_alive() and msg is None and latencies:
+                break
+            continue
+        received = time.time() * 1000
+        commit_ms = int(dict(msg.headers() or [])["cdc.commit_ts_ms"])
+        latencies.append(received - commit_ms)
+    proc.join()
+    consumer.close()
+    runner.stop.set()
+    thread.join(30)
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1) if latencies else -1.0
+
+    return {"events": len(latencies), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenario", choices=["big-txn", "small-txns", "live", "all"], default="all")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--quick", action="store_true", help="small sizes: keeps the script working in CI")
+    args = parser.parse_args()
+    scenarios = ["big-txn", "small-txns", "live"] if args.scenario == "all" else [args.scenario]
+    dsn = env("CDC_TEST_POSTGRES_DSN")
+    results: dict[str, Any] = {"bench": "wal", "quick": args.quick}
+    for scenario in scenarios:
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        url = setup(dsn, name)
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            create_slot_first(tmp, name, url)
+            if scenario == "live":
+                rate = 500 if args.quick else args.rate
+                seconds = 3 if args.quick else args.seconds
+                out = live(make_runner(tmp, name, url), name, url, rate, seconds)
+                results["live"] = {"mode": "live", "rate_per_s": rate, **out, "goal_p99_ms": 100}
+                continue
+            rows = args.rows or (
+                (20_000 if args.quick else 1_000_000)
+                if scenario == "big-txn"
+                else (5_000 if args.quick else 200_000)
+            )
+            t0 = time.monotonic()
+            with psycopg.connect(url, autocommit=True) as conn:
+                if scenario == "big-txn":
+                    conn.execute(
+                        "INSERT INTO bench (account, label, amount) SELECT g %% 1000, 'row ' || g, (g %% 100000) / 100.0 "
+                        "FROM generate_series(1, %s) g",
+                        (rows,),
+                    )
+                else:
+                    conn.execute("CALL one_row_txns(%s)", (rows,))
+            print(
+                f"{scenario}: workload of {rows} rows committed in {time.monotonic() - t0:.1f}s",
+                file=sys.stderr,
+            )
+            runner = make_runner(tmp, name, url)
+            first, done = drain(runner, name, rows, timeout=1800)
+            runner.stop.set()
+            results[scenario] = {
+                "mode": "drain",
+                "events": rows,
+                "events_per_s": round(rows / max(done - first, 1e-6)),
+                "seconds": round(done - first, 2),
+                "rss_mb": round(rss_mb(), 1),
+            }
+        finally:
+            time.sleep(1)
+            teardown(dsn, name)
+    results["goals"] = {"big_txn_rss_mb": 300, "small_txns_events_per_s": 30000, "live_p99_ms": 100}
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
