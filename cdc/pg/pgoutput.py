@@ -13,6 +13,11 @@ mean, in the order the server sends them::
     StreamStart(xid) ... changes carrying xid ... StreamStop     repeated, interleavable
     StreamCommit(xid) or StreamAbort(xid, subxid)
 
+A streamed change's ``xid`` is that of the (sub)transaction that made it — not necessarily the
+StreamStart's top-level xid — so that a ``StreamAbort(xid, subxid)`` of a rolled-back savepoint
+can discard exactly the changes streamed under ``subxid``. Only changes that overflowed
+logical_decoding_work_mem are streamed; the rest of an aborted subtransaction is never sent.
+
 Column values stay undecoded here (``bytes`` in the type's text output format); turning them
 into Python values is :mod:`cdc.pg.types`' job, because that needs the type catalog.
 
@@ -578,8 +583,8 @@ def decode(payload: bytes | memoryview, *, streaming: bool = False) -> Message:
     """Decode one pgoutput message.
 
     ``streaming`` must be True between a :class:`StreamStart` and its :class:`StreamStop`:
-    there Relation/Type/Insert/Update/Delete/Truncate/Message carry the streamed transaction's
-    xid (set on the result's ``xid``). :class:`PgOutputDecoder` tracks this for you.
+    there Relation/Type/Insert/Update/Delete/Truncate/Message carry the xid of the streamed
+    (sub)transaction (set on the result's ``xid``). :class:`PgOutputDecoder` tracks this for you.
 
     Raises ValueError for an unknown message type, a truncated message, trailing bytes or a
     malformed tuple; the message names the type and offset.

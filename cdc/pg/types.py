@@ -131,7 +131,8 @@ class PgType:
     """What :meth:`TypeMap.load` learned about one type OID.
 
     ``base_oid`` is the type a domain (recursively) stands for, else ``oid`` itself;
-    ``element_oid`` the element type of an array (possibly itself a domain or enum).
+    ``element_oid`` the element type of an array, or of the array a domain stands for
+    (possibly itself a domain or enum).
     ``labels`` are an enum's labels in sort order (also for a domain over an enum).
     """
 
@@ -341,7 +342,7 @@ class TypeMap:
                 sql_name=row.sql_name,
                 kind=kind,
                 base_oid=base,
-                element_oid=row.elem if row.is_array else None,
+                element_oid=rows[base].elem if rows[base].is_array else None,
                 labels=tuple(enum_labels) if enum_labels is not None else None,
             )
         if problems:
