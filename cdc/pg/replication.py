@@ -25,6 +25,7 @@ from psycopg import pq, sql
 
 from cdc.errors import PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.masking import mask_dsn
+
 # The walsender formats values with its session's settings; fixed so text values parse exactly.
 from cdc.pg.types import SESSION_OPTIONS
 
@@ -32,7 +33,6 @@ _XLOGDATA = struct.Struct("!QQQ")
 _KEEPALIVE = struct.Struct("!QQB")
 _STATUS = struct.Struct("!cQQQQB")
 PG_EPOCH_OFFSET_US = 946_684_800_000_000  # 2000-01-01 - 1970-01-01 in microseconds
-
 
 
 @dataclass(frozen=True, slots=True)
