@@ -40,6 +40,19 @@ class Op(enum.StrEnum):
     READ = "r"  # a row read by a snapshot or a bulk poll
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedValue:
+    """A plain Avro body (no wire header) and the registry subject/version of its writer schema.
+
+    ``subject`` None means the stream's own value subject; ``version`` None means the version of
+    the stream's value schema (the one registered for the .avsc).
+    """
+
+    body: bytes | None  # None: a tombstone
+    subject: str | None = None
+    version: int | None = None
+
+
 @dataclass(slots=True)
 class ChangeEvent:
     """One captured change of one row.
@@ -59,6 +72,11 @@ class ChangeEvent:
     ts_ms: int | None = None
     txid: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    #: a value the application already encoded (an outbox payload): produced as is, not
+    #: eventified; the runtime prefixes the registry id of its subject/version
+    encoded_value: EncodedValue | None = None
+    #: extra Kafka headers for this event
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +133,9 @@ class SourceConnector(abc.ABC):
     config_model: ClassVar[type[BaseModel]]
     #: the pydantic model of each stream's ``capture:`` block
     stream_model: ClassVar[type[BaseModel]]
+    #: True when the source supplies ``encoded_value`` itself (the value schema is then the
+    #: contract consumers read with, and is not checked against source columns)
+    encodes_values: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
         self.config = config

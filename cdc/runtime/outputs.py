@@ -10,6 +10,7 @@ import abc
 import json
 import logging
 import os
+import struct
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from fastavro import parse_schema, writer
 from cdc.config.model import AppConfig, EventFormat, KafkaOutput
 from cdc.errors import BrokerUnavailableError, DeliveryError
 from cdc.kafka_clients import TopicSpec, ensure_topics, producer_config
+from cdc.plugin import EncodedValue
 from cdc.runtime.acks import AckTracker
 from cdc.schemas.eventify import Record, StreamEventifier
-from cdc.schemas.subjects import SubjectSchema, make_client, register, resolve_id
+from cdc.schemas.subjects import SubjectSchema, make_client, register, resolve_id, resolve_version_id
 from cdc.schemas.wire import WireEncoder
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,8 @@ class KafkaRecordOutput(Output):
                 hint="check kafka.producer/kafka.client",
             ) from None
         self._encoders: dict[str, tuple[WireEncoder, WireEncoder]] = {}
+        self._ids: dict[tuple[str, int | None], int] = {}
+        self._client: Any = None
         self._fatal: str | None = None
 
     def _on_error(self, err: KafkaError) -> None:
@@ -123,7 +127,7 @@ class KafkaRecordOutput(Output):
     def prepare(self) -> None:
         reg = self.app.schema_registry
         assert reg is not None
-        client = make_client(reg.url, reg.config)
+        client = self._client = make_client(reg.url, reg.config)
         for name, key_subject, value_subject in self.subjects():
             ids = []
             for item in (key_subject, value_subject):
@@ -155,8 +159,26 @@ class KafkaRecordOutput(Output):
 
     def send(self, record: Record, seq: int | None) -> None:
         key_enc, value_enc = self._encoders[record.stream]
-        value = None if record.value is None else value_enc.encode(record.value)
+        if record.encoded_value is not None:
+            value: bytes | None = self._wire(record.stream, record.topic, record.encoded_value)
+        else:
+            value = None if record.value is None else value_enc.encode(record.value)
         self._produce(record.topic, key_enc.encode(record.key), value, record.headers, seq)
+
+    def _wire(self, stream: str, topic: str, encoded: EncodedValue) -> bytes | None:
+        """Prefix an application-encoded body with the id of its subject/version (cached)."""
+        if encoded.body is None:
+            return None
+        subject = encoded.subject or f"{topic}-value"
+        if encoded.version is None and encoded.subject is None:
+            schema_id = self._encoders[stream][1].schema_id
+        else:
+            cache_key = (subject, encoded.version)
+            schema_id = self._ids.get(cache_key, -1)
+            if schema_id < 0:
+                schema_id = resolve_version_id(self._client, subject, encoded.version)
+                self._ids[cache_key] = schema_id
+        return struct.pack(">bI", 0, schema_id) + encoded.body
 
     def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int | None) -> None:
         body = json.dumps(payload, default=str).encode()
@@ -233,6 +255,8 @@ class FileRecordOutput(Output):
         return self.directory / f"{topic}.avro"
 
     def send(self, record: Record, seq: int | None) -> None:
+        if record.encoded_value is not None:
+            raise DeliveryError("pre-encoded values (outbox) need output.kind: kafka")
         headers = {k: v.decode() for k, v in record.headers}
         row = {"key": record.key, "value": record.value, "headers": headers}
         self._pending.setdefault(record.topic, []).append((row, -1 if seq is None else seq))

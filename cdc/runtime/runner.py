@@ -63,7 +63,8 @@ def prepare(app: AppConfig) -> Prepared:
     warnings: list[str] = []
     for s in app.streams:
         ev = eventifiers[s.name]
-        for what, schema in (("key", ev.key_schema), ("value", ev.row_schema)):
+        checked = [("key", ev.key_schema)] + ([] if source.encodes_values else [("value", ev.row_schema)])
+        for what, schema in checked:
             found, warned = check_fields(
                 s.name, schema, s.fields, described[s.name], what=what, symbol_maps=s.symbol_maps
             )

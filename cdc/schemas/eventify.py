@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from cdc.config.model import AppConfig, EventFormat, StreamConfig
-from cdc.plugin import ChangeEvent, Op
+from cdc.plugin import ChangeEvent, EncodedValue, Op
 from cdc.schemas.avsc import envelope_schema, load_avsc
 from cdc.schemas.convert import RecordConverter, compile_record
 
@@ -27,8 +27,9 @@ class Record:
     stream: str
     topic: str
     key: dict[str, Any]
-    value: dict[str, Any] | None  # None: a tombstone
+    value: dict[str, Any] | None  # None: a tombstone (unless encoded_value is set)
     headers: list[tuple[str, bytes]]
+    encoded_value: EncodedValue | None = None  # the application encoded it: produced as is
 
 
 def position_bytes(event: ChangeEvent) -> bytes:
@@ -67,6 +68,11 @@ class StreamEventifier:
 
     def __call__(self, event: ChangeEvent) -> Record:
         key = self._key(event.key, event.key)
+        if event.encoded_value is not None:
+            headers = [("cdc.op", _OP_BYTES[event.op]), ("cdc.position", position_bytes(event))]
+            if event.headers:
+                headers.extend(event.headers)
+            return Record(self.stream.name, self.topic, key, None, headers, event.encoded_value)
         if self._envelope:
             value: dict[str, Any] | None = {
                 "before": None if event.before is None else self._row(event.before, event.key),
@@ -92,4 +98,6 @@ class StreamEventifier:
             headers.append(("cdc.txid", event.txid.encode()))
         if event.ts_ms is not None:
             headers.append(("cdc.commit_ts_ms", str(event.ts_ms).encode()))
+        if event.headers:
+            headers.extend(event.headers)
         return Record(self.stream.name, self.topic, key, value, headers)

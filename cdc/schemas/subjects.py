@@ -105,3 +105,18 @@ def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_cha
         ) from None
     log.info("registered subject %s id %s", item.subject, schema_id)
     return schema_id
+
+
+def resolve_version_id(client: SchemaRegistryClient, subject: str, version: int | None) -> int:
+    """The id of ``subject`` at ``version`` (None: latest); a missing one is a SchemaError."""
+    try:
+        if version is None:
+            registered = _call("latest version", client.get_latest_version, subject)
+        else:
+            registered = _call("version", client.get_version, subject, version)
+    except SchemaRegistryError as exc:
+        raise SchemaError(
+            f"subject {subject!r} version {version if version is not None else 'latest'}: {exc.error_message}",
+            hint="the outbox row names a schema that is not registered; register it (cdc schemas register)",
+        ) from None
+    return int(registered.schema_id)

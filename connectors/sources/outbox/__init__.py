@@ -1,0 +1,1 @@
+"""Outbox relay: publishes rows an application wrote to its outbox table, then deletes them."""

@@ -1,0 +1,45 @@
+"""Configuration of the outbox relay."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cdc.config.durations import Duration
+from cdc.config.secrets import DsnField
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class OutboxConfig(BaseModel):
+    """``source:`` of the outbox relay."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: DsnField = Field(description="the application's database: postgresql://, mysql://, sqlite:///")
+    table: str = Field("cdc_outbox", description="the outbox table (created by cdc migrations apply)")
+    shards: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="aggregates are hashed into shards; each shard is relayed by one replica at a time",
+    )
+    batch_size: int = Field(1000, ge=1, description="rows claimed per shard and poll")
+    poll_interval: Duration = Field(0.2, description="time between polls when the outbox is empty")
+    notify_channel: str | None = Field(
+        None, description="PostgreSQL: LISTEN on this channel to wake up early (the poll stays the truth)"
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not _IDENT.match(v):
+            raise ValueError("a plain table name (letters, digits, _)")
+        return v
+
+
+class OutboxStream(BaseModel):
+    """``capture:`` of one relayed stream: the aggregate type whose events go to its topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    aggregate_type: str = Field(description="rows with this aggregatetype are relayed to this stream's topic")

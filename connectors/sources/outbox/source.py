@@ -1,0 +1,232 @@
+"""The outbox relay (polling mode).
+
+Per shard the relay claims the oldest rows in ``seq`` order under READ COMMITTED (InnoDB's
+REPEATABLE READ would take gap locks that block the application's inserts), hands them to the
+pipeline, and deletes exactly those rows once the broker acknowledged them; only then is the
+shard claimed again. No ``seq`` cursor is kept: a row whose transaction commits late (its seq
+was assigned at insert) is simply picked up by the next claim. Events of one aggregate are in
+seq order as long as the application locks (or updates) the aggregate's row before inserting
+its event, which serializes that aggregate's inserts.
+
+Delivery is at-least-once: a crash between the broker's acknowledgement and the delete
+publishes those rows again. Consumers deduplicate by the ``id`` header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from cdc.errors import SourceConfigError
+from cdc.plugin import (
+    ChangeEvent,
+    CheckResult,
+    ColumnInfo,
+    EncodedValue,
+    Lease,
+    Offsets,
+    Op,
+    SourceConnector,
+    StreamSpec,
+)
+from cdc.sql import engines, lease
+from connectors.sources.outbox.config import OutboxConfig, OutboxStream
+from connectors.sources.outbox.shards import ShardLocks, shard_expression
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "id", "aggregatetype", "aggregateid", "type", "payload", "timestamp", "schema_subject", "schema_version",
+    "headers", "seq",
+)  # fmt: skip
+
+
+class _NoLease(Lease):
+    def release(self) -> None:
+        return None
+
+
+class OutboxRelay(SourceConnector):
+    """Relays an application's outbox table to one topic per aggregate type."""
+
+    config_model: ClassVar[type[BaseModel]] = OutboxConfig
+    stream_model: ClassVar[type[BaseModel]] = OutboxStream
+    encodes_values: ClassVar[bool] = True
+
+    def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
+        super().__init__(config, streams)
+        assert isinstance(config, OutboxConfig)
+        self.cfg = config
+        self.by_type = {OutboxStream.model_validate(s.capture).aggregate_type: s for s in streams}
+        self._engine: sa.Engine | None = None
+        self._table: sa.Table | None = None
+        self._locks: ShardLocks | None = None
+        self._pending: dict[int, list[tuple[int, Any]]] = {}  # shard -> [(seq, id)] awaiting acks
+        self._next_claim = 0.0
+        self._listener: Any = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = engines.create_engine(self.cfg.url.secret, pool_size=4)
+        return self._engine
+
+    @property
+    def table(self) -> sa.Table:
+        if self._table is None:
+            try:
+                self._table = sa.Table(self.cfg.table, sa.MetaData(), autoload_with=self.engine)
+            except sa.exc.NoSuchTableError:
+                raise SourceConfigError(
+                    f"outbox table {self.cfg.table!r} does not exist",
+                    hint="create it with: cdc migrations apply --dsn <url>",
+                ) from None
+            except sa.exc.SQLAlchemyError as exc:
+                raise engines.translate(exc, "outbox table") from None
+            missing = [c for c in COLUMNS if c not in self._table.c]
+            if missing:
+                raise SourceConfigError(f"outbox table {self.cfg.table!r} lacks columns {missing}")
+        return self._table
+
+    def describe(self) -> dict[str, dict[str, ColumnInfo]]:
+        columns = {c.name: ColumnInfo(c.name, str(c.type), bool(c.nullable)) for c in self.table.c}
+        return {s.name: columns for s in self.streams}
+
+    def check(self) -> list[CheckResult]:
+        self.describe()
+        return [CheckResult(True, f"outbox table {self.cfg.table} reachable with the expected columns")]
+
+    def acquire_lease(self, connector_name: str) -> Lease:
+        # Several replicas may run: shard locks keep each aggregate on one replica. SQLite has
+        # no such locks, so there only one relay may run.
+        if self.engine.dialect.name == "sqlite":
+            return lease.acquire(self.engine, connector_name)
+        return _NoLease()
+
+    def start(self, offsets: Offsets) -> None:
+        self._locks = ShardLocks(self.engine, self.cfg.table, self.cfg.shards)
+        if self.cfg.notify_channel and self.engine.dialect.name == "postgresql":
+            import psycopg
+            from psycopg import sql
+
+            self._listener = psycopg.connect(self.cfg.url.secret, autocommit=True)
+            self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.cfg.notify_channel)))
+
+    def _wait(self, timeout: float) -> None:
+        if self._listener is not None:
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                break
+        else:
+            time.sleep(timeout)
+
+    def poll(self, timeout: float) -> list[ChangeEvent]:
+        assert self._locks is not None
+        now = time.monotonic()
+        if now < self._next_claim:
+            self._wait(min(timeout, self._next_claim - now))
+        try:
+            owned = self._locks.acquire_free()
+            free = sorted(s for s in owned if not self._pending.get(s))
+            if not free:
+                time.sleep(min(timeout, 0.01))
+                return []
+            events = self._claim(free)
+        except sa.exc.SQLAlchemyError as exc:
+            self._locks.release_all()
+            self._pending.clear()
+            raise engines.translate(exc, "outbox relay") from None
+        if not events:
+            self._next_claim = time.monotonic() + self.cfg.poll_interval
+        return events
+
+    def _claim(self, shards: list[int]) -> list[ChangeEvent]:
+        t = self.table
+        dialect = self.engine.dialect.name
+        shard_of = shard_expression(dialect, t.c.aggregateid, self._locks.shards if self._locks else 1)
+        events: list[ChangeEvent] = []
+        with self.engine.connect() as conn:
+            if dialect in ("mysql", "mariadb"):
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+            for shard in shards:
+                rows = conn.execute(
+                    sa.select(*(t.c[c] for c in COLUMNS), shard_of.label("shard"))
+                    .where(shard_of == shard)
+                    .order_by(t.c.seq)
+                    .limit(self.cfg.batch_size)
+                ).all()
+                pending = self._pending.setdefault(shard, [])
+                for row in rows:
+                    events.append(self._event(row, shard))
+                    pending.append((int(row.seq), row.id))
+        return events
+
+    def _event(self, row: Any, shard: int) -> ChangeEvent:
+        spec = self.by_type.get(row.aggregatetype)
+        if spec is None:
+            raise SourceConfigError(
+                f"outbox row {row.id} (seq {row.seq}) has aggregatetype {row.aggregatetype!r}, which no stream relays",
+                hint=f"add a stream with capture: {{aggregate_type: {row.aggregatetype}}}",
+            )
+        headers = [("id", str(row.id).encode()), ("type", str(row.type).encode()), ("seq", str(row.seq).encode())]
+        extra = row.headers
+        if isinstance(extra, str | bytes):
+            extra = json.loads(extra)
+        for name, value in (extra or {}).items():
+            headers.append((str(name), str(value).encode()))
+        stamp = row.timestamp
+        ts_ms = int(stamp.timestamp() * 1000) if hasattr(stamp, "timestamp") else None
+        payload = None if row.payload is None else bytes(row.payload)
+        return ChangeEvent(
+            spec.name,
+            Op.CREATE,
+            {"aggregateid": row.aggregateid},
+            None,
+            f"shard:{shard}",
+            {"seq": int(row.seq)},
+            ts_ms=ts_ms,
+            encoded_value=EncodedValue(payload, row.schema_subject, row.schema_version),
+            headers=headers,
+        )
+
+    def acknowledge(self, offsets: Offsets) -> None:
+        """The broker has these rows: delete exactly the rows this replica published."""
+        doomed: list[Any] = []
+        for partition, offset in offsets.items():
+            shard = int(partition.split(":", 1)[1])
+            upto = int(offset["seq"])
+            pending = self._pending.get(shard, [])
+            keep = [(seq, row_id) for seq, row_id in pending if seq > upto]
+            doomed.extend(row_id for seq, row_id in pending if seq <= upto)
+            self._pending[shard] = keep
+        if not doomed:
+            return
+        t = self.table
+        try:
+            with self.engine.begin() as conn:
+                for i in range(0, len(doomed), 500):
+                    conn.execute(sa.delete(t).where(t.c.id.in_(doomed[i : i + 500])))
+        except sa.exc.SQLAlchemyError as exc:
+            raise engines.translate(exc, "deleting relayed outbox rows") from None
+
+    def lag(self, offsets: Offsets) -> dict[str, float]:
+        try:
+            with self.engine.connect() as conn:
+                count = conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar() or 0
+        except sa.exc.SQLAlchemyError:
+            return {}
+        return {"outbox_rows": float(count)}
+
+    def close(self) -> None:
+        if self._locks is not None:
+            self._locks.release_all()
+        if self._listener is not None:
+            self._listener.close()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
