@@ -56,6 +56,8 @@ smoke: $(STAMP)
 	$(PYTHON) -m venv /tmp/cdc-smoke-venv
 	/tmp/cdc-smoke-venv/bin/pip install -q dist/*.whl
 	cd /tmp && /tmp/cdc-smoke-venv/bin/cdc --help >/dev/null && /tmp/cdc-smoke-venv/bin/cdc connectors list
+	cd /tmp && /tmp/cdc-smoke-venv/bin/cdc migrations list | grep -q V1
+	cd /tmp && /tmp/cdc-smoke-venv/bin/python -c "from cdc.migrations import DIALECTS, discover, migrations_root; assert 'site-packages' in str(migrations_root()); assert all(discover(d) for d in DIALECTS)"
 	cd /tmp && rm -rf /tmp/cdc-smoke-demo && /tmp/cdc-smoke-venv/bin/cdc demo --dir /tmp/cdc-smoke-demo --seconds 3 >/dev/null
 	/tmp/cdc-smoke-venv/bin/cdc tail /tmp/cdc-smoke-demo/topics --limit 1 | grep -q customers
 	@echo "smoke: the wheel installs; cdc --help and the packaged demo run"

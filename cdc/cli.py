@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from cdc import __version__
+from cdc.cli_migrations import migrations_app
 from cdc.errors import CdcError
 from cdc.masking import mask_dsn
 
@@ -34,6 +35,7 @@ schemas_app = typer.Typer(help="Register and inspect the streams' Avro schemas i
 connectors_app = typer.Typer(help="List the installed connectors and describe their options.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(connectors_app, name="connectors")
+app.add_typer(migrations_app, name="migrations")
 
 ConfigArg = Annotated[Path, typer.Argument(help="the connector's YAML config", show_default=False)]
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]

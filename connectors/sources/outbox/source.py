@@ -14,6 +14,7 @@ publishes those rows again. Consumers deduplicate by the ``id`` header.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -45,6 +46,17 @@ COLUMNS = (
     "id", "aggregatetype", "aggregateid", "type", "payload", "timestamp", "schema_subject", "schema_version",
     "headers", "seq",
 )  # fmt: skip
+
+
+def _unix_ms(stamp: Any) -> int | None:
+    """The event time in ms. MySQL DATETIME(6) and SQLite ISO text hold UTC (the writer's rule)."""
+    if isinstance(stamp, str):
+        stamp = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if not isinstance(stamp, dt.datetime):
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return int(stamp.timestamp() * 1000)
 
 
 class _NoLease(Lease):
@@ -173,14 +185,17 @@ class OutboxRelay(SourceConnector):
                 f"outbox row {row.id} (seq {row.seq}) has aggregatetype {row.aggregatetype!r}, which no stream relays",
                 hint=f"add a stream with capture: {{aggregate_type: {row.aggregatetype}}}",
             )
-        headers = [("id", str(row.id).encode()), ("type", str(row.type).encode()), ("seq", str(row.seq).encode())]
+        headers = [
+            ("id", str(row.id).encode()),
+            ("type", str(row.type).encode()),
+            ("seq", str(row.seq).encode()),
+        ]
         extra = row.headers
         if isinstance(extra, str | bytes):
             extra = json.loads(extra)
         for name, value in (extra or {}).items():
             headers.append((str(name), str(value).encode()))
-        stamp = row.timestamp
-        ts_ms = int(stamp.timestamp() * 1000) if hasattr(stamp, "timestamp") else None
+        ts_ms = _unix_ms(row.timestamp)
         payload = None if row.payload is None else bytes(row.payload)
         return ChangeEvent(
             spec.name,
