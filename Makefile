@@ -64,6 +64,7 @@ smoke: $(STAMP)
 
 bench-quick: $(STAMP) services
 	eval "$$(bash $(SERVICES) env)" && for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
+	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_outbox.py --quick --mode log
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

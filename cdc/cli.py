@@ -17,6 +17,7 @@ import typer
 
 from cdc import __version__
 from cdc.cli_migrations import migrations_app
+from cdc.cli_sink import sink_app
 from cdc.errors import CdcError
 from cdc.masking import mask_dsn
 
@@ -36,6 +37,7 @@ connectors_app = typer.Typer(help="List the installed connectors and describe th
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(migrations_app, name="migrations")
+app.add_typer(sink_app, name="sink")
 
 ConfigArg = Annotated[Path, typer.Argument(help="the connector's YAML config", show_default=False)]
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]

@@ -119,6 +119,11 @@ class ReplicationConnection:
                     hint="the stored position cannot be served; re-snapshot: drop the stored offsets "
                     "(new connector name) and start again with snapshot_mode: initial",
                 )
+            if "is active for PID" in message:
+                raise SourceUnavailableError(
+                    f"replication slot {slot!r} is in use by another connection ({message}); "
+                    "another instance holds it - retrying until it is free"
+                )
             if "can no longer be used" in message or "invalidated" in message:
                 raise PositionLostError(
                     f"replication slot {slot!r} was invalidated: {message}",

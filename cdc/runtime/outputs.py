@@ -69,9 +69,13 @@ class KafkaRecordOutput(Output):
         eventifiers: dict[str, StreamEventifier],
         tracker: AckTracker,
         transactional_id: str | None = None,
+        event_streams: bool = False,
     ) -> None:
         super().__init__(app, eventifiers, tracker)
         assert app.kafka is not None and app.schema_registry is not None
+        # Event streams (outbox events) are facts, not entity state: compaction by key would
+        # delete an aggregate's history, so their topics use the delete policy.
+        self.event_streams = event_streams
         self.kafka = app.kafka
         extra: dict[str, Any] = {}
         if transactional_id:
@@ -105,7 +109,7 @@ class KafkaRecordOutput(Output):
         specs: dict[str, TopicSpec] = {}
         for stream in self.app.streams:
             ev = self.eventifiers[stream.name]
-            compacted = stream.format is EventFormat.ENTITY
+            compacted = stream.format is EventFormat.ENTITY and not self.event_streams
             specs[ev.topic] = TopicSpec(
                 ev.topic, compacted, t.partitions, t.replication_factor, dict(t.config)
             )
@@ -289,7 +293,8 @@ def make_output(
     eventifiers: dict[str, StreamEventifier],
     tracker: AckTracker,
     transactional_id: str | None,
+    event_streams: bool = False,
 ) -> Output:
     if isinstance(app.output, KafkaOutput):
-        return KafkaRecordOutput(app, eventifiers, tracker, transactional_id)
+        return KafkaRecordOutput(app, eventifiers, tracker, transactional_id, event_streams)
     return FileRecordOutput(app, eventifiers, tracker, app.resolve(app.output.directory))

@@ -111,7 +111,7 @@ class Runner:
             store = make_offset_store(self.app)
             tracker = AckTracker()
             txn_id = f"cdc-{self.app.name}" if self.app.delivery is Delivery.EXACTLY_ONCE else None
-            output = make_output(self.app, prepared.eventifiers, tracker, txn_id)
+            output = make_output(self.app, prepared.eventifiers, tracker, txn_id, source.encodes_values)
             output.prepare()
             Pipeline(
                 self.app, source, store, output, prepared.eventifiers, tracker, self.metrics, self.stop

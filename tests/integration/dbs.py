@@ -25,14 +25,20 @@ class LegacyApp:
     """Writes rows the way a legacy app does: the database assigns timestamps where it can."""
 
     def __init__(self, url: str) -> None:
+        self.reconnect(url)
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(DDL[self.dialect])
+        self.table = sa.Table("items", sa.MetaData(), autoload_with=self.engine)
+
+    def reconnect(self, url: str) -> None:
+        """Attach to a database (the items table may already exist)."""
         self.url = url
         self.engine = sa.create_engine(normalize_url(url))
         self.dialect = self.engine.dialect.name
         if self.dialect == "mariadb":
             self.dialect = "mysql"
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(DDL[self.dialect])
-        self.table = sa.Table("items", sa.MetaData(), autoload_with=self.engine)
+        if sa.inspect(self.engine).has_table("items"):
+            self.table = sa.Table("items", sa.MetaData(), autoload_with=self.engine)
 
     def _stamp(self) -> Any:
         if self.dialect == "sqlite":

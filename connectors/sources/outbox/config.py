@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
@@ -29,6 +30,20 @@ class OutboxConfig(BaseModel):
     notify_channel: str | None = Field(
         None, description="PostgreSQL: LISTEN on this channel to wake up early (the poll stays the truth)"
     )
+    mode: Literal["polling", "log"] = Field(
+        "polling", description="polling (any database) or log (PostgreSQL: outbox inserts read from the WAL)"
+    )
+    slot: str | None = Field(None, description="log mode: logical replication slot (created if missing)")
+    publication: str | None = Field(None, description="log mode: an insert-only publication of the table")
+    status_interval: Duration = Field(
+        5.0, description="log mode: how often the confirmed position is reported"
+    )
+
+    @model_validator(mode="after")
+    def _log_mode(self) -> OutboxConfig:
+        if self.mode == "log" and (not self.slot or not self.publication):
+            raise ValueError("mode log needs slot and publication")
+        return self
 
     @field_validator("table")
     @classmethod

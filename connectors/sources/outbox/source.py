@@ -38,6 +38,7 @@ from cdc.plugin import (
 )
 from cdc.sql import engines, lease
 from connectors.sources.outbox.config import OutboxConfig, OutboxStream
+from connectors.sources.outbox.logmode import LogReader
 from connectors.sources.outbox.shards import ShardLocks, shard_expression
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class OutboxRelay(SourceConnector):
         self._pending: dict[int, list[tuple[int, Any]]] = {}  # shard -> [(seq, id)] awaiting acks
         self._next_claim = 0.0
         self._listener: Any = None
+        self._log: LogReader | None = None  # log mode
 
     @property
     def engine(self) -> sa.Engine:
@@ -115,6 +117,8 @@ class OutboxRelay(SourceConnector):
         return [CheckResult(True, f"outbox table {self.cfg.table} reachable with the expected columns")]
 
     def acquire_lease(self, connector_name: str) -> Lease:
+        if self.cfg.mode == "log":
+            return _NoLease()  # a slot streams to one connection at a time: that is the lease
         # Several replicas may run: shard locks keep each aggregate on one replica. SQLite has
         # no such locks, so there only one relay may run.
         if self.engine.dialect.name == "sqlite":
@@ -122,6 +126,16 @@ class OutboxRelay(SourceConnector):
         return _NoLease()
 
     def start(self, offsets: Offsets) -> None:
+        if self.cfg.mode == "log":
+            assert self.cfg.slot is not None and self.cfg.publication is not None
+            self.table  # noqa: B018 - fail early with a clear message when the table is missing
+            self._log = LogReader(
+                self.cfg.url.secret, self.cfg.table, self.cfg.slot, self.cfg.publication,
+                self.cfg.status_interval, self._event,
+            )  # fmt: skip
+            self._log.prepare()
+            self._log.start(offsets.get(self._log.partition))
+            return
         self._locks = ShardLocks(self.engine, self.cfg.table, self.cfg.shards)
         if self.cfg.notify_channel and self.engine.dialect.name == "postgresql":
             import psycopg
@@ -138,6 +152,8 @@ class OutboxRelay(SourceConnector):
             time.sleep(timeout)
 
     def poll(self, timeout: float) -> list[ChangeEvent]:
+        if self._log is not None:
+            return self._log.poll(timeout)
         assert self._locks is not None
         now = time.monotonic()
         if now < self._next_claim:
@@ -174,43 +190,50 @@ class OutboxRelay(SourceConnector):
                 ).all()
                 pending = self._pending.setdefault(shard, [])
                 for row in rows:
-                    events.append(self._event(row, shard))
+                    events.append(self._event(dict(row._mapping), f"shard:{shard}", {"seq": int(row.seq)}))
                     pending.append((int(row.seq), row.id))
         return events
 
-    def _event(self, row: Any, shard: int) -> ChangeEvent:
-        spec = self.by_type.get(row.aggregatetype)
+    def _event(self, row: dict[str, Any], partition: str, offset: dict[str, Any]) -> ChangeEvent:
+        """One outbox row -> an event of its aggregate type's stream (shared by both modes)."""
+        spec = self.by_type.get(row["aggregatetype"])
         if spec is None:
             raise SourceConfigError(
-                f"outbox row {row.id} (seq {row.seq}) has aggregatetype {row.aggregatetype!r}, which no stream relays",
-                hint=f"add a stream with capture: {{aggregate_type: {row.aggregatetype}}}",
+                f"outbox row {row['id']} (seq {row['seq']}) has aggregatetype {row['aggregatetype']!r}, "
+                "which no stream relays",
+                hint=f"add a stream with capture: {{aggregate_type: {row['aggregatetype']}}}",
             )
         headers = [
-            ("id", str(row.id).encode()),
-            ("type", str(row.type).encode()),
-            ("seq", str(row.seq).encode()),
+            ("id", str(row["id"]).encode()),
+            ("type", str(row["type"]).encode()),
+            ("seq", str(row["seq"]).encode()),
         ]
-        extra = row.headers
+        extra = row["headers"]
         if isinstance(extra, str | bytes):
             extra = json.loads(extra)
         for name, value in (extra or {}).items():
             headers.append((str(name), str(value).encode()))
-        ts_ms = _unix_ms(row.timestamp)
-        payload = None if row.payload is None else bytes(row.payload)
+        payload = None if row["payload"] is None else bytes(row["payload"])
         return ChangeEvent(
             spec.name,
             Op.CREATE,
-            {"aggregateid": row.aggregateid},
+            {"aggregateid": row["aggregateid"]},
             None,
-            f"shard:{shard}",
-            {"seq": int(row.seq)},
-            ts_ms=ts_ms,
-            encoded_value=EncodedValue(payload, row.schema_subject, row.schema_version),
+            partition,
+            offset,
+            ts_ms=_unix_ms(row["timestamp"]),
+            encoded_value=EncodedValue(payload, row["schema_subject"], row["schema_version"]),
             headers=headers,
         )
 
     def acknowledge(self, offsets: Offsets) -> None:
-        """The broker has these rows: delete exactly the rows this replica published."""
+        """The broker has these rows: delete exactly the rows this replica published (polling),
+        or confirm the WAL past them (log mode; the application deletes its own rows)."""
+        if self._log is not None:
+            offset = offsets.get(self._log.partition)
+            if offset:
+                self._log.acknowledge(offset)
+            return
         doomed: list[Any] = []
         for partition, offset in offsets.items():
             shard = int(partition.split(":", 1)[1])
@@ -238,6 +261,8 @@ class OutboxRelay(SourceConnector):
         return {"outbox_rows": float(count)}
 
     def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
         if self._locks is not None:
             self._locks.release_all()
         if self._listener is not None:

@@ -32,7 +32,9 @@ from pydantic import BaseModel
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.masking import mask_dsn
 from cdc.pg import pgoutput as po
-from cdc.pg.replication import Keepalive, ReplicationConnection, normal_connection
+from cdc.pg.confirm import ConfirmTracker
+from cdc.pg.logical import run_stream
+from cdc.pg.replication import ReplicationConnection, XLogData, normal_connection
 from cdc.pg.types import TypeMap
 from cdc.plugin import (
     ChangeEvent,
@@ -76,13 +78,7 @@ class PostgresWalSource(SourceConnector):
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._flush_lsn = 0  # confirmed to the server
-        self._txn_ends: dict[int, tuple[int, int]] = {}  # commit LSN -> (end LSN, events)
-        self._emitted: tuple[int, int] | None = None  # last (commit, i) put on the queue
-        self._acked: tuple[int, int] | None = None
-        self._in_txn = False
-        self._keepalive_lsn = 0
+        self.confirm = ConfirmTracker()
 
     # --- catalog ---
     def _load_tables(self, conn: psycopg.Connection[Any]) -> None:
@@ -367,98 +363,30 @@ class PostgresWalSource(SourceConnector):
         options = {"proto_version": "1", "publication_names": ",".join(self._publications())}
         if self.cfg.messages:
             options["messages"] = "true"
-        repl.start(self.cfg.slot, "0/0", options)
-        decoder = po.PgOutputDecoder()
-        mappers: dict[int, RelationMapper | None] = {}
         by_name = {}
         for name, table in self.tables.items():
             by_name[table.qualified] = name
             for _, s, n in table.children:
                 by_name[f"{s}.{n}"] = name
         reselect = normal_connection(self.dsn)
-        chunk: list[ChangeEvent] = []
-        commit_lsn = 0
-        index = 0
-        ts_ms: int | None = None
-        xid = ""
-        next_status = time.monotonic() + self.cfg.status_interval
-        next_heartbeat = time.monotonic() + self.cfg.heartbeat_interval
-        received_since_keepalive = False
+        handler = _TxnHandler(self, by_name, reselect)
+        heartbeat = (
+            (reselect, self.cfg.heartbeat_query, self.cfg.heartbeat_interval)
+            if self.cfg.heartbeat_query
+            else None
+        )
         try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if now >= next_status:
-                    repl.send_status(self._confirmable())
-                    next_status = now + self.cfg.status_interval
-                if self.cfg.heartbeat_query and now >= next_heartbeat:
-                    reselect.execute(self.cfg.heartbeat_query)
-                    next_heartbeat = now + self.cfg.heartbeat_interval
-                frame = repl.read(0.2)
-                if frame is None:
-                    continue
-                if isinstance(frame, Keepalive):
-                    if not received_since_keepalive and not self._in_txn:
-                        self._keepalive_lsn = frame.wal_end
-                    received_since_keepalive = False
-                    if frame.reply_requested:
-                        repl.send_status(self._confirmable())
-                    continue
-                received_since_keepalive = True
-                msg = decoder.decode(frame.payload)
-                kind = type(msg)
-                if kind is po.Begin:
-                    assert isinstance(msg, po.Begin)
-                    commit_lsn, index, ts_ms, xid = msg.final_lsn, 0, msg.commit_unix_ms, str(msg.xid)
-                    self._in_txn = True
-                elif kind is po.Commit:
-                    assert isinstance(msg, po.Commit)
-                    with self._lock:
-                        self._txn_ends[commit_lsn] = (msg.end_lsn, index)
-                        self._in_txn = False
-                    if chunk:
-                        self._emit(chunk)
-                        chunk = []
-                elif kind is po.Relation:
-                    assert isinstance(msg, po.Relation)
-                    stream = by_name.get(f"{msg.namespace}.{msg.name}")
-                    if stream is not None and chunk:
-                        self._emit(chunk)  # everything before the shape change goes first
-                        chunk = []
-                    mappers[msg.relation_id] = (
-                        None
-                        if stream is None
-                        else build_mapper(
-                            stream, self.tables[stream], msg, self.specs[stream].columns,
-                            tuple(self.specs[stream].key_columns), self.types,
-                        )
-                    )  # fmt: skip
-                elif kind in (po.Insert, po.Update, po.Delete):
-                    mapper = mappers.get(msg.relation_id)  # type: ignore[union-attr]
-                    if mapper is None:
-                        continue
-                    for op, key, before, after in self._changes(mapper, msg, reselect):
-                        if self._resume is not None and (commit_lsn, index) <= self._resume:
-                            index += 1
-                            continue
-                        offset = {"phase": "stream", "commit": commit_lsn, "i": index}
-                        chunk.append(
-                            ChangeEvent(mapper.stream, op, key, after, self.partition, offset, before, ts_ms, xid,
-                                        {"lsn": po.format_lsn(frame.start), "table": mapper.qualified})
-                        )  # fmt: skip
-                        index += 1
-                    if len(chunk) >= CHUNK:
-                        self._emit(chunk)
-                        chunk = []
-                elif kind is po.LogicalMessage:
-                    log.info("logical decoding message: %r", msg)
+            run_stream(
+                repl, self.cfg.slot, options, self.confirm, handler, self._stop,
+                status_interval=self.cfg.status_interval, queue_empty=self._queue.empty, heartbeat=heartbeat,
+            )  # fmt: skip
         finally:
             reselect.close()
 
     def _emit(self, chunk: list[ChangeEvent]) -> None:
         last = chunk[-1].offset
         if self._put(chunk):
-            with self._lock:
-                self._emitted = (int(last["commit"]), int(last["i"]))
+            self.confirm.emitted(int(last["commit"]), int(last["i"]))
 
     def _changes(
         self, mapper: RelationMapper, msg: Any, reselect: psycopg.Connection[Any]
@@ -525,27 +453,10 @@ class PostgresWalSource(SourceConnector):
         return filled
 
     # --- positions ---
-    def _confirmable(self) -> int:
-        with self._lock:
-            idle = not self._in_txn and self._emitted == self._acked and self._queue.empty()
-            if idle and self._keepalive_lsn > self._flush_lsn:
-                return self._keepalive_lsn
-            return self._flush_lsn
-
     def acknowledge(self, offsets: Offsets) -> None:
         offset = offsets.get(self.partition)
-        if not offset or offset.get("phase") != "stream":
-            return
-        commit, i = int(offset["commit"]), int(offset["i"])
-        with self._lock:
-            self._acked = (commit, i)
-            for lsn in sorted(self._txn_ends):
-                end, count = self._txn_ends[lsn]
-                if lsn < commit or (lsn == commit and i >= count - 1):
-                    self._flush_lsn = max(self._flush_lsn, end)
-                    del self._txn_ends[lsn]
-                else:
-                    break
+        if offset and offset.get("phase") == "stream":
+            self.confirm.acknowledge(int(offset["commit"]), int(offset["i"]))
 
     def lag(self, offsets: Offsets) -> dict[str, float]:
         try:
@@ -581,6 +492,85 @@ class PostgresWalSource(SourceConnector):
         engine = getattr(self, "_lease_engine", None)
         if engine is not None:
             engine.dispose()
+
+
+class _TxnHandler:
+    """Turns one transaction's pgoutput messages into change events, in chunks."""
+
+    def __init__(
+        self, source: PostgresWalSource, by_name: dict[str, str], reselect: psycopg.Connection[Any]
+    ) -> None:
+        self.source = source
+        self.by_name = by_name
+        self.reselect = reselect
+        self.mappers: dict[int, RelationMapper | None] = {}
+        self.chunk: list[ChangeEvent] = []
+        self.commit_lsn = 0
+        self.index = 0
+        self.ts_ms: int | None = None
+        self.xid = ""
+
+    def flush(self) -> None:
+        if self.chunk:
+            self.source._emit(self.chunk)
+            self.chunk = []
+
+    def __call__(self, msg: po.Message, frame: XLogData) -> None:
+        src = self.source
+        kind = type(msg)
+        if kind is po.Begin:
+            assert isinstance(msg, po.Begin)
+            self.commit_lsn, self.index, self.ts_ms, self.xid = (
+                msg.final_lsn,
+                0,
+                msg.commit_unix_ms,
+                str(msg.xid),
+            )
+        elif kind is po.Commit:
+            assert isinstance(msg, po.Commit)
+            src.confirm.commit(self.commit_lsn, msg.end_lsn, self.index)
+            self.flush()
+        elif kind is po.Relation:
+            assert isinstance(msg, po.Relation)
+            stream = self.by_name.get(f"{msg.namespace}.{msg.name}")
+            if stream is not None:
+                self.flush()  # everything before the shape change goes first
+                self.mappers[msg.relation_id] = build_mapper(
+                    stream, src.tables[stream], msg, src.specs[stream].columns,
+                    tuple(src.specs[stream].key_columns), src.types,
+                )  # fmt: skip
+            else:
+                self.mappers[msg.relation_id] = None
+        elif kind is po.Insert or kind is po.Update or kind is po.Delete:
+            assert isinstance(msg, po.Insert | po.Update | po.Delete)
+            mapper = self.mappers.get(msg.relation_id)
+            if mapper is None:
+                return
+            for op, key, before, after in src._changes(mapper, msg, self.reselect):
+                position = (self.commit_lsn, self.index)
+                self.index += 1
+                if src._resume is not None and position <= src._resume:
+                    continue  # already committed downstream before a restart
+                offset = {"phase": "stream", "commit": position[0], "i": position[1]}
+                meta = {"lsn": po.format_lsn(frame.start), "table": mapper.qualified}
+                self.chunk.append(
+                    ChangeEvent(
+                        mapper.stream,
+                        op,
+                        key,
+                        after,
+                        src.partition,
+                        offset,
+                        before,
+                        self.ts_ms,
+                        self.xid,
+                        meta,
+                    )
+                )
+            if len(self.chunk) >= CHUNK:
+                self.flush()
+        elif kind is po.LogicalMessage:
+            log.info("logical decoding message: %r", msg)
 
 
 def _progress(what: str, total: int) -> Any:

@@ -1,0 +1,62 @@
+"""The logical-replication read loop shared by the WAL source and the outbox relay's log mode.
+
+It owns the protocol chores - status updates at a fixed interval, keepalives answered at once,
+an optional heartbeat query, transaction boundaries for the confirm tracker - and hands every
+decoded pgoutput message to a handler.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+
+from cdc.pg import pgoutput as po
+from cdc.pg.confirm import ConfirmTracker
+from cdc.pg.replication import Keepalive, ReplicationConnection, XLogData
+
+
+def run_stream(
+    repl: ReplicationConnection,
+    slot: str,
+    options: Mapping[str, str],
+    tracker: ConfirmTracker,
+    handle: Callable[[po.Message, XLogData], None],
+    stop: threading.Event,
+    *,
+    status_interval: float,
+    queue_empty: Callable[[], bool],
+    heartbeat: tuple[psycopg.Connection[Any], str, float] | None = None,
+) -> None:
+    """START_REPLICATION and dispatch messages until ``stop`` is set (errors propagate)."""
+    repl.start(slot, "0/0", options)
+    decoder = po.PgOutputDecoder()
+    next_status = time.monotonic() + status_interval
+    next_heartbeat = time.monotonic() + (heartbeat[2] if heartbeat else 0)
+    received = False
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= next_status:
+            repl.send_status(tracker.confirmable(queue_empty()))
+            next_status = now + status_interval
+        if heartbeat is not None and now >= next_heartbeat:
+            heartbeat[0].execute(heartbeat[1])
+            next_heartbeat = now + heartbeat[2]
+        frame = repl.read(0.2)
+        if frame is None:
+            continue
+        if isinstance(frame, Keepalive):
+            if not received:
+                tracker.keepalive(frame.wal_end)
+            received = False
+            if frame.reply_requested:
+                repl.send_status(tracker.confirmable(queue_empty()))
+            continue
+        received = True
+        msg = decoder.decode(frame.payload)
+        if type(msg) is po.Begin:
+            tracker.begin()
+        handle(msg, frame)

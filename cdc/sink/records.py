@@ -1,0 +1,170 @@
+"""Decoded messages -> row changes, and the reduction of a batch to the last change per key.
+
+Formats: ``entity`` (value = the row, tombstone = delete; also any plain Confluent-Avro topic)
+and ``envelope`` (before/after/op; op ``d`` or a tombstone = delete).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdc.config.model import EventFormat
+from cdc.errors import SchemaError
+from cdc.sink.columns import FieldSpec, record_fields
+from cdc.sink.config import SinkTopic
+from cdc.sink.decode import DecodeError, WriterSchema
+from cdc.sink.errors import MessageRef
+from cdc.sink.tables import TablePlan
+
+_UPSERT_OPS = {"c", "u", "r"}
+
+
+@dataclass(slots=True)
+class Change:
+    """One message as a row change. ``row`` None is a delete; ``raw`` keeps the message for a DLQ."""
+
+    ref: MessageRef
+    table: tuple[str | None, str]
+    key: tuple[Any, ...]
+    row: dict[str, Any] | None
+    raw: Any  # the confluent_kafka Message
+    sink: SinkTopic | None = None  # the topic's config (mode, deletes)
+    key_columns: tuple[str, ...] = ()
+    fields: list[FieldSpec] = field(default_factory=list)  # upserts only: keys first
+    schema_ids: tuple[int, int] = (0, 0)  # (key schema id, value schema id) for the plan cache
+    plan: TablePlan | None = None  # set before the data transaction (upserts only)
+
+
+@dataclass(slots=True)
+class Reduced:
+    """The last change of a key in a batch, and whether a delete came before it in the batch."""
+
+    change: Change
+    deleted_before: bool = False
+
+
+def envelope_row_schema(schema: Any) -> Any:
+    """The row record inside an envelope schema (the record branch of ``before``/``after``)."""
+    for f in schema.get("fields", []) if isinstance(schema, dict) else []:
+        if f["name"] in ("before", "after"):
+            branches = f["type"] if isinstance(f["type"], list) else [f["type"]]
+            for b in branches:
+                if isinstance(b, dict) and b.get("type") == "record":
+                    return b
+    raise DecodeError("the value schema is not an envelope (no record-typed before/after)")
+
+
+class ChangeBuilder:
+    """Turns one decoded key/value of one topic into a Change (DecodeError for a message that does not fit)."""
+
+    def __init__(self, topic: SinkTopic) -> None:
+        self.topic = topic
+        self.table = (topic.table_schema, topic.table_name)
+        self._fields: dict[tuple[int, int], list[FieldSpec]] = {}
+        self._keys: dict[int, tuple[str, ...]] = {}  # by key schema id
+
+    def key_columns(self, key_writer: WriterSchema | None) -> tuple[str, ...]:
+        if self.topic.key:
+            return tuple(self.topic.key)
+        if key_writer is not None and key_writer.schema_id in self._keys:
+            return self._keys[key_writer.schema_id]
+        if (
+            key_writer is None
+            or not isinstance(key_writer.schema, dict)
+            or key_writer.schema.get("type") != "record"
+        ):
+            raise DecodeError(
+                f"topic {self.topic.topic!r}: the record key is not an Avro record; set the topic's key: [column]"
+            )
+        keys = self._keys[key_writer.schema_id] = tuple(str(f["name"]) for f in key_writer.schema["fields"])
+        return keys
+
+    def build(
+        self,
+        ref: MessageRef,
+        raw: Any,
+        key_writer: WriterSchema | None,
+        key: Any,
+        value_writer: WriterSchema | None,
+        value: Any,
+    ) -> Change:
+        keys = self.key_columns(key_writer)
+        row: dict[str, Any] | None
+        if value is None:
+            row = None
+        elif self.topic.format is EventFormat.ENVELOPE:
+            if not isinstance(value, dict) or "op" not in value:
+                raise DecodeError("the value is not an envelope (no op field)")
+            op = value["op"]
+            if op == "d":
+                row = None
+            elif op in _UPSERT_OPS and isinstance(value.get("after"), dict):
+                row = dict(value["after"])
+            else:
+                raise DecodeError(f"envelope op {op!r} without an after image")
+        elif isinstance(value, dict):
+            row = dict(value)
+        else:
+            raise DecodeError("the value is not an Avro record")
+        if row is None:
+            return Change(ref, self.table, self._key_from_key(keys, key), None, raw, self.topic, keys)
+        if not self.topic.key and isinstance(key, dict):
+            row.update(key)  # the record key is the identity; deletes use it too
+        try:
+            key_tuple = tuple(row[k] for k in keys)
+        except KeyError as exc:
+            raise DecodeError(f"key column {exc.args[0]!r} is not a field of the value") from None
+        assert value_writer is not None
+        ids = (key_writer.schema_id if key_writer else 0, value_writer.schema_id)
+        specs = self._specs(ids, key_writer, value_writer)
+        return Change(ref, self.table, key_tuple, row, raw, self.topic, keys, specs, ids)
+
+    def _key_from_key(self, keys: tuple[str, ...], key: Any) -> tuple[Any, ...]:
+        if isinstance(key, dict):
+            try:
+                return tuple(key[k] for k in keys)
+            except KeyError as exc:
+                raise DecodeError(f"key column {exc.args[0]!r} is not a field of the record key") from None
+        if len(keys) == 1 and key is not None:
+            return (key,)
+        raise DecodeError("a delete needs a record key (or a scalar key and a one-column key:)")
+
+    def _specs(
+        self, ids: tuple[int, int], key_writer: WriterSchema | None, value_writer: WriterSchema
+    ) -> list[FieldSpec]:
+        found = self._fields.get(ids)
+        if found is not None:
+            return found
+        value_schema = value_writer.schema
+        if self.topic.format is EventFormat.ENVELOPE:
+            value_schema = envelope_row_schema(value_schema)
+        try:
+            value_fields = record_fields(value_schema, f"{self.topic.topic} value")
+            key_fields = (
+                record_fields(key_writer.schema, f"{self.topic.topic} key")
+                if key_writer is not None and not self.topic.key
+                else []
+            )
+        except SchemaError as exc:
+            raise DecodeError(exc.message) from None
+        names = {f.name for f in key_fields}
+        by_name = {f.name: f for f in key_fields + value_fields}
+        ordered = [*key_fields, *(f for f in value_fields if f.name not in names)]
+        keys = self.key_columns(key_writer)
+        specs = [by_name[k] for k in keys if k in by_name] + [f for f in ordered if f.name not in keys]
+        self._fields[ids] = specs
+        return specs
+
+
+def reduce_changes(changes: Iterable[Change]) -> dict[tuple[str | None, str], dict[tuple[Any, ...], Reduced]]:
+    """Per table, the last change of every key in offset order (changes arrive in that order)."""
+    out: dict[tuple[str | None, str], dict[tuple[Any, ...], Reduced]] = {}
+    for change in changes:
+        per_key = out.setdefault(change.table, {})
+        previous = per_key.get(change.key)
+        deleted = previous is not None and (previous.deleted_before or previous.change.row is None)
+        per_key.pop(change.key, None)  # re-insert: dict order then follows the last change
+        per_key[change.key] = Reduced(change, deleted)
+    return out

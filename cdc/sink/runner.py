@@ -1,0 +1,448 @@
+"""The sink's consume loop: decode, reduce, write and advance offsets in ONE database transaction.
+
+Ownership of a partition is proven by the offsets row, not by Kafka's group membership: each
+batch ends with ``UPDATE cdc_sink_offsets SET next_offset = :end WHERE ... AND next_offset =
+:start``. A stalled instance whose partitions moved on finds zero rows, rolls back and drops its
+batch, so rebalances and zombies neither lose nor double a change.
+
+The loop is single-threaded and a batch is written completely between two ``consume`` calls,
+so when a rebalance callback runs (inside ``consume`` or ``close``) no batch is open: revocation
+has nothing to finish or roll back. SIGTERM stops after the current batch, closes the consumer
+(leaving the group at once) and returns 0. Retriable errors rebuild everything with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from types import FrameType
+from typing import Any
+
+import sqlalchemy as sa
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+
+from cdc.config.model import OnError
+from cdc.errors import BrokerUnavailableError, CdcError, SourceConfigError
+from cdc.kafka_clients import client_config
+from cdc.schemas.subjects import make_client
+from cdc.sink.config import SinkConfig, SinkMode
+from cdc.sink.deadletter import DeadLetters
+from cdc.sink.decode import DecodeError, Decoder, WriterSchema
+from cdc.sink.engine import sink_engine
+from cdc.sink.errors import BadMessageError, MessageRef, RejectedRowError, TableMismatchError
+from cdc.sink.offsets import TopicPartitionKey, advance, ensure_offsets_table, load_offsets, offsets_table
+from cdc.sink.records import Change, ChangeBuilder, Reduced, reduce_changes
+from cdc.sink.tables import TableManager
+from cdc.sink.writer import TableWriter
+from cdc.sql.engines import translate
+
+log = logging.getLogger(__name__)
+
+_DATA_ERRORS = (sa.exc.IntegrityError, sa.exc.DataError)
+_FATAL_TOPIC_ERRORS = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED}
+
+
+class _FencedError(Exception):
+    """Another instance advanced a partition of this batch: roll back and drop the batch."""
+
+
+class _DataProblemError(Exception):
+    """A statement of the fast path was refused: redo the batch row by row to find the culprits."""
+
+
+@dataclass
+class Stats:
+    """Counters for logs, tests and the benchmark."""
+
+    messages: int = 0
+    rows: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    fenced: int = 0
+
+
+@dataclass
+class Batch:
+    """The messages of one ``consume`` call, as changes and poison, with their offset ranges."""
+
+    ends: dict[TopicPartitionKey, int] = field(default_factory=dict)  # next offset after the batch
+    changes: list[Change] = field(default_factory=list)
+    poison: list[tuple[Any, CdcError]] = field(default_factory=list)
+
+
+class SinkRunner:
+    """Runs one sink instance until stopped; ``before_commit`` is a test seam (a stall)."""
+
+    def __init__(
+        self,
+        config: SinkConfig,
+        stop: threading.Event | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.before_commit = before_commit
+        self.stats = Stats()
+        self.positions: dict[TopicPartitionKey, int | None] = {}
+        self._callback_error: BaseException | None = None
+        self._builders = {t.topic: ChangeBuilder(t) for t in config.topics}
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if self.stop.is_set():
+                raise SystemExit(130)  # second signal: give up on the graceful path
+            log.info("received %s: stopping after the current batch", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> int:
+        """Run until stopped (returns 0) or a fatal error (raised); retriable errors back off."""
+        backoff = 1.0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self.run_once()
+                return 0
+            except CdcError as exc:
+                if not exc.retriable:
+                    raise
+                if time.monotonic() - started > 60:
+                    backoff = 1.0  # it ran a while: the outage is new
+                log.warning("%s; retrying in %.0fs from the stored offsets", exc.message, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, self.config.retry_backoff_max)
+        return 0
+
+    def run_once(self) -> None:
+        cfg = self.config
+        self.engine = sink_engine(cfg.target.url.secret)
+        self.offsets = offsets_table(cfg.target.offsets_table)
+        self.tables = TableManager(self.engine, auto_create=cfg.auto_create, auto_evolve=cfg.auto_evolve)
+        self.writer = TableWriter(self.engine.dialect.name)
+        self.decoder = Decoder(make_client(cfg.schema_registry.url, cfg.schema_registry.config))
+        self.dead_letters: DeadLetters | None = None
+        self.consumer: Consumer | None = None
+        try:
+            try:
+                ensure_offsets_table(self.engine, self.offsets)
+            except sa.exc.DBAPIError as exc:
+                raise translate(exc, "target database: offsets table") from None
+            if cfg.on_error is OnError.DEAD_LETTER:
+                self.dead_letters = DeadLetters(cfg)
+            self.consumer = Consumer(self._consumer_config())
+            self._check_topics(self.consumer)
+            self.consumer.subscribe(
+                [t.topic for t in cfg.topics],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
+            log.info("sink %s: consuming %s as group %s", cfg.name, [t.topic for t in cfg.topics], cfg.group)
+            self._loop(self.consumer)
+        finally:
+            if self.consumer is not None:
+                self.consumer.close()  # leaves the group now: the partitions move without a timeout
+            if self.dead_letters is not None:
+                self.dead_letters.close()
+            self.positions.clear()
+            self.engine.dispose()
+
+    def _consumer_config(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            **client_config(cfg.kafka),
+            "group.id": cfg.group,
+            "enable.auto.commit": False,  # group offsets are for lag reporting; positions live in the database
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": cfg.auto_offset_reset,
+            "max.poll.interval.ms": cfg.max_poll_interval_ms,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+            **cfg.consumer,
+        }
+
+    def _check_topics(self, consumer: Consumer) -> None:
+        try:
+            present = consumer.list_topics(timeout=30).topics
+        except KafkaException as exc:
+            raise BrokerUnavailableError(
+                f"kafka at {self.config.kafka.bootstrap_servers}: {exc.args[0]}"
+            ) from None
+        missing = [t.topic for t in self.config.topics if t.topic not in present]
+        if missing:
+            raise SourceConfigError(f"topic(s) {missing} do not exist", hint="check the names in topics:")
+
+    # -- rebalance callbacks (run inside consume/close, when no batch is open) ----------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            with self.engine.connect() as conn:
+                stored = load_offsets(conn, self.offsets, self.config.group, {p.topic for p in partitions})
+        except Exception as exc:  # raised after consume() returns; the batch is then dropped
+            self._callback_error = exc
+            stored = {}
+        reset = OFFSET_BEGINNING if self.config.auto_offset_reset == "earliest" else OFFSET_END
+        for p in partitions:
+            position = stored.get((p.topic, p.partition))
+            self.positions[(p.topic, p.partition)] = position
+            p.offset = reset if position is None else position
+        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in partitions))
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self.positions.pop((p.topic, p.partition), None)
+        log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self, consumer: Consumer) -> None:
+        cfg = self.config
+        last_log = time.monotonic()
+        while not self.stop.is_set():
+            messages = consumer.consume(num_messages=cfg.batch_size, timeout=cfg.batch_timeout)
+            if self._callback_error is not None:
+                exc, self._callback_error = self._callback_error, None
+                if isinstance(exc, sa.exc.DBAPIError):
+                    raise translate(exc, "target database: reading offsets") from None
+                raise exc
+            if messages:
+                self._process(consumer, messages)
+            if time.monotonic() - last_log > 10:
+                last_log = time.monotonic()
+                s = self.stats
+                log.info(
+                    "sink %s: %d messages, %d rows, %d batches, %d dead letters, %d fenced batches",
+                    cfg.name,
+                    s.messages,
+                    s.rows,
+                    s.batches,
+                    s.dead_letters,
+                    s.fenced,
+                )
+
+    def _process(self, consumer: Consumer, messages: list[Any]) -> None:
+        batch = Batch()
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() in _FATAL_TOPIC_ERRORS:
+                    raise SourceConfigError(f"topic {msg.topic()!r}: {err.str()}")
+                if err.fatal():
+                    raise BrokerUnavailableError(f"kafka consumer: {err.str()}")
+                log.warning("kafka consumer: %s", err.str())
+                continue
+            tp = (msg.topic(), msg.partition())
+            if tp not in self.positions:
+                continue  # revoked while it was in flight
+            start = self.positions[tp]
+            if start is not None and msg.offset() < start:
+                continue  # applied already (by this or another instance)
+            batch.ends[tp] = msg.offset() + 1
+            try:
+                batch.changes.append(self._parse(msg))
+            except BadMessageError as exc:
+                batch.poison.append((msg, exc))
+        if not batch.ends:
+            return
+        try:
+            self._apply(batch)
+        except _FencedError as exc:
+            self.stats.fenced += 1
+            log.warning("dropped a batch: %s moved on in the offsets table (another instance owns it)", exc)
+            self._resync(consumer, batch)
+            return
+        except sa.exc.DBAPIError as exc:
+            raise translate(exc, "target database") from None
+        self.stats.messages += len(messages)
+        for tp, end in batch.ends.items():
+            self.positions[tp] = end
+        try:  # for lag reporting only: the database holds the positions that count
+            consumer.commit(
+                offsets=[TopicPartition(t, p, end) for (t, p), end in batch.ends.items()], asynchronous=True
+            )
+        except KafkaException as exc:
+            log.debug("group offset commit skipped: %s", exc)
+
+    def _parse(self, msg: Any) -> Change:
+        key_bytes, value_bytes = msg.key(), msg.value()
+        ref = MessageRef(msg.topic(), msg.partition(), msg.offset(), key_bytes)
+        try:
+            key_writer: WriterSchema | None = None
+            key: Any = None
+            if key_bytes is not None:
+                key_writer, key = self.decoder.decode(key_bytes)
+                ref = MessageRef(ref.topic, ref.partition, ref.offset, key)
+            value_writer, value = (
+                self.decoder.decode(value_bytes) if value_bytes is not None else (None, None)
+            )
+            return self._builders[msg.topic()].build(ref, msg, key_writer, key, value_writer, value)
+        except DecodeError as exc:
+            raise BadMessageError(ref, f"cannot decode: {exc}") from None
+
+    def _apply(self, batch: Batch) -> None:
+        fail = self.config.on_error is OnError.FAIL
+        if batch.poison and fail:
+            raise batch.poison[0][1]
+        good: list[Change] = []
+        for change in batch.changes:
+            if change.row is not None:
+                try:
+                    change.plan = self._plan(change)
+                except TableMismatchError as exc:
+                    bad = BadMessageError(change.ref, exc.message)
+                    if fail:
+                        raise bad from None
+                    batch.poison.append((change.raw, bad))
+                    continue
+            good.append(change)
+        reduced = reduce_changes(good)
+        try:
+            self._transaction(batch, reduced, careful=False)
+        except _DataProblemError:
+            self._transaction(batch, reduced, careful=True)
+        self.stats.batches += 1
+
+    def _plan(self, change: Change) -> Any:
+        sink = change.sink
+        assert sink is not None
+        schema, name = change.table
+        try:
+            return self.tables.plan(
+                schema,
+                name,
+                change.fields,
+                change.key_columns,
+                inserts=sink.mode is not SinkMode.UPDATE,
+                cache_key=(change.table, change.schema_ids, change.key_columns, sink.mode),
+            )
+        except sa.exc.DBAPIError as exc:
+            raise translate(exc, f"target database: DDL of table {name!r}") from None
+
+    def _transaction(self, batch: Batch, reduced: dict[Any, dict[Any, Reduced]], *, careful: bool) -> None:
+        rejected: list[tuple[Change, Exception]] = []
+        with self.engine.connect() as conn, conn.begin():
+            try:
+                rows = self._write(conn, reduced, careful, rejected)
+            except _DATA_ERRORS as exc:
+                raise _DataProblemError(str(exc)) from exc
+            poison = list(batch.poison)
+            for change, problem in rejected:
+                reason = str(getattr(problem, "orig", problem)).strip().splitlines()[0]
+                bad = RejectedRowError(change.ref, reason)
+                if self.config.on_error is OnError.FAIL:
+                    raise bad from None
+                poison.append((change.raw, bad))
+            if self.before_commit is not None:
+                self.before_commit()
+            for tp, end in batch.ends.items():
+                if not advance(conn, self.offsets, self.config.group, tp, self.positions.get(tp), end):
+                    raise _FencedError(f"{tp[0]}[{tp[1]}]")
+            if poison:
+                assert self.dead_letters is not None
+                for msg, err in poison:
+                    self.dead_letters.send(msg, err)
+                self.dead_letters.flush()  # before the commit: a consumed poison is always dead-lettered
+        self.stats.rows += rows
+        self.stats.dead_letters += len(poison)
+
+    def _write(
+        self,
+        conn: sa.Connection,
+        reduced: dict[Any, dict[Any, Reduced]],
+        careful: bool,
+        rejected: list[tuple[Change, Exception]],
+    ) -> int:
+        """Deletes first (a key deleted earlier in the batch and re-inserted is deleted, then
+        inserted), then rows grouped by plan and mode. ``careful``: each change in a savepoint."""
+        written = 0
+        for ident, per_key in reduced.items():
+            ops = list(per_key.values())
+            deletes = [
+                op
+                for op in ops
+                if op.change.sink is not None
+                and op.change.sink.deletes
+                and (
+                    op.change.row is None
+                    or (op.deleted_before and op.change.sink.mode is not SinkMode.UPSERT)
+                )
+            ]
+            table = self.tables.existing(*ident) if deletes else None
+            if table is not None:
+                by_keys: dict[tuple[str, ...], list[Reduced]] = {}
+                for op in deletes:
+                    by_keys.setdefault(op.change.key_columns, []).append(op)
+                for keys, group in by_keys.items():
+                    written += self._run(
+                        conn,
+                        group,
+                        careful,
+                        rejected,
+                        partial(self.writer.delete, conn, table, keys),
+                    )
+            upserts: dict[tuple[int, SinkMode], list[Reduced]] = {}
+            plans: dict[int, Any] = {}
+            for op in ops:
+                plan, sink = op.change.plan, op.change.sink
+                if op.change.row is not None and plan is not None and sink is not None:
+                    upserts.setdefault((id(plan), sink.mode), []).append(op)
+                    plans[id(plan)] = plan
+            for (plan_id, mode), group in upserts.items():
+                written += self._run(
+                    conn,
+                    group,
+                    careful,
+                    rejected,
+                    partial(self.writer.upsert, conn, plans[plan_id], mode),
+                )
+        return written
+
+    @staticmethod
+    def _run(
+        conn: sa.Connection,
+        ops: list[Reduced],
+        careful: bool,
+        rejected: list[tuple[Change, Exception]],
+        write: Callable[[list[Reduced]], int],
+    ) -> int:
+        if not careful:
+            return write(ops)
+        written = 0
+        for op in ops:
+            try:
+                with conn.begin_nested():
+                    written += write([op])
+            except _DATA_ERRORS as exc:
+                rejected.append((op.change, exc))
+            except sa.exc.StatementError as exc:
+                if isinstance(exc, sa.exc.DBAPIError):
+                    raise
+                rejected.append((op.change, exc))  # a value the driver could not bind
+        return written
+
+    def _resync(self, consumer: Consumer, batch: Batch) -> None:
+        """After a fenced batch: continue from what the database says, for every partition in it."""
+        try:
+            with self.engine.connect() as conn:
+                stored = load_offsets(conn, self.offsets, self.config.group, {t for t, _ in batch.ends})
+        except sa.exc.DBAPIError as exc:
+            raise translate(exc, "target database: reading offsets") from None
+        for tp in batch.ends:
+            if tp not in self.positions:
+                continue
+            position = stored.get(tp)
+            self.positions[tp] = position
+            try:
+                consumer.seek(
+                    TopicPartition(tp[0], tp[1], OFFSET_BEGINNING if position is None else position)
+                )
+            except KafkaException as exc:
+                log.info("seek %s[%s] skipped: %s", tp[0], tp[1], exc)

@@ -1,0 +1,92 @@
+"""Turning decoded messages into changes, and reducing a batch to the last change per key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cdc.sink.config import SinkTopic
+from cdc.sink.decode import DecodeError, WriterSchema
+from cdc.sink.errors import MessageRef
+from cdc.sink.records import Change, ChangeBuilder, reduce_changes
+
+KEY = {"type": "record", "name": "K", "fields": [{"name": "id", "type": "long"}]}
+VALUE = {
+    "type": "record",
+    "name": "V",
+    "fields": [{"name": "id", "type": "long"}, {"name": "name", "type": ["null", "string"]}],
+}
+KEY_W = WriterSchema(1, KEY, None)
+VALUE_W = WriterSchema(2, VALUE, None)
+
+
+def change(key: int, row: dict[str, Any] | None, offset: int) -> Change:
+    return Change(MessageRef("t", 0, offset, {"id": key}), (None, "t"), (key,), row, None)
+
+
+def test_the_last_change_per_key_wins_in_offset_order() -> None:
+    changes = [
+        change(1, {"id": 1, "name": "a"}, 0),
+        change(2, {"id": 2, "name": "b"}, 1),
+        change(1, {"id": 1, "name": "a2"}, 2),
+        change(2, None, 3),
+        change(3, None, 4),
+        change(3, {"id": 3, "name": "c"}, 5),
+    ]
+    reduced = reduce_changes(changes)[(None, "t")]
+    assert {k: (r.change.row, r.change.ref.offset, r.deleted_before) for k, r in reduced.items()} == {
+        (1,): ({"id": 1, "name": "a2"}, 2, False),
+        (2,): (None, 3, False),
+        (3,): ({"id": 3, "name": "c"}, 5, True),  # insert/update modes delete first, then write
+    }
+    # Dict order follows each key's last change, so writes replay in offset order.
+    assert [r.change.ref.offset for r in reduced.values()] == [2, 3, 5]
+
+
+def test_a_delete_anywhere_before_the_last_upsert_is_remembered() -> None:
+    changes = [change(1, None, 0), change(1, {"id": 1}, 1), change(1, {"id": 1}, 2)]
+    assert reduce_changes(changes)[(None, "t")][(1,)].deleted_before
+
+
+def test_changes_of_different_tables_are_reduced_separately() -> None:
+    a = change(1, {"id": 1}, 0)
+    b = Change(MessageRef("u", 0, 1, None), (None, "u"), (1,), None, None)
+    reduced = reduce_changes([a, b])
+    assert set(reduced) == {(None, "t"), (None, "u")}
+
+
+def test_entity_values_upsert_and_tombstones_delete_by_the_record_key() -> None:
+    builder = ChangeBuilder(SinkTopic(topic="shop.items"))
+    ref = MessageRef("shop.items", 0, 7, {"id": 5})
+    up = builder.build(ref, None, KEY_W, {"id": 5}, VALUE_W, {"id": 5, "name": "x"})
+    assert up.table == (None, "shop_items") and up.key == (5,) and up.row == {"id": 5, "name": "x"}
+    assert [f.name for f in up.fields] == ["id", "name"] and up.schema_ids == (1, 2)
+    gone = builder.build(ref, None, KEY_W, {"id": 5}, None, None)
+    assert gone.row is None and gone.key == (5,)
+
+
+def test_envelopes_use_after_and_op_d_deletes() -> None:
+    from cdc.schemas.avsc import envelope_schema
+
+    env = WriterSchema(3, envelope_schema(VALUE), None)
+    builder = ChangeBuilder(SinkTopic(topic="t", format="envelope"))
+    ref = MessageRef("t", 0, 0, {"id": 1})
+    value = {"before": None, "after": {"id": 1, "name": "n"}, "op": "c", "source": {}, "ts_ms": 0}
+    up = builder.build(ref, None, KEY_W, {"id": 1}, env, value)
+    assert up.row == {"id": 1, "name": "n"} and [f.name for f in up.fields] == ["id", "name"]
+    deleted = builder.build(ref, None, KEY_W, {"id": 1}, env, {**value, "after": None, "op": "d"})
+    assert deleted.row is None and deleted.key == (1,)
+    with pytest.raises(DecodeError, match="op 'u' without an after image"):
+        builder.build(ref, None, KEY_W, {"id": 1}, env, {**value, "after": None, "op": "u"})
+
+
+def test_a_scalar_key_needs_a_key_override() -> None:
+    ref = MessageRef("t", 0, 0, "abc")
+    scalar = WriterSchema(4, "string", None)
+    with pytest.raises(DecodeError, match="set the topic's key"):
+        ChangeBuilder(SinkTopic(topic="t")).build(ref, None, scalar, "abc", VALUE_W, {"id": 1, "name": None})
+    builder = ChangeBuilder(SinkTopic(topic="t", key=["name"]))
+    up = builder.build(ref, None, scalar, "abc", VALUE_W, {"id": 1, "name": "abc"})
+    assert up.key == ("abc",) and [f.name for f in up.fields] == ["name", "id"]
+    assert builder.build(ref, None, scalar, "abc", None, None).key == ("abc",)
