@@ -269,3 +269,74 @@ def test_dropping_a_mapped_column_stops_with_a_located_error(
         conn.ensure_stopped()
         reader.close()
         drop_slot(docs_db, config)
+
+
+def test_kill_minus_9_during_the_snapshot_loses_nothing(
+    docs_db: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    with psycopg.connect(docs_db, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO docs (id, title, amount) SELECT g, 'snap ' || g, (g % 100000) / 100.0 "
+            "FROM generate_series(101, 150000) g"
+        )
+    config = make_config(tmp_path, docs_db, topic_name, kafka_bootstrap, registry_url)
+    config.write_text(
+        config.read_text().replace(
+            "  status_interval: 1s\n", "  status_interval: 1s\n  snapshot_fetch_size: 2000\n"
+        )
+    )
+    conn = Connector(config, tmp_path / "run1.log")
+    reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+    try:
+        wait_for(lambda: reader.drain(0.2) and len(reader.records) > 5_000, 60, "part of the snapshot")
+        assert len(reader.records) < 150_000, "the snapshot finished before the kill; nothing was tested"
+        conn.kill9()
+        with psycopg.connect(docs_db, autocommit=True) as db:  # changes while the connector is down
+            db.execute(
+                "UPDATE docs SET title = 'changed while down', changed_at = now() WHERE id IN (1, 149999)"
+            )
+            db.execute("DELETE FROM docs WHERE id = 50")
+        conn = Connector(config, tmp_path / "run2.log")
+        with psycopg.connect(docs_db, autocommit=True) as db:
+            db.execute("UPDATE docs SET title = 'changed after restart', changed_at = now() WHERE id = 2")
+        expected = expected_rows(docs_db)
+        deleted = {key_of({"id": 50})}
+        state = reader.wait_until(converged(expected, deleted), 180)
+        assert_matches(state, expected, deleted)
+        assert "resuming an interrupted snapshot" in conn.log_text()
+    finally:
+        conn.ensure_stopped()
+        reader.close()
+        drop_slot(docs_db, config)
+
+
+def test_when_needed_takes_a_new_snapshot_after_the_slot_is_gone(
+    docs_db: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    config = make_config(tmp_path, docs_db, topic_name, kafka_bootstrap, registry_url)
+    config.write_text(
+        config.read_text().replace(
+            "  status_interval: 1s\n", "  status_interval: 1s\n  snapshot_mode: when_needed\n"
+        )
+    )
+    conn = Connector(config, tmp_path / "run1.log")
+    reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+    try:
+        reader.wait_until(lambda s: len(s) >= 100, 60)
+        with psycopg.connect(docs_db, autocommit=True) as db:
+            db.execute("UPDATE docs SET title = 'streamed' WHERE id = 7")
+        reader.wait_until(lambda s: (s.get(key_of({"id": 7})) or {}).get("title") == "streamed", 30)
+        time.sleep(1)
+        assert conn.terminate()[0] == 0
+        drop_slot(docs_db, config)
+        with psycopg.connect(docs_db, autocommit=True) as db:  # lost with the slot: only a snapshot sees it
+            db.execute("UPDATE docs SET title = 'while the slot was gone', changed_at = now() WHERE id = 8")
+        conn = Connector(config, tmp_path / "run2.log")
+        expected = expected_rows(docs_db)
+        state = reader.wait_until(converged(expected, set()), 90)
+        assert_matches(state, expected, set())
+        assert "taking a new snapshot" in conn.log_text()
+    finally:
+        conn.ensure_stopped()
+        reader.close()
+        drop_slot(docs_db, config)

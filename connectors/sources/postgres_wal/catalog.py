@@ -204,12 +204,12 @@ def publication_statements(
 def slot_info(conn: psycopg.Connection[Any], slot: str) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT plugin, slot_type, database, active, confirmed_flush_lsn::text, restart_lsn::text, wal_status, "
-        "safe_wal_size, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+        "safe_wal_size, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, age(catalog_xmin) "
         "FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     ).fetchone()
     if row is None:
         return None
     keys = ("plugin", "slot_type", "database", "active", "confirmed_flush_lsn", "restart_lsn", "wal_status",
-            "safe_wal_size", "lag_bytes")  # fmt: skip
+            "safe_wal_size", "lag_bytes", "catalog_xmin_age")  # fmt: skip
     return dict(zip(keys, row, strict=True))

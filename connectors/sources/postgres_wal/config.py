@@ -18,6 +18,9 @@ class SnapshotMode(StrEnum):
     NEVER = "never"  # stream only, from the slot's position (alias: no_data)
     NO_DATA = "no_data"
     INITIAL_ONLY = "initial_only"  # snapshot, then stop (temporary slot unless keep_slot)
+    # snapshot whenever no usable position exists: none stored, or the slot is gone or was
+    # invalidated (an invalidated slot is dropped and re-created) - instead of stopping
+    WHEN_NEEDED = "when_needed"
 
 
 class UnchangedToast(StrEnum):
@@ -36,7 +39,9 @@ class WalConfig(BaseModel):
     create_publication: bool = Field(
         True, description="create/extend the publication (else print statements)"
     )
-    snapshot_mode: SnapshotMode = Field(SnapshotMode.INITIAL, description="initial | never | initial_only")
+    snapshot_mode: SnapshotMode = Field(
+        SnapshotMode.INITIAL, description="initial | never (no_data) | initial_only | when_needed"
+    )
     keep_slot: bool = Field(False, description="initial_only: keep the slot instead of a temporary one")
     status_interval: Duration = Field(5.0, description="how often the confirmed position is reported")
     snapshot_fetch_size: int = Field(10_000, ge=1, description="rows per round trip while snapshotting")

@@ -79,6 +79,8 @@ class PostgresWalSource(SourceConnector):
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.confirm = ConfirmTracker()
+        self._snapshot_started: float | None = None
+        self._snapshot_pid = 0
 
     # --- catalog ---
     def _load_tables(self, conn: psycopg.Connection[Any]) -> None:
@@ -195,6 +197,19 @@ class PostgresWalSource(SourceConnector):
                 slot = catalog.slot_info(conn, self.cfg.slot)
         except psycopg.Error as exc:
             raise SourceUnavailableError(f"start: {mask_dsn(str(exc))}") from None
+        if self.cfg.snapshot_mode is SnapshotMode.WHEN_NEEDED and (
+            (slot is not None and slot["wal_status"] == "lost")
+            or (slot is None and offset is not None and offset.get("phase") == "stream")
+        ):
+            log.warning(
+                "no usable position (slot %s %s): taking a new snapshot (snapshot_mode: when_needed)",
+                self.cfg.slot,
+                "missing" if slot is None else "invalidated",
+            )
+            if slot is not None:
+                with normal_connection(self.dsn) as conn:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (self.cfg.slot,))
+            slot, offset = None, None
         if slot is not None and slot["wal_status"] == "lost":
             raise PositionLostError(
                 f"replication slot {self.cfg.slot!r} was invalidated (wal_status lost)",
@@ -240,7 +255,11 @@ class PostgresWalSource(SourceConnector):
         try:
             repl = ReplicationConnection(self.dsn)
             mode = self.cfg.snapshot_mode
-            wants_snapshot = mode in (SnapshotMode.INITIAL, SnapshotMode.INITIAL_ONLY)
+            wants_snapshot = mode in (
+                SnapshotMode.INITIAL,
+                SnapshotMode.INITIAL_ONLY,
+                SnapshotMode.WHEN_NEEDED,
+            )
             if create_slot:
                 if not self.cfg.create_slot:
                     raise SourceConfigError(
@@ -301,6 +320,8 @@ class PostgresWalSource(SourceConnector):
 
     def _snapshot(self, snapshot_name: str | None, resume: Offset | None) -> None:
         conn = normal_connection(self.dsn)
+        self._snapshot_started = time.monotonic()
+        self._snapshot_pid = conn.info.backend_pid
         try:
             snapshot.begin_snapshot(conn, snapshot_name)
             relations: list[tuple[str, tuple[str, str], bool]] = []
@@ -348,6 +369,7 @@ class PostgresWalSource(SourceConnector):
             progress(-1)
             conn.execute("COMMIT")
         finally:
+            self._snapshot_started = None
             conn.close()
 
     def _put(self, events: list[ChangeEvent]) -> bool:
@@ -469,6 +491,21 @@ class PostgresWalSource(SourceConnector):
         out = {"slot_lag_bytes": float(slot["lag_bytes"] or 0)}
         if slot["safe_wal_size"] is not None:
             out["slot_safe_wal_size_bytes"] = float(slot["safe_wal_size"])
+        if slot["catalog_xmin_age"] is not None:
+            out["slot_catalog_xmin_age_xids"] = float(slot["catalog_xmin_age"])
+        started = self._snapshot_started
+        if started is not None:
+            # A running snapshot holds the database's xmin back (vacuum cannot clean behind it).
+            out["snapshot_seconds"] = time.monotonic() - started
+            try:
+                with normal_connection(self.dsn) as conn:
+                    row = conn.execute(
+                        "SELECT age(backend_xmin) FROM pg_stat_activity WHERE pid = %s", (self._snapshot_pid,)
+                    ).fetchone()
+                if row and row[0] is not None:
+                    out["snapshot_xmin_age_xids"] = float(row[0])
+            except psycopg.Error:
+                pass
         return out
 
     def poll(self, timeout: float) -> list[ChangeEvent]:
