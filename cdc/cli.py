@@ -163,6 +163,30 @@ def status(config: ConfigArg) -> None:
         source.close()
 
 
+@app.command()
+def snapshot(
+    config: ConfigArg,
+    stream: Annotated[
+        list[str] | None, typer.Option("--stream", "-s", help="a stream to snapshot (repeat; default: all)")
+    ] = None,
+) -> None:
+    """Ask a running connector for an incremental snapshot of some streams, while it streams.
+
+    The request travels through the source itself (PostgreSQL WAL: a row in source.signal_table),
+    so it is picked up in order with the changes; chunks are reconciled with watermarks, so a
+    snapshot row never overwrites a newer change. Use it to add a table to a running connector.
+    """
+    from cdc.runtime.runner import build_source
+
+    cfg = _load(config)
+    source, _ = build_source(cfg)
+    try:
+        ident = source.signal("execute-snapshot", {"streams": stream or []})
+    finally:
+        source.close()
+    typer.echo(f"snapshot requested (signal {ident}) for {', '.join(stream or ['all streams'])}")
+
+
 @schemas_app.command("register")
 def schemas_register(
     config: ConfigArg,

@@ -170,6 +170,13 @@ class SourceConnector(abc.ABC):
         offsets, for metrics and ``cdc status``. Must work on a source that was not started."""
         return {}
 
+    def signal(self, action: str, args: dict[str, Any]) -> str:
+        """Send the running connector a signal through the source (e.g. ``execute-snapshot``);
+        returns the signal's id. Sources without signals refuse."""
+        from cdc.errors import SourceConfigError
+
+        raise SourceConfigError(f"connector {type(self).__name__} does not take signals ({action!r})")
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections and threads. Must be safe to call twice."""

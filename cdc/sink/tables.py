@@ -56,7 +56,7 @@ class TableManager:
         if ident not in self._reflected:
             try:
                 self._reflected[ident] = sa.Table(
-                    name, sa.MetaData(), schema=schema, autoload_with=self.engine
+                    name, sa.MetaData(), schema=schema, autoload_with=self.engine, resolve_fks=False
                 )
             except sa.exc.NoSuchTableError:
                 return None  # not cached: it may be created later

@@ -7,6 +7,8 @@ transaction too.
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -271,8 +273,9 @@ def test_dropping_a_mapped_column_stops_with_a_located_error(
         drop_slot(docs_db, config)
 
 
+@pytest.mark.parametrize("signal_table", [False, True])
 def test_kill_minus_9_during_the_snapshot_loses_nothing(
-    docs_db: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+    signal_table: bool, docs_db: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
 ) -> None:
     with psycopg.connect(docs_db, autocommit=True) as db:
         db.execute(
@@ -280,20 +283,19 @@ def test_kill_minus_9_during_the_snapshot_loses_nothing(
             "FROM generate_series(101, 150000) g"
         )
     config = make_config(tmp_path, docs_db, topic_name, kafka_bootstrap, registry_url)
+    extra = "  snapshot_fetch_size: 2000\n" + ("  signal_table: public.cdc_signals\n" if signal_table else "")
     config.write_text(
-        config.read_text().replace(
-            "  status_interval: 1s\n", "  status_interval: 1s\n  snapshot_fetch_size: 2000\n"
-        )
+        config.read_text().replace("  status_interval: 1s\n", "  status_interval: 1s\n" + extra)
     )
     conn = Connector(config, tmp_path / "run1.log")
     reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
     try:
-        wait_for(lambda: reader.drain(0.2) and len(reader.records) > 5_000, 60, "part of the snapshot")
-        assert len(reader.records) < 150_000, "the snapshot finished before the kill; nothing was tested"
+        wait_for(lambda: reader.drain(0.05) and len(reader.records) > 2_000, 60, "part of the snapshot")
         conn.kill9()
+        assert len(reader.drain(0.5)) < 400_000, "the snapshot finished before the kill; nothing was tested"
         with psycopg.connect(docs_db, autocommit=True) as db:  # changes while the connector is down
             db.execute(
-                "UPDATE docs SET title = 'changed while down', changed_at = now() WHERE id IN (1, 149999)"
+                "UPDATE docs SET title = 'changed while down', changed_at = now() WHERE id IN (1, 399999)"
             )
             db.execute("DELETE FROM docs WHERE id = 50")
         conn = Connector(config, tmp_path / "run2.log")
@@ -303,7 +305,8 @@ def test_kill_minus_9_during_the_snapshot_loses_nothing(
         deleted = {key_of({"id": 50})}
         state = reader.wait_until(converged(expected, deleted), 180)
         assert_matches(state, expected, deleted)
-        assert "resuming an interrupted snapshot" in conn.log_text()
+        expected_path = "as an incremental snapshot" if signal_table else "without its exported snapshot"
+        assert expected_path in conn.log_text()
     finally:
         conn.ensure_stopped()
         reader.close()
@@ -337,6 +340,60 @@ def test_when_needed_takes_a_new_snapshot_after_the_slot_is_gone(
         assert_matches(state, expected, set())
         assert "taking a new snapshot" in conn.log_text()
     finally:
+        conn.ensure_stopped()
+        reader.close()
+        drop_slot(docs_db, config)
+
+
+def _updater(dsn: str, stop: threading.Event, ids: int) -> None:
+    rng = random.Random(3)
+    with psycopg.connect(dsn, autocommit=True) as db:
+        while not stop.is_set():
+            db.execute(
+                "UPDATE docs SET title = %s, changed_at = now() WHERE id = %s",
+                (f"v{rng.randint(0, 10**9)}", rng.randint(1, ids)),
+            )
+
+
+def test_incremental_snapshot_while_streaming_never_overwrites_newer_changes(
+    docs_db: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    with psycopg.connect(docs_db, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO docs (id, title, amount) SELECT g, 'old ' || g, 1 FROM generate_series(101, 20000) g"
+        )
+    config = make_config(tmp_path, docs_db, topic_name, kafka_bootstrap, registry_url)
+    config.write_text(
+        config.read_text().replace(
+            "  status_interval: 1s\n",
+            "  status_interval: 1s\n  snapshot_mode: never\n  signal_table: public.cdc_signals\n"
+            "  incremental_chunk_size: 500\n",
+        )
+    )
+    conn = Connector(config, tmp_path / "run1.log")
+    reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+    stop = threading.Event()
+    updater = threading.Thread(target=_updater, args=(docs_db, stop, 20000), daemon=True)
+    try:
+        wait_for(lambda: "created slot" in conn.log_text(), 60, "the slot")
+        updater.start()
+        time.sleep(1)
+        result = cdc("snapshot", str(config))
+        assert result.returncode == 0, result.stderr
+        time.sleep(2)
+        conn.kill9()  # mid incremental snapshot: its progress is in the committed offsets
+        conn = Connector(config, tmp_path / "run2.log")
+        time.sleep(4)
+        stop.set()
+        updater.join()
+        expected = expected_rows(docs_db)
+        state = reader.wait_until(converged(expected, set()), 180)
+        assert_matches(state, expected, set())
+        snapshot_reads = [k for k, _v, h in reader.records if h.get("cdc.op") == b"r"]
+        assert len(snapshot_reads) >= 19_000, "the incremental snapshot did not deliver the table"
+        assert "incremental snapshot of stream docs done" in conn.log_text()
+    finally:
+        stop.set()
         conn.ensure_stopped()
         reader.close()
         drop_slot(docs_db, config)

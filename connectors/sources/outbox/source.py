@@ -95,7 +95,9 @@ class OutboxRelay(SourceConnector):
     def table(self) -> sa.Table:
         if self._table is None:
             try:
-                self._table = sa.Table(self.cfg.table, sa.MetaData(), autoload_with=self.engine)
+                self._table = sa.Table(
+                    self.cfg.table, sa.MetaData(), autoload_with=self.engine, resolve_fks=False
+                )
             except sa.exc.NoSuchTableError:
                 raise SourceConfigError(
                     f"outbox table {self.cfg.table!r} does not exist",

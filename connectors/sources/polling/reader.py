@@ -95,7 +95,11 @@ class StreamReader:
         if self.capture.table:
             schema, table = _split_name(self.capture.table)
             try:
-                return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine)
+                # resolve_fks=False: the captured table alone; a dangling or invisible foreign-key
+                # target must not make the captured table look missing.
+                return sa.Table(
+                    table, sa.MetaData(), schema=schema, autoload_with=self.engine, resolve_fks=False
+                )
             except sa.exc.NoSuchTableError:
                 from cdc.errors import SourceConfigError
 

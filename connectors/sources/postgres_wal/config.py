@@ -51,6 +51,12 @@ class WalConfig(BaseModel):
     )
     heartbeat_interval: Duration = Field(60.0, description="period of heartbeat_query")
     messages: bool = Field(False, description="also decode pg_logical_emit_message messages (logged)")
+    signal_table: str | None = Field(
+        None,
+        description="schema.table for signals and snapshot watermarks (created if missing); enables "
+        "incremental snapshots (cdc snapshot CONFIG) and consistent recovery of an interrupted snapshot",
+    )
+    incremental_chunk_size: int = Field(1024, ge=1, description="rows per incremental snapshot chunk")
 
     @field_validator("slot", "publication")
     @classmethod

@@ -60,18 +60,20 @@ def read_table(
         types.loader(table.columns[c].type_oid, interval_as_tuple=True) for c in columns
     ]
     target = sql.SQL("ONLY {}").format(sql.Identifier(*relation)) if only else sql.Identifier(*relation)
-    query = sql.SQL("SELECT {} FROM {}").format(
+    # The table is aliased t and keys are qualified: an unqualified ORDER BY "id" would sort by the
+    # text-cast output column of the same name ('10' < '9'), and resuming after a key would skip rows.
+    query = sql.SQL("SELECT {} FROM {} AS t").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns), target
     )
     params: list[Any] = []
     if after is not None:
         # Resume after the last committed key: compare in the key columns' own types.
         query += sql.SQL(" WHERE ({}) > ({})").format(
-            sql.SQL(", ").join(sql.Identifier(k) for k in key),
+            sql.SQL(", ").join(sql.Identifier("t", k) for k in key),
             sql.SQL(", ").join(sql.Placeholder() * len(key)),
         )
         params = list(after)
-    query += sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(k) for k in key))
+    query += sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier("t", k) for k in key))
     cursor = conn.cursor(name=f"cdc_snapshot_{relation[1][:40]}")
     cursor.adapters.register_loader("text", _RawTextLoader)
     cursor.itersize = fetch_size

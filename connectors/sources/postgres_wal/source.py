@@ -17,11 +17,13 @@ captured database does not pin WAL.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -51,6 +53,7 @@ from cdc.sql import engines, lease
 from connectors.sources.postgres_wal import catalog, snapshot
 from connectors.sources.postgres_wal.config import SnapshotMode, UnchangedToast, WalConfig, WalStream
 from connectors.sources.postgres_wal.decoding import RelationMapper, build_mapper
+from connectors.sources.postgres_wal.incremental import IncrementalSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,7 @@ class PostgresWalSource(SourceConnector):
         return unsafe
 
     def _publication_plan(self, conn: psycopg.Connection[Any]) -> list[sql.Composed]:
-        full: list[str] = []
+        full: list[str] = [self.cfg.signal_table] if self.cfg.signal_table else []
         inserts: list[str] = []
         for name, table in self.tables.items():
             names = [table.qualified] + [f"{s}.{n}" for _, s, n in table.children]
@@ -191,8 +194,14 @@ class PostgresWalSource(SourceConnector):
                 unsafe = self._unsafe_tables(conn)
                 if unsafe:
                     raise self._refuse_unsafe(unsafe)
+                if self.cfg.signal_table:
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, type text NOT NULL, data text)"
+                        ).format(sql.Identifier(*catalog.split_name(self.cfg.signal_table)))
+                    )
                 self._ensure_publications(conn)
-                oids = {c.type_oid for t in self.tables.values() for c in t.columns.values()}
+                oids = {c.type_oid for t in self.tables.values() for c in t.columns.values()} | {25}
                 self.types = TypeMap.load(conn, oids)
                 slot = catalog.slot_info(conn, self.cfg.slot)
         except psycopg.Error as exc:
@@ -224,6 +233,7 @@ class PostgresWalSource(SourceConnector):
         self._resume = (
             (int(offset["commit"]), int(offset["i"])) if offset and offset.get("phase") == "stream" else None
         )
+        self._inc_state: dict[str, Any] | None = offset.get("inc") if offset else None
         self._thread = threading.Thread(
             target=self._run, args=(slot is None, offset), name="cdc-wal", daemon=True
         )
@@ -271,9 +281,14 @@ class PostgresWalSource(SourceConnector):
                 if wants_snapshot:
                     self._snapshot(created.snapshot_name, None)
             elif wants_snapshot and (offset is None or offset.get("phase") == "snapshot"):
-                # The exported snapshot died with a previous process: finish from current data.
-                log.warning("resuming an interrupted snapshot without its exported snapshot (see docs)")
-                self._snapshot(None, offset)
+                # The exported snapshot died with a previous process.
+                resumable = self._interrupted_as_incremental(offset)
+                if resumable is not None:
+                    log.warning("resuming an interrupted snapshot as an incremental snapshot (watermarks)")
+                    self._inc_state = resumable
+                else:
+                    log.warning("resuming an interrupted snapshot without its exported snapshot (see docs)")
+                    self._snapshot(None, offset)
             if mode is SnapshotMode.INITIAL_ONLY:
                 log.info("initial_only: snapshot done; not streaming")
                 self._put([])
@@ -288,6 +303,45 @@ class PostgresWalSource(SourceConnector):
         finally:
             if repl is not None:
                 repl.close()
+
+    def _interrupted_as_incremental(self, offset: Offset | None) -> dict[str, Any] | None:
+        """The rest of an interrupted snapshot as incremental-snapshot state (needs signal_table;
+        inheritance children are read by the plain path)."""
+        if not self.cfg.signal_table or any(t.children for t in self.tables.values()):
+            return None
+        done = set(offset.get("done", [])) if offset else set()
+        relation = offset.get("relation") if offset else None
+        names = [n for n, t in self.tables.items() if self.captures[n].snapshot and t.qualified not in done]
+        current = next((n for n in names if self.tables[n].qualified == relation), None)
+        queue = [n for n in names if n != current]
+        return {
+            "queue": queue,
+            "current": current,
+            "after": offset.get("after") if current and offset else None,
+        }
+
+    def signal(self, action: str, args: dict[str, Any]) -> str:
+        """``execute-snapshot``: queue an incremental snapshot of the given streams (default all)."""
+        if not self.cfg.signal_table:
+            raise SourceConfigError(
+                "incremental snapshots need a signal table",
+                hint="set source.signal_table, e.g. public.cdc_signals",
+            )
+        if action != "execute-snapshot":
+            raise SourceConfigError(f"unknown signal {action!r} (known: execute-snapshot)")
+        streams = list(args.get("streams") or self.captures)
+        unknown = [s for s in streams if s not in self.captures]
+        if unknown:
+            raise SourceConfigError(f"unknown streams {unknown} (known: {', '.join(self.captures)})")
+        ident = str(uuid.uuid4())
+        with normal_connection(self.dsn) as conn:
+            conn.execute(
+                sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(
+                    sql.Identifier(*catalog.split_name(self.cfg.signal_table))
+                ),
+                (ident, "execute-snapshot", json.dumps({"streams": streams})),
+            )
+        return ident
 
     def _create_slot(self, repl: ReplicationConnection, *, export: bool, temporary: bool) -> Any:
         """Create the slot; it waits for running write transactions, so name them on timeout."""
@@ -391,6 +445,16 @@ class PostgresWalSource(SourceConnector):
             for _, s, n in table.children:
                 by_name[f"{s}.{n}"] = name
         reselect = normal_connection(self.dsn)
+        self.incremental: IncrementalSnapshot | None = None
+        if self.cfg.signal_table:
+            self.incremental = IncrementalSnapshot(
+                reselect, self.cfg.signal_table, self.cfg.incremental_chunk_size, self.tables,
+                {n: self.specs[n].columns for n in self.tables},
+                {n: tuple(self.specs[n].key_columns) for n in self.tables}, self.types,
+            )  # fmt: skip
+            self.incremental.restore(self._inc_state)
+            if self.incremental.busy:
+                self.incremental.open_next_window()
         handler = _TxnHandler(self, by_name, reselect)
         heartbeat = (
             (reselect, self.cfg.heartbeat_query, self.cfg.heartbeat_interval)
@@ -546,6 +610,7 @@ class _TxnHandler:
         self.index = 0
         self.ts_ms: int | None = None
         self.xid = ""
+        self.signal_loaders: dict[int, list[tuple[int, str]]] = {}
 
     def flush(self) -> None:
         if self.chunk:
@@ -567,9 +632,16 @@ class _TxnHandler:
             assert isinstance(msg, po.Commit)
             src.confirm.commit(self.commit_lsn, msg.end_lsn, self.index)
             self.flush()
+            inc = src.incremental
+            if inc is not None and inc.busy and inc.window is None:
+                inc.open_next_window()
         elif kind is po.Relation:
             assert isinstance(msg, po.Relation)
-            stream = self.by_name.get(f"{msg.namespace}.{msg.name}")
+            qualified = f"{msg.namespace}.{msg.name}"
+            if src.cfg.signal_table and qualified == ".".join(catalog.split_name(src.cfg.signal_table)):
+                self.signal_loaders[msg.relation_id] = [(i, c.name) for i, c in enumerate(msg.columns)]
+                return
+            stream = self.by_name.get(qualified)
             if stream is not None:
                 self.flush()  # everything before the shape change goes first
                 self.mappers[msg.relation_id] = build_mapper(
@@ -580,6 +652,10 @@ class _TxnHandler:
                 self.mappers[msg.relation_id] = None
         elif kind is po.Insert or kind is po.Update or kind is po.Delete:
             assert isinstance(msg, po.Insert | po.Update | po.Delete)
+            if msg.relation_id in self.signal_loaders:
+                if isinstance(msg, po.Insert):
+                    self._signal(msg)
+                return
             mapper = self.mappers.get(msg.relation_id)
             if mapper is None:
                 return
@@ -588,7 +664,12 @@ class _TxnHandler:
                 self.index += 1
                 if src._resume is not None and position <= src._resume:
                     continue  # already committed downstream before a restart
+                inc = src.incremental
+                if inc is not None:
+                    inc.on_change(mapper.stream, tuple(key[k] for k in mapper.key_columns))
                 offset = {"phase": "stream", "commit": position[0], "i": position[1]}
+                if inc is not None and inc.busy:
+                    offset["inc"] = inc.state()
                 meta = {"lsn": po.format_lsn(frame.start), "table": mapper.qualified}
                 self.chunk.append(
                     ChangeEvent(
@@ -608,6 +689,38 @@ class _TxnHandler:
                 self.flush()
         elif kind is po.LogicalMessage:
             log.info("logical decoding message: %r", msg)
+
+    def _signal(self, msg: po.Insert) -> None:
+        """A signal-table row: a snapshot request or one of our watermarks."""
+        src = self.source
+        inc = src.incremental
+        if inc is None:
+            return
+        names = self.signal_loaders[msg.relation_id]
+        row = {
+            name: (raw.decode() if isinstance(raw, bytes) else None)
+            for (i, name) in names
+            for raw in [msg.new[i]]
+        }
+        chunk = inc.on_signal(row.get("type") or "", row.get("id") or "", row.get("data"))
+        if chunk is None or not chunk.rows:
+            return
+        key_cols = tuple(src.specs[chunk.stream].key_columns)
+        last = len(chunk.rows) - 1
+        for n, row_values in enumerate(chunk.rows):
+            position = (self.commit_lsn, self.index)
+            self.index += 1
+            if src._resume is not None and position <= src._resume:
+                continue
+            offset = {"phase": "stream", "commit": position[0], "i": position[1],
+                      "inc": chunk.state_after if n == last else chunk.state_before}  # fmt: skip
+            key = {k: row_values[k] for k in key_cols}
+            self.chunk.append(
+                ChangeEvent(chunk.stream, Op.READ, key, row_values, src.partition, offset, None, self.ts_ms, self.xid,
+                            {"incremental_snapshot": True})
+            )  # fmt: skip
+        if len(self.chunk) >= CHUNK:
+            self.flush()
 
 
 def _progress(what: str, total: int) -> Any:
