@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from cdc.errors import ConfigError, SourceConfigError
 from cdc.masking import mask_dsn
+from cdc.outbox.table import COLUMNS as OUTBOX_COLUMNS
 
 __all__ = [
     "DIALECTS",
@@ -58,20 +59,7 @@ _FILE = re.compile(r"^(?P<kind>[VU])(?P<version>\d+(?:[._]\d+)*)__(?P<descriptio
 _EXPECTED_TABLES: dict[str, tuple[str, frozenset[str]]] = {
     "V1__cdc_outbox.sql": (
         "cdc_outbox",
-        frozenset(
-            {
-                "id",
-                "aggregatetype",
-                "aggregateid",
-                "type",
-                "payload",
-                "timestamp",
-                "schema_subject",
-                "schema_version",
-                "headers",
-                "seq",
-            }
-        ),
+        frozenset(OUTBOX_COLUMNS),
     ),
 }
 

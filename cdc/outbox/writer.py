@@ -37,17 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["OutboxWriter"]
 
-COLUMNS = (
-    "id",
-    "aggregatetype",
-    "aggregateid",
-    "type",
-    "payload",
-    "timestamp",
-    "schema_subject",
-    "schema_version",
-    "headers",
-)
+from cdc.outbox.table import WRITTEN_COLUMNS as COLUMNS
+
 _MAX_TEXT = 255  # varchar(255) columns
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 _DIALECTS = {

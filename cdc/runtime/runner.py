@@ -8,11 +8,9 @@ from the last committed offsets; fatal errors propagate with their exit code.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
-from types import FrameType
 
 from cdc.config.model import AppConfig, Delivery
 from cdc.errors import CdcError, SchemaError
@@ -23,6 +21,7 @@ from cdc.runtime.acks import AckTracker
 from cdc.runtime.metrics import Metrics, serve
 from cdc.runtime.outputs import make_output
 from cdc.runtime.pipeline import Pipeline
+from cdc.runtime.signals import install_stop_handlers
 from cdc.schemas.eventify import StreamEventifier
 from cdc.schemas.sourcecheck import check_fields
 
@@ -90,14 +89,7 @@ class Runner:
         self.metrics = Metrics(app.name)
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            if self.stop.is_set():
-                raise SystemExit(130)  # second signal: give up on the graceful path
-            log.info("received %s: stopping (flush, commit, exit)", signal.Signals(signum).name)
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        install_stop_handlers(self.stop, "flush, commit, exit")
 
     def run_once(self) -> None:
         prepared = prepare(self.app)

@@ -14,13 +14,11 @@ has nothing to finish or roll back. SIGTERM stops after the current batch, close
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from cdc.config.model import OnError
 from cdc.errors import BrokerUnavailableError, CdcError, SourceConfigError
 from cdc.kafka_clients import client_config
+from cdc.runtime.signals import install_stop_handlers
 from cdc.schemas.subjects import make_client
 from cdc.sink.config import SinkConfig, SinkMode
 from cdc.sink.deadletter import DeadLetters
@@ -93,14 +92,7 @@ class SinkRunner:
         self._builders = {t.topic: ChangeBuilder(t) for t in config.topics}
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            if self.stop.is_set():
-                raise SystemExit(130)  # second signal: give up on the graceful path
-            log.info("received %s: stopping after the current batch", signal.Signals(signum).name)
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        install_stop_handlers(self.stop, "after the current batch")
 
     def run(self) -> int:
         """Run until stopped (returns 0) or a fatal error (raised); retriable errors back off."""

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from cdc.errors import SourceConfigError
+from cdc.outbox.table import COLUMNS
 from cdc.plugin import (
     ChangeEvent,
     CheckResult,
@@ -42,11 +43,6 @@ from connectors.sources.outbox.logmode import LogReader
 from connectors.sources.outbox.shards import ShardLocks, shard_expression
 
 log = logging.getLogger(__name__)
-
-COLUMNS = (
-    "id", "aggregatetype", "aggregateid", "type", "payload", "timestamp", "schema_subject", "schema_version",
-    "headers", "seq",
-)  # fmt: skip
 
 
 def _unix_ms(stamp: Any) -> int | None:

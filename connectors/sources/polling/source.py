@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -28,6 +26,7 @@ import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from pydantic import BaseModel
 
+from cdc import progress
 from cdc.errors import CdcError, SourceConfigError
 from cdc.plugin import ChangeEvent, CheckResult, ColumnInfo, Lease, Offsets, Op, SourceConnector, StreamSpec
 from cdc.sql import bounds, engines, lease
@@ -259,38 +258,8 @@ class PollingSource(SourceConnector):
         except sa.exc.SQLAlchemyError as exc:
             self._error = engines.translate(exc, f"delete detection for {name!r}")
 
-    def _progress(self, name: str) -> Any:
-        """A progress callback: a rich bar in a terminal, periodic log lines otherwise."""
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-            bar = Progress(
-                f"[bold]{name}[/] initial load",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            task = bar.add_task(name, total=None)
-            bar.start()
-
-            def update(done: int, total: int | None) -> None:
-                if done < 0:
-                    bar.stop()
-                else:
-                    bar.update(task, completed=done, total=total)
-
-            return update
-        state = {"last": 0.0, "start": time.monotonic()}
-
-        def log_update(done: int, total: int | None) -> None:
-            now = time.monotonic()
-            if done >= 0 and (now - state["last"] >= 10 or (total is not None and done == total)):
-                state["last"] = now
-                rate = done / max(now - state["start"], 1e-6)
-                log.info("stream %s initial load: %d/%s rows (%.0f rows/s)", name, done, total, rate)
-
-        return log_update
+    def _progress(self, name: str) -> progress.Progress:
+        return progress.reporter(f"{name} initial load")
 
     def lag(self, offsets: Offsets) -> dict[str, float]:
         """Seconds between the database's clock and each timestamp stream's committed cursor."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sys
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
+from cdc import progress
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.masking import mask_dsn
 from cdc.pg import pgoutput as po
@@ -386,7 +386,7 @@ class PostgresWalSource(SourceConnector):
                 relations.extend((name, (s, n), False) for _, s, n in table.children)
             done: list[str] = list(resume.get("done", [])) if resume else []
             total = snapshot.count_rows(conn, [(s, n, only) for _, (s, n), only in relations])
-            progress = _progress("snapshot", total)
+            report = progress.reporter("snapshot")
             emitted = 0
             for stream, relation, only in relations:
                 qualified = f"{relation[0]}.{relation[1]}"
@@ -411,7 +411,7 @@ class PostgresWalSource(SourceConnector):
                     )
                     if len(chunk) >= CHUNK:
                         emitted += len(chunk)
-                        progress(emitted)
+                        report(emitted, total)
                         if not self._put(chunk):
                             return
                         chunk = []
@@ -419,8 +419,8 @@ class PostgresWalSource(SourceConnector):
                     emitted += len(chunk)
                     self._put(chunk)
                 done = [*done, qualified]
-                progress(emitted)
-            progress(-1)
+                report(emitted, total)
+            report(-1, total)
             conn.execute("COMMIT")
         finally:
             self._snapshot_started = None
@@ -721,32 +721,3 @@ class _TxnHandler:
             )  # fmt: skip
         if len(self.chunk) >= CHUNK:
             self.flush()
-
-
-def _progress(what: str, total: int) -> Any:
-    """Progress of the snapshot: a bar in a terminal, log lines otherwise."""
-    if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        bar = Progress(
-            f"[bold]{what}[/]", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-        )
-        task = bar.add_task(what, total=total)
-        bar.start()
-
-        def update(done: int) -> None:
-            if done < 0:
-                bar.stop()
-            else:
-                bar.update(task, completed=done)
-
-        return update
-    state = {"last": 0.0}
-
-    def log_update(done: int) -> None:
-        now = time.monotonic()
-        if done >= 0 and now - state["last"] >= 10:
-            state["last"] = now
-            log.info("%s: %d/%d rows", what, done, total)
-
-    return log_update
