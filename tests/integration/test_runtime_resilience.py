@@ -16,10 +16,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.integration.dbs import LegacyApp
-from tests.integration.harness import ROOT, Connector, TopicReader, cdc, wait_for
+from tests.integration.harness import ROOT, Connector, TopicReader, cdc, key_of, wait_for, write_config
 from tests.integration.test_polling_to_kafka import assert_equal_field_by_field, converged, make_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.destructive]
@@ -104,6 +105,54 @@ def test_database_outage_is_retried_and_health_reports_it(
         assert_equal_field_by_field(state, expected, set())
         code, _ = conn.terminate()
         assert code == 0
+    finally:
+        conn.ensure_stopped()
+        reader.close()
+
+
+def test_wal_source_reconnects_after_a_server_restart(
+    private_pg: PrivatePostgres, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    from tests.conftest import unique
+    from tests.integration.test_wal_source import KEY, VALUE, assert_matches, expected_rows
+    from tests.integration.test_wal_source import converged as wal_converged
+
+    dsn = private_pg.dsn
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE docs (id bigint PRIMARY KEY, title text NOT NULL, body text, amount numeric(10,2) NOT NULL, "
+            "changed_at timestamptz NOT NULL DEFAULT now())"
+        )
+        db.execute(
+            "INSERT INTO docs (id, title, amount) SELECT g, 'doc ' || g, 1 FROM generate_series(1, 50) g"
+        )
+    text = f"""
+name: {topic_name}
+source: {{connector: postgres_wal, url: "{dsn}", slot: {unique("test")}, publication: p, status_interval: 1s}}
+streams:
+  - {{name: docs, topic: {topic_name}, key_schema: key.avsc, value_schema: value.avsc, capture: {{table: public.docs}}}}
+kafka: {{bootstrap_servers: "{kafka_bootstrap}"}}
+schema_registry: {{url: "{registry_url}", auto_register: true}}
+offsets: {{store: kafka, topic: {topic_name}.offsets, commit_interval: 200ms}}
+runtime: {{retry_backoff_max: 2s}}
+"""
+    config = write_config(tmp_path, text, {"key.avsc": KEY, "value.avsc": VALUE})
+    conn = Connector(config, tmp_path / "run.log")
+    reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+    try:
+        reader.wait_until(lambda s: len(s) >= 50, 60)
+        private_pg.run("stop")
+        wait_for(lambda: "retrying in" in conn.log_text(), 60, "a retry after the server went away")
+        assert conn.alive()
+        private_pg.run("start")
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("UPDATE docs SET title = 'after restart', changed_at = now() WHERE id <= 10")
+            db.execute("DELETE FROM docs WHERE id = 20")
+        expected = expected_rows(dsn)
+        deleted = {key_of({"id": 20})}
+        state = reader.wait_until(wal_converged(expected, deleted), 90)
+        assert_matches(state, expected, deleted)
+        assert conn.terminate()[0] == 0
     finally:
         conn.ensure_stopped()
         reader.close()
