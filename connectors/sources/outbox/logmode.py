@@ -11,7 +11,6 @@ Rows are not deleted by the relay in this mode; the application's own delete doe
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from cdc.errors import CdcError, SourceConfigError, SourceUnavailableError
+from cdc.handoff import EventHandoff
 from cdc.masking import mask_dsn
 from cdc.pg import pgoutput as po
 from cdc.pg.confirm import ConfirmTracker
@@ -50,9 +50,8 @@ class LogReader:
         self.to_event = to_event
         self.partition = f"slot:{slot}"
         self.confirm = ConfirmTracker()
-        self.queue: queue.Queue[list[ChangeEvent]] = queue.Queue(maxsize=50)
+        self.handoff = EventHandoff(50 * CHUNK, CHUNK)
         self.stop = threading.Event()
-        self.error: BaseException | None = None
         self.resume: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
 
@@ -102,41 +101,25 @@ class LogReader:
             options = {"proto_version": "1", "publication_names": self.publication}
             run_stream(
                 repl, self.slot, options, self.confirm, _Handler(self), self.stop,
-                status_interval=self.status_interval, queue_empty=self.queue.empty,
+                status_interval=self.status_interval, queue_empty=self.handoff.empty,
             )  # fmt: skip
         except CdcError as exc:
-            self.error = exc
+            self.handoff.fail(exc)
         except psycopg.Error as exc:
-            self.error = SourceUnavailableError(f"outbox log mode: {mask_dsn(str(exc))}")
+            self.handoff.fail(SourceUnavailableError(f"outbox log mode: {mask_dsn(str(exc))}"))
         except Exception as exc:  # surfaced by poll()
-            self.error = exc
+            self.handoff.fail(exc)
         finally:
             if repl is not None:
                 repl.close()
 
     def put(self, chunk: list[ChangeEvent]) -> None:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(chunk, timeout=0.2)
-                last = chunk[-1].offset
-                self.confirm.emitted(int(last["commit"]), int(last["i"]))
-                return
-            except queue.Full:
-                continue
+        if self.handoff.put(chunk, self.stop):
+            last = chunk[-1].offset
+            self.confirm.emitted(int(last["commit"]), int(last["i"]))
 
     def poll(self, timeout: float) -> list[ChangeEvent]:
-        if self.error is not None:
-            raise self.error
-        try:
-            events = self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        while len(events) < 5000:
-            try:
-                events = events + self.queue.get_nowait()
-            except queue.Empty:
-                break
-        return events
+        return self.handoff.take(timeout)
 
     def acknowledge(self, offset: Offset) -> None:
         self.confirm.acknowledge(int(offset["commit"]), int(offset["i"]))

@@ -17,7 +17,6 @@ What each mode can see (also in the README):
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -28,6 +27,7 @@ from pydantic import BaseModel
 
 from cdc import progress
 from cdc.errors import CdcError, SourceConfigError
+from cdc.handoff import EventHandoff
 from cdc.plugin import ChangeEvent, CheckResult, ColumnInfo, Lease, Offsets, Op, SourceConnector, StreamSpec
 from cdc.sql import bounds, engines, lease
 from connectors.sources.polling.config import Mode, PollingConfig, PollingStream
@@ -49,10 +49,9 @@ class PollingSource(SourceConnector):
         self.captures = {s.name: PollingStream.model_validate(s.capture) for s in streams}
         self._engine: sa.Engine | None = None
         self._readers: dict[str, StreamReader] = {}
-        self._queue: queue.Queue[list[ChangeEvent]] = queue.Queue(maxsize=max(2, config.queue_events // 1000))
+        self._handoff = EventHandoff(config.queue_events)
         self._scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
-        self._error: BaseException | None = None
         self._known_keys: dict[str, set[tuple[Any, ...]]] = {}
         self._locks = {s.name: threading.Lock() for s in streams}
 
@@ -184,16 +183,10 @@ class PollingSource(SourceConnector):
         self._scheduler.start()
 
     def _put(self, events: list[ChangeEvent]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(events, timeout=0.2)
-                return True
-            except queue.Full:
-                continue  # back-pressure: the pipeline is behind
-        return False
+        return self._handoff.put(events, self._stop)
 
     def _poll_job(self, name: str) -> None:
-        if self._stop.is_set() or self._error is not None:
+        if self._stop.is_set() or self._handoff.error is not None:
             return
         reader = self._readers[name]
         track = self.captures[name].delete_detection is not None
@@ -217,17 +210,17 @@ class PollingSource(SourceConnector):
                 if chunk:
                     self._put(chunk)
         except CdcError as exc:
-            self._error = exc
+            self._handoff.fail(exc)
         except sa.exc.SQLAlchemyError as exc:
-            self._error = engines.translate(exc, f"polling stream {name!r}")
+            self._handoff.fail(engines.translate(exc, f"polling stream {name!r}"))
         except Exception as exc:  # surfaced by poll(), never swallowed
-            self._error = exc
+            self._handoff.fail(exc)
         finally:
             if progress is not None:
                 progress(-1, None)
 
     def _delete_job(self, name: str) -> None:
-        if self._stop.is_set() or self._error is not None:
+        if self._stop.is_set() or self._handoff.error is not None:
             return
         reader = self._readers[name]
         try:
@@ -256,7 +249,7 @@ class PollingSource(SourceConnector):
                 log.info("stream %s: %d hard deletes detected", name, len(events))
                 self._put(events)
         except sa.exc.SQLAlchemyError as exc:
-            self._error = engines.translate(exc, f"delete detection for {name!r}")
+            self._handoff.fail(engines.translate(exc, f"delete detection for {name!r}"))
 
     def _progress(self, name: str) -> progress.Progress:
         return progress.reporter(f"{name} initial load")
@@ -281,18 +274,7 @@ class PollingSource(SourceConnector):
         return out
 
     def poll(self, timeout: float) -> list[ChangeEvent]:
-        if self._error is not None:
-            raise self._error
-        try:
-            events = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        while len(events) < 5000:
-            try:
-                events.extend(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return events
+        return self._handoff.take(timeout)
 
     def close(self) -> None:
         self._stop.set()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from pydantic import BaseModel
 
 from cdc import progress
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
+from cdc.handoff import EventHandoff
 from cdc.masking import mask_dsn
 from cdc.pg import pgoutput as po
 from cdc.pg.confirm import ConfirmTracker
@@ -75,11 +75,8 @@ class PostgresWalSource(SourceConnector):
         self.specs = {s.name: s for s in streams}
         self.partition = f"slot:{config.slot}"
         self.tables: dict[str, catalog.Table] = {}
-        self._queue: queue.Queue[list[ChangeEvent]] = queue.Queue(
-            maxsize=max(2, config.queue_events // CHUNK)
-        )
+        self._handoff = EventHandoff(config.queue_events, CHUNK)
         self._stop = threading.Event()
-        self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.confirm = ConfirmTracker()
         self._snapshot_started: float | None = None
@@ -295,11 +292,11 @@ class PostgresWalSource(SourceConnector):
                 return
             self._stream(repl)
         except CdcError as exc:
-            self._error = exc
+            self._handoff.fail(exc)
         except psycopg.Error as exc:
-            self._error = SourceUnavailableError(f"replication: {mask_dsn(str(exc))}")
+            self._handoff.fail(SourceUnavailableError(f"replication: {mask_dsn(str(exc))}"))
         except Exception as exc:  # surfaced by poll(), never swallowed
-            self._error = exc
+            self._handoff.fail(exc)
         finally:
             if repl is not None:
                 repl.close()
@@ -427,13 +424,7 @@ class PostgresWalSource(SourceConnector):
             conn.close()
 
     def _put(self, events: list[ChangeEvent]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(events, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return self._handoff.put(events, self._stop)
 
     def _stream(self, repl: ReplicationConnection) -> None:
         options = {"proto_version": "1", "publication_names": ",".join(self._publications())}
@@ -464,7 +455,7 @@ class PostgresWalSource(SourceConnector):
         try:
             run_stream(
                 repl, self.cfg.slot, options, self.confirm, handler, self._stop,
-                status_interval=self.cfg.status_interval, queue_empty=self._queue.empty, heartbeat=heartbeat,
+                status_interval=self.cfg.status_interval, queue_empty=self._handoff.empty, heartbeat=heartbeat,
             )  # fmt: skip
         finally:
             reselect.close()
@@ -573,18 +564,7 @@ class PostgresWalSource(SourceConnector):
         return out
 
     def poll(self, timeout: float) -> list[ChangeEvent]:
-        if self._error is not None:
-            raise self._error
-        try:
-            events = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        while len(events) < 5000:
-            try:
-                events = events + self._queue.get_nowait()
-            except queue.Empty:
-                break
-        return events
+        return self._handoff.take(timeout)
 
     def close(self) -> None:
         self._stop.set()
