@@ -96,14 +96,12 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
     finally:
         prepared.source.close()
     if cfg.schema_registry is not None and cfg.kafka is not None:
-        from cdc.runtime.acks import AckTracker
-        from cdc.runtime.outputs import KafkaRecordOutput
+        from cdc.runtime.outputs import subjects_of
         from cdc.schemas.subjects import make_client, resolve_id
 
         client = make_client(cfg.schema_registry.url, cfg.schema_registry.config)
-        out = KafkaRecordOutput(cfg, prepared.eventifiers, AckTracker())
         auto = cfg.schema_registry.auto_register
-        for _name, key_subject, value_subject in out.subjects():
+        for _name, key_subject, value_subject in subjects_of(prepared.eventifiers):
             for item in (key_subject, value_subject):
                 try:
                     typer.echo(f"[ok  ] subject {item.subject}: id {resolve_id(client, item)}")
@@ -199,8 +197,7 @@ def schemas_register(
     Key subjects get FULL_TRANSITIVE compatibility; a changed key schema is refused unless
     --allow-key-change is given. Value subjects follow the registry's rule (BACKWARD here).
     """
-    from cdc.runtime.acks import AckTracker
-    from cdc.runtime.outputs import KafkaRecordOutput
+    from cdc.runtime.outputs import subjects_of
     from cdc.schemas.eventify import StreamEventifier
     from cdc.schemas.subjects import make_client, register
 
@@ -208,10 +205,9 @@ def schemas_register(
     if cfg.schema_registry is None or cfg.kafka is None:
         raise CdcError("this config has no schema_registry/kafka block; nothing to register")
     eventifiers = {s.name: StreamEventifier(cfg, s) for s in cfg.streams}
-    out = KafkaRecordOutput(cfg, eventifiers, AckTracker())
     client = make_client(cfg.schema_registry.url, cfg.schema_registry.config)
     allow = allow_key_change or cfg.schema_registry.allow_key_schema_change
-    for _name, key_subject, value_subject in out.subjects():
+    for _name, key_subject, value_subject in subjects_of(eventifiers):
         for item in (key_subject, value_subject):
             typer.echo(f"{item.subject}: id {register(client, item, allow_key_change=allow)}")
 

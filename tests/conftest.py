@@ -26,15 +26,19 @@ def required(service: str) -> bool:
     return service in wanted or "all" in wanted
 
 
+def unavailable(service: str, reason: str) -> None:
+    """A service is missing: fail when CDC_TEST_REQUIRE names it (CI), else skip with the reason."""
+    if required(service):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def service_env(service: str) -> str:
     """The service's address, or skip (locally) / fail (when required) with the reason."""
     var = SERVICES[service]
     value = os.environ.get(var)
     if not value:
-        reason = f'{service}: {var} is not set (run: eval "$(make env)" after make services)'
-        if required(service):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(service, f'{service}: {var} is not set (run: eval "$(make env)" after make services)')
     return value
 
 
@@ -53,7 +57,7 @@ def pg_dsn() -> str:
             conn.execute("SELECT 1")
     except psycopg.OperationalError as exc:
         msg = f"postgres at CDC_TEST_POSTGRES_DSN unreachable: {exc}"
-        pytest.fail(msg) if required("postgres") else pytest.skip(msg)
+        unavailable("postgres", msg)
     _drop_stale_slots(dsn)
     return dsn
 
@@ -96,7 +100,7 @@ def mysql_dsn() -> str:
         _mysql_connect(dsn).close()
     except pymysql.err.OperationalError as exc:
         msg = f"mysql at CDC_TEST_MYSQL_DSN unreachable: {exc}"
-        pytest.fail(msg) if required("mysql") else pytest.skip(msg)
+        unavailable("mysql", msg)
     return dsn
 
 
@@ -140,7 +144,7 @@ def kafka_bootstrap() -> str:
         AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
     except Exception as exc:
         msg = f"kafka at {bootstrap} unreachable: {exc}"
-        pytest.fail(msg) if required("kafka") else pytest.skip(msg)
+        unavailable("kafka", msg)
     return bootstrap
 
 
@@ -153,7 +157,7 @@ def registry_url() -> str:
         urllib.request.urlopen(f"{url}/subjects", timeout=10).read()  # noqa: S310 - loopback test service
     except Exception as exc:
         msg = f"schema registry at {url} unreachable: {exc}"
-        pytest.fail(msg) if required("registry") else pytest.skip(msg)
+        unavailable("registry", msg)
     return url
 
 

@@ -127,6 +127,17 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError([f"{where}invalid YAML: {problem}"], source=str(path)) from None
 
 
+def read_config_mapping(
+    path: Path, env: Mapping[str, str] | None, problems: list[str], expected_keys: str
+) -> dict[str, Any]:
+    """Parse a config file and substitute ``${VAR}`` in its string values (problems appended)."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError([f"the top level must be a mapping ({expected_keys})"], source=str(path))
+    data: dict[str, Any] = _substitute(raw, "", os.environ if env is None else env, problems)
+    return data
+
+
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> AppConfig:
     """Load and validate a config file, including the chosen connector's own options.
 
@@ -135,13 +146,8 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> AppCo
     even when an earlier part failed, so one run shows everything to fix.
     """
     path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            ["the top level must be a mapping (name:, source:, streams:, ...)"], source=str(path)
-        )
     problems: list[str] = []
-    data = _substitute(raw, "", os.environ if env is None else env, problems)
+    data = read_config_mapping(path, env, problems, "name:, source:, streams:, ...")
     data["base_dir"] = str(path.resolve().parent)
     config: AppConfig | None = None
     try:

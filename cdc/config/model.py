@@ -10,14 +10,24 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _name_ok(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("use letters, digits, '.', '_' or '-' (at most 200)")
+    return value
+
+
+#: a connector, stream or sink name (it becomes part of topic, group and transactional ids)
+Name = Annotated[str, AfterValidator(_name_ok)]
 
 
 class Strict(BaseModel):
@@ -56,7 +66,7 @@ class SourceBlock(BaseModel):
 class StreamConfig(Strict):
     """One stream: what to capture, which schemas it goes through, and where it goes."""
 
-    name: str = Field(description="unique stream name; also the default topic suffix")
+    name: Name = Field(description="unique stream name; also the default topic suffix")
     topic: str | None = Field(None, description="Kafka topic; default <topic_prefix>.<name>")
     key_schema: Path = Field(description="the key's .avsc, relative to the config file")
     value_schema: Path = Field(description="the value's .avsc (the row's data contract)")
@@ -71,13 +81,6 @@ class StreamConfig(Strict):
     on_error: OnError = Field(OnError.FAIL, description="what a row that does not fit its schema does")
     dead_letter_topic: str | None = Field(None, description="default <topic>.dlq when on_error=dead_letter")
     capture: dict[str, Any] = Field(default_factory=dict, description="connector-specific options")
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("use letters, digits, '.', '_' or '-' (at most 200)")
-        return v
 
 
 class TopicDefaults(Strict):
@@ -141,7 +144,7 @@ class RuntimeConfig(Strict):
 class AppConfig(Strict):
     """A whole connector: one source, its streams, and where the events go."""
 
-    name: str = Field(description="connector name: lease, offsets and transactional.id derive from it")
+    name: Name = Field(description="connector name: lease, offsets and transactional.id derive from it")
     source: SourceBlock
     streams: list[StreamConfig] = Field(min_length=1)
     kafka: KafkaConfig | None = None
@@ -152,13 +155,6 @@ class AppConfig(Strict):
     runtime: RuntimeConfig = Field(default_factory=lambda: RuntimeConfig())
     # Set by the loader: the directory relative paths are resolved against.
     base_dir: Path = Field(default=Path("."), exclude=True)
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("use letters, digits, '.', '_' or '-' (at most 200)")
-        return v
 
     @model_validator(mode="after")
     def _coherent(self) -> AppConfig:

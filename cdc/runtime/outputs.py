@@ -30,6 +30,18 @@ from cdc.schemas.wire import WireEncoder
 log = logging.getLogger(__name__)
 
 
+def subjects_of(eventifiers: dict[str, StreamEventifier]) -> list[tuple[str, SubjectSchema, SubjectSchema]]:
+    """Each stream's key and value subjects (TopicNameStrategy: <topic>-key, <topic>-value)."""
+    return [
+        (
+            name,
+            SubjectSchema(f"{ev.topic}-key", ev.key_schema, True),
+            SubjectSchema(f"{ev.topic}-value", ev.value_schema, False),
+        )
+        for name, ev in eventifiers.items()
+    ]
+
+
 class Output(abc.ABC):
     """A destination for records."""
 
@@ -118,21 +130,11 @@ class KafkaRecordOutput(Output):
                 specs[dlq] = TopicSpec(dlq, False, 1, t.replication_factor, {})
         return list(specs.values())
 
-    def subjects(self) -> list[tuple[str, SubjectSchema, SubjectSchema]]:
-        return [
-            (
-                name,
-                SubjectSchema(f"{ev.topic}-key", ev.key_schema, True),
-                SubjectSchema(f"{ev.topic}-value", ev.value_schema, False),
-            )
-            for name, ev in self.eventifiers.items()
-        ]
-
     def prepare(self) -> None:
         reg = self.app.schema_registry
         assert reg is not None
         client = self._client = make_client(reg.url, reg.config)
-        for name, key_subject, value_subject in self.subjects():
+        for name, key_subject, value_subject in subjects_of(self.eventifiers):
             ids = []
             for item in (key_subject, value_subject):
                 if reg.auto_register:
@@ -248,6 +250,7 @@ class FileRecordOutput(Output):
         super().__init__(app, eventifiers, tracker)
         self.directory = directory
         self._pending: dict[str, list[tuple[dict[str, Any], int]]] = {}
+        self._pending_count = 0
         self._schemas: dict[str, Any] = {}
 
     def prepare(self) -> None:
@@ -264,12 +267,13 @@ class FileRecordOutput(Output):
         headers = {k: v.decode() for k, v in record.headers}
         row = {"key": record.key, "value": record.value, "headers": headers}
         self._pending.setdefault(record.topic, []).append((row, -1 if seq is None else seq))
+        self._pending_count += 1
 
     def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int | None) -> None:
         raise DeliveryError("dead-letter routing needs output.kind: kafka")
 
     def poll(self, timeout: float) -> None:
-        if sum(len(v) for v in self._pending.values()) >= 1000:
+        if self._pending_count >= 1000:
             self.flush(timeout)
 
     def flush(self, timeout: float) -> int:
@@ -285,6 +289,7 @@ class FileRecordOutput(Output):
                 if seq >= 0:
                     self.tracker.delivered(seq)
             rows.clear()
+        self._pending_count = 0
         return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from cdc.config.model import AppConfig, Delivery
@@ -21,6 +20,7 @@ from cdc.runtime.acks import AckTracker
 from cdc.runtime.metrics import Metrics, serve
 from cdc.runtime.outputs import make_output
 from cdc.runtime.pipeline import Pipeline
+from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
 from cdc.schemas.eventify import StreamEventifier
 from cdc.schemas.sourcecheck import check_fields
@@ -121,26 +121,17 @@ class Runner:
         """Run until stopped (returns 0) or a fatal error (raised)."""
         rt = self.app.runtime
         server = serve(self.metrics, rt.http_host, rt.http_port) if rt.http_port is not None else None
-        backoff = 1.0
+
+        def count(exc: CdcError) -> None:
+            self.metrics.errors.labels(self.app.name, type(exc).__name__).inc()
+            if not exc.retriable:
+                self.metrics.alive = False
+
         try:
-            while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    self.run_once()
-                    return 0
-                except CdcError as exc:
-                    self.metrics.errors.labels(self.app.name, type(exc).__name__).inc()
-                    if not exc.retriable:
-                        self.metrics.alive = False
-                        raise
-                    if time.monotonic() - started > 60:
-                        backoff = 1.0  # it ran a while: the outage is new
-                    log.warning(
-                        "%s; retrying in %.0fs from the last committed position", exc.message, backoff
-                    )
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, rt.retry_backoff_max)
-            return 0
+            return run_with_retries(
+                self.run_once, self.stop, rt.retry_backoff_max,
+                resumes_from="the last committed position", on_error=count,
+            )  # fmt: skip
         finally:
             if server is not None:
                 server.shutdown()

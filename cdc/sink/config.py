@@ -6,13 +6,12 @@ import re
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from cdc.config.durations import Duration
-from cdc.config.model import EventFormat, KafkaConfig, OnError, RegistryConfig, Strict
+from cdc.config.model import EventFormat, KafkaConfig, Name, OnError, RegistryConfig, Strict
 from cdc.config.secrets import DsnField
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _NOT_IDENT = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -55,7 +54,7 @@ class TargetConfig(Strict):
 class SinkConfig(Strict):
     """A whole sink: which topics go into which tables of one target database."""
 
-    name: str = Field(description="sink name; the consumer group defaults to cdc-sink-<name>")
+    name: Name = Field(description="sink name; the consumer group defaults to cdc-sink-<name>")
     topics: list[SinkTopic] = Field(min_length=1)
     target: TargetConfig
     kafka: KafkaConfig
@@ -79,13 +78,6 @@ class SinkConfig(Strict):
     auto_create: bool = Field(True, description="create missing tables from the Avro schema")
     auto_evolve: bool = Field(True, description="add a nullable column for a new optional field")
     retry_backoff_max: Duration = Field(30.0, description="cap of exponential retry backoff")
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("use letters, digits, '.', '_' or '-' (at most 200)")
-        return v
 
     @model_validator(mode="after")
     def _coherent(self) -> SinkConfig:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from cdc.config.loader import _substitute, read_yaml, validation_problems
+from cdc.config.loader import read_config_mapping, validation_problems
 from cdc.errors import ConfigError
 from cdc.sink.config import SinkConfig
 
@@ -16,13 +15,8 @@ from cdc.sink.config import SinkConfig
 def load_sink_config(path: Path | str, env: Mapping[str, str] | None = None) -> SinkConfig:
     """Parse, substitute ``${VAR}``, validate; raise ConfigError listing every problem at once."""
     path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            ["the top level must be a mapping (name:, topics:, target:, kafka:, ...)"], source=str(path)
-        )
     problems: list[str] = []
-    data = _substitute(raw, "", os.environ if env is None else env, problems)
+    data = read_config_mapping(path, env, problems, "name:, topics:, target:, kafka:, ...")
     config: SinkConfig | None = None
     try:
         config = SinkConfig.model_validate(data)

@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from cdc.config.model import OnError
 from cdc.errors import BrokerUnavailableError, CdcError, SourceConfigError
 from cdc.kafka_clients import client_config
+from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
 from cdc.schemas.subjects import make_client
 from cdc.sink.config import SinkConfig, SinkMode
@@ -96,21 +97,9 @@ class SinkRunner:
 
     def run(self) -> int:
         """Run until stopped (returns 0) or a fatal error (raised); retriable errors back off."""
-        backoff = 1.0
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                self.run_once()
-                return 0
-            except CdcError as exc:
-                if not exc.retriable:
-                    raise
-                if time.monotonic() - started > 60:
-                    backoff = 1.0  # it ran a while: the outage is new
-                log.warning("%s; retrying in %.0fs from the stored offsets", exc.message, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, self.config.retry_backoff_max)
-        return 0
+        return run_with_retries(
+            self.run_once, self.stop, self.config.retry_backoff_max, resumes_from="the stored offsets"
+        )
 
     def run_once(self) -> None:
         cfg = self.config

@@ -16,6 +16,7 @@ What each mode can see (also in the README):
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pydantic import BaseModel
 
 from cdc import progress
-from cdc.errors import CdcError, SourceConfigError
+from cdc.errors import CdcError
 from cdc.handoff import EventHandoff
 from cdc.plugin import ChangeEvent, CheckResult, ColumnInfo, Lease, Offsets, Op, SourceConnector, StreamSpec
 from cdc.sql import bounds, engines, lease
@@ -174,7 +175,7 @@ class PollingSource(SourceConnector):
                 "interval",
                 args=[spec.name],
                 seconds=max(interval, 0.01),
-                next_run_time=_now(),
+                next_run_time=dt.datetime.now(dt.UTC),
             )
             if cap.delete_detection is not None:
                 self._scheduler.add_job(
@@ -283,12 +284,3 @@ class PollingSource(SourceConnector):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC)
-
-
-__all__ = ["PollingSource", "SourceConfigError"]
