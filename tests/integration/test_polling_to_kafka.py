@@ -111,6 +111,9 @@ def test_changes_arrive_keyed_and_equal_after_restart(
     conn = Connector(config, tmp_path / "run1.log")
     try:
         reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+        # Changes start once the initial load is in: a row deleted before it was ever captured
+        # has nothing to tombstone, and the test would race the first poll.
+        reader.wait_until(lambda s: len(s) >= len(ids), 60)
         app.update(ids[0], name="renamed", price=Decimal("9.99"))
         app.update(ids[1], price=Decimal("0.01"))
         app.delete(ids[2])
