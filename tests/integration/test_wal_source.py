@@ -355,6 +355,12 @@ def _updater(dsn: str, stop: threading.Event, ids: int) -> None:
             )
 
 
+def _windows_opened(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as db:
+        row = db.execute("SELECT count(*) FROM cdc_signals WHERE type = 'snapshot-window-open'").fetchone()
+        return int(row[0]) if row else 0
+
+
 def test_incremental_snapshot_while_streaming_never_overwrites_newer_changes(
     docs_db: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
 ) -> None:
@@ -367,7 +373,7 @@ def test_incremental_snapshot_while_streaming_never_overwrites_newer_changes(
         config.read_text().replace(
             "  status_interval: 1s\n",
             "  status_interval: 1s\n  snapshot_mode: never\n  signal_table: public.cdc_signals\n"
-            "  incremental_chunk_size: 500\n",
+            "  incremental_chunk_size: 200\n",
         )
     )
     conn = Connector(config, tmp_path / "run1.log")
@@ -380,8 +386,11 @@ def test_incremental_snapshot_while_streaming_never_overwrites_newer_changes(
         time.sleep(1)
         result = cdc("snapshot", str(config))
         assert result.returncode == 0, result.stderr
-        time.sleep(2)
-        conn.kill9()  # mid incremental snapshot: its progress is in the committed offsets
+        # Kill once a few chunks are read, long before the last of its 100 chunks: its
+        # progress is then only in the committed offsets.
+        wait_for(lambda: _windows_opened(docs_db) >= 5, 60, "the first snapshot chunks")
+        conn.kill9()
+        assert "incremental snapshot of stream docs done" not in conn.log_text(), "killed too late"
         conn = Connector(config, tmp_path / "run2.log")
         time.sleep(4)
         stop.set()
