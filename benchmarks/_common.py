@@ -6,6 +6,8 @@ import json
 import os
 import resource
 import sys
+import threading
+import time
 from typing import Any
 
 
@@ -16,15 +18,68 @@ def env(name: str) -> str:
     return value
 
 
-def rss_mb() -> float:
-    """Peak resident set size of this process, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process below it (the connector's capture process included)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                # the field after the parenthesised command name is the state, then the ppid
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(parents.get(pid, []))
+    return out
 
 
 def current_rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """Resident set size of this process and its descendants now, in MiB."""
+    total = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1])
+        except OSError:
+            continue
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _PeakSampler:
+    """Samples the process tree's RSS every 100 ms: a child's peak is invisible to getrusage
+    until the child is reaped, so the tree is measured while it runs."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        threading.Thread(target=self._run, daemon=True, name="rss-sampler").start()
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, current_rss_mb())
+            time.sleep(0.1)
+
+
+_sampler: _PeakSampler | None = None
+
+
+def start_rss_sampling() -> None:
+    """Call from the benchmark's main(): spawned children re-import the script's modules, so
+    sampling must not start on import."""
+    global _sampler
+    if _sampler is None:
+        _sampler = _PeakSampler()
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process plus its descendants (sampled), in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return max(own, _sampler.peak if _sampler is not None else 0.0)
 
 
 def report(result: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env, report, rss_mb
+from _common import env, report, rss_mb, start_rss_sampling
 
 from cdc import migrations
 from cdc.config import load_config
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5,000 events: keeps the script working in CI")
     parser.add_argument("--mode", choices=["polling", "log"], default="polling")
     args = parser.parse_args()
+    start_rss_sampling()
     events = 5_000 if args.quick else args.events
     dsn = env("CDC_TEST_POSTGRES_DSN")
     name = f"bench_{uuid.uuid4().hex[:8]}"

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import current_rss_mb, env, report, rss_mb
+from _common import current_rss_mb, env, report, rss_mb, start_rss_sampling
 
 from cdc.config import load_config
 from cdc.runtime.runner import Runner
@@ -70,6 +70,7 @@ offsets:
   topic: {name}.offsets
 runtime:
   metrics_log_interval: 3600s
+  capture: {capture}
 """
 
 
@@ -105,8 +106,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--capture", choices=["process", "inline"], default="process", help="runtime.capture of the connector"
+    )
     parser.add_argument("--quick", action="store_true", help="20,000 rows: keeps the script working in CI")
     args = parser.parse_args()
+    start_rss_sampling()
     rows = 20_000 if args.quick else args.rows
     dsn = env("CDC_TEST_POSTGRES_DSN")
     name = f"bench_{uuid.uuid4().hex[:8]}"
@@ -123,6 +128,7 @@ def main() -> None:
             url=url,
             bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"),
             registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
+            capture=args.capture,
         )
     )
     runner = Runner(load_config(tmp / "c.yaml"))
@@ -155,6 +161,7 @@ def main() -> None:
     report(
         {
             "bench": "polling_initial_load",
+            "capture": args.capture,
             "mode": "drain",
             "rows": rows,
             "columns": 10,

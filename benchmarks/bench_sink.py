@@ -28,7 +28,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env, report, rss_mb
+from _common import env, report, rss_mb, start_rss_sampling
 
 from cdc.schemas.wire import WireEncoder
 from cdc.sink.loader import load_sink_config
@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="10,000 records: keeps the script working in CI")
     args = parser.parse_args()
+    start_rss_sampling()
     records = 10_000 if args.quick else args.records
     batch_size = min(args.batch_size, max(records // 10, 1))
     dsn = env("CDC_TEST_POSTGRES_DSN")

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env, report, rss_mb
+from _common import env, report, rss_mb, start_rss_sampling
 
 from cdc.config import load_config
 from cdc.runtime.runner import Runner
@@ -63,7 +63,7 @@ streams:
 kafka: {{bootstrap_servers: "{bootstrap}"}}
 schema_registry: {{url: "{registry}", auto_register: true}}
 offsets: {{store: kafka, topic: {name}.offsets, commit_interval: 100ms}}
-runtime: {{metrics_log_interval: 3600s}}
+runtime: {{metrics_log_interval: 3600s, capture: {capture}}}
 """
 
 
@@ -95,7 +95,7 @@ def teardown(dsn: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def make_runner(tmp: Path, name: str, url: str) -> Runner:
+def make_runner(tmp: Path, name: str, url: str, capture: str) -> Runner:
     (tmp / "key.avsc").write_text(json.dumps(KEY))
     (tmp / "value.avsc").write_text(json.dumps(VALUE))
     (tmp / "c.yaml").write_text(
@@ -104,6 +104,7 @@ def make_runner(tmp: Path, name: str, url: str) -> Runner:
             url=url,
             bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"),
             registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
+            capture=capture,
         )
     )
     return Runner(load_config(tmp / "c.yaml"))
@@ -128,9 +129,9 @@ def drain(runner: Runner, name: str, events: int, timeout: float) -> tuple[float
     sys.exit(f"benchmark: timed out ({counter._value.get()} of {events} events)")
 
 
-def create_slot_first(tmp: Path, name: str, url: str) -> None:
+def create_slot_first(tmp: Path, name: str, url: str, capture: str) -> None:
     """A first short run creates the slot and publication, so the workload written next is captured."""
-    runner = make_runner(tmp, name, url)
+    runner = make_runner(tmp, name, url, capture)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     for _ in range(300):
@@ -206,21 +207,25 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument(
+        "--capture", choices=["process", "inline"], default="process", help="runtime.capture of the connector"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: keeps the script working in CI")
     args = parser.parse_args()
+    start_rss_sampling()
     scenarios = ["big-txn", "small-txns", "live"] if args.scenario == "all" else [args.scenario]
     dsn = env("CDC_TEST_POSTGRES_DSN")
-    results: dict[str, Any] = {"bench": "wal", "quick": args.quick}
+    results: dict[str, Any] = {"bench": "wal", "quick": args.quick, "capture": args.capture}
     for scenario in scenarios:
         name = f"bench_{uuid.uuid4().hex[:8]}"
         url = setup(dsn, name)
         tmp = Path(tempfile.mkdtemp())
         try:
-            create_slot_first(tmp, name, url)
+            create_slot_first(tmp, name, url, args.capture)
             if scenario == "live":
                 rate = 500 if args.quick else args.rate
                 seconds = 3 if args.quick else args.seconds
-                out = live(make_runner(tmp, name, url), name, url, rate, seconds)
+                out = live(make_runner(tmp, name, url, args.capture), name, url, rate, seconds)
                 results["live"] = {"mode": "live", "rate_per_s": rate, **out, "goal_p99_ms": 100}
                 continue
             rows = args.rows or (
@@ -242,7 +247,7 @@ def main() -> None:
                 f"{scenario}: workload of {rows} rows committed in {time.monotonic() - t0:.1f}s",
                 file=sys.stderr,
             )
-            runner = make_runner(tmp, name, url)
+            runner = make_runner(tmp, name, url, args.capture)
             first, done = drain(runner, name, rows, timeout=1800)
             runner.stop.set()
             results[scenario] = {

@@ -10,6 +10,7 @@ too, so an idle captured database does not pin WAL.
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 
 class ConfirmTracker:
@@ -17,7 +18,9 @@ class ConfirmTracker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ends: dict[int, tuple[int, int]] = {}  # commit LSN -> (end LSN, event count)
+        # (commit LSN, end LSN, event count) in commit order: the stream delivers transactions
+        # in commit-LSN order, so acknowledging pops from the left.
+        self._ends: deque[tuple[int, int, int]] = deque()
         self._emitted: tuple[int, int] | None = None
         self._acked: tuple[int, int] | None = None
         self._in_txn = False
@@ -30,7 +33,7 @@ class ConfirmTracker:
 
     def commit(self, commit_lsn: int, end_lsn: int, events: int) -> None:
         with self._lock:
-            self._ends[commit_lsn] = (end_lsn, events)
+            self._ends.append((commit_lsn, end_lsn, events))
             self._in_txn = False
 
     @property
@@ -51,11 +54,12 @@ class ConfirmTracker:
         """Everything up to event ``index`` of the transaction at ``commit_lsn`` is committed downstream."""
         with self._lock:
             self._acked = (commit_lsn, index)
-            for lsn in sorted(self._ends):
-                end, count = self._ends[lsn]
+            ends = self._ends
+            while ends:
+                lsn, end, count = ends[0]
                 if lsn < commit_lsn or (lsn == commit_lsn and index >= count - 1):
                     self.flushed = max(self.flushed, end)
-                    del self._ends[lsn]
+                    ends.popleft()
                 else:
                     break
 

@@ -30,8 +30,16 @@ def run_stream(
     status_interval: float,
     queue_empty: Callable[[], bool],
     heartbeat: tuple[psycopg.Connection[Any], str, float] | None = None,
+    on_idle: Callable[[], None] | None = None,
 ) -> None:
-    """START_REPLICATION and dispatch messages until ``stop`` is set (errors propagate)."""
+    """START_REPLICATION and dispatch messages until ``stop`` is set (errors propagate).
+
+    ``on_idle`` is called whenever no further frame is waiting, and before every keepalive and
+    status update: a handler that batches events across small transactions hands its batch
+    over there, so batching never delays an event behind an empty socket, and the confirm
+    tracker never judges "everything delivered" while events sit in a batch.
+    """
+    idle = on_idle or (lambda: None)
     repl.start(slot, "0/0", options)
     decoder = po.PgOutputDecoder()
     next_status = time.monotonic() + status_interval
@@ -40,15 +48,20 @@ def run_stream(
     while not stop.is_set():
         now = time.monotonic()
         if now >= next_status:
+            idle()
             repl.send_status(tracker.confirmable(queue_empty()))
             next_status = now + status_interval
         if heartbeat is not None and now >= next_heartbeat:
             heartbeat[0].execute(heartbeat[1])
             next_heartbeat = now + heartbeat[2]
-        frame = repl.read(0.2)
+        frame = repl.read(0)
         if frame is None:
-            continue
+            idle()
+            frame = repl.read(0.2)
+            if frame is None:
+                continue
         if isinstance(frame, Keepalive):
+            idle()
             if not received:
                 tracker.keepalive(frame.wal_end)
             received = False

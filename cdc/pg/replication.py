@@ -156,14 +156,15 @@ class ReplicationConnection:
                 message = ((result.error_message if result else b"") or b"").decode(errors="replace").strip()
                 raise SourceUnavailableError(f"replication stream ended: {message or 'server closed it'}")
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            # With no time left, still take in what the socket already holds (timeout 0 means
+            # "only what is there now", not "nothing").
+            readable, _, _ = select.select([self.pg.socket], [], [], max(0.0, remaining))
+            if not readable:
                 return None
-            readable, _, _ = select.select([self.pg.socket], [], [], remaining)
-            if readable:
-                try:
-                    self.pg.consume_input()
-                except psycopg.OperationalError as exc:
-                    raise SourceUnavailableError(f"replication stream broke: {mask_dsn(str(exc))}") from None
+            try:
+                self.pg.consume_input()
+            except psycopg.OperationalError as exc:
+                raise SourceUnavailableError(f"replication stream broke: {mask_dsn(str(exc))}") from None
 
     def send_status(self, flushed: int, *, reply: bool = False) -> None:
         """Standby status update: everything up to ``flushed`` is safely stored downstream."""

@@ -11,19 +11,33 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Protocol
 
-from cdc.config.model import AppConfig, Delivery, OnError
+from cdc.config.model import AppConfig, Delivery
 from cdc.errors import DeliveryError, RowError
 from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
-from cdc.plugin import ChangeEvent, Offsets, SourceConnector
+from cdc.plugin import ChangeEvent, Offsets
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.outputs import KafkaRecordOutput, Output
-from cdc.schemas.eventify import StreamEventifier, position_text
+from cdc.runtime.routing import DeadLetter, Router
+from cdc.schemas.eventify import StreamEventifier
 
 log = logging.getLogger(__name__)
+
+
+class Feed(Protocol):
+    """What the pipeline reads from: a started source, in this process or a capture process."""
+
+    def start(self, offsets: Offsets) -> None: ...
+
+    def poll(self, timeout: float) -> Sequence[ChangeEvent]: ...
+
+    def acknowledge(self, offsets: Offsets) -> None: ...
+
+    def lag(self, offsets: Offsets) -> dict[str, float]: ...
 
 
 class Pipeline:
@@ -32,7 +46,7 @@ class Pipeline:
     def __init__(
         self,
         app: AppConfig,
-        source: SourceConnector,
+        source: Feed,
         store: OffsetStore,
         output: Output,
         eventifiers: dict[str, StreamEventifier],
@@ -50,40 +64,27 @@ class Pipeline:
         self.stop = stop
         self.committed: Offsets = {}
         self._streams = {s.name: s for s in app.streams}
+        self.router = Router(app, eventifiers)
         self._counts: dict[str, int] = dict.fromkeys(self._streams, 0)
         self._events_counter = {n: metrics.events.labels(app.name, n) for n in self._streams}
 
     # --- shared ---
-    def _dead_letter_payload(self, event: ChangeEvent, err: RowError) -> dict[str, Any]:
-        return {
-            "connector": self.app.name,
-            "stream": err.stream,
-            "key": event.key,
-            "field": err.field,
-            "reason": err.reason,
-            "error": str(err.message),
-            "op": event.op.value,
-            "row": event.after if event.after is not None else event.before,
-            "position": position_text(event),
-        }
-
     def _send(self, event: ChangeEvent, seq: int | None) -> None:
         try:
-            record = self.eventifiers[event.stream](event)
-        except RowError as err:
-            stream = self._streams[event.stream]
+            routed = self.router(event)
+        except RowError:
             self.metrics.errors.labels(self.app.name, "row").inc()
-            if stream.on_error is OnError.FAIL:
-                raise
-            log.warning("dead-lettering a row: %s", err.message)
-            self.metrics.dead_letters.labels(self.app.name, event.stream).inc()
-            self.output.send_dead_letter(
-                self.app.dead_letter_topic_of(stream), event.key, self._dead_letter_payload(event, err), seq
-            )
+            raise
+        if type(routed) is DeadLetter:
+            self.metrics.errors.labels(self.app.name, "row").inc()
+            log.warning("dead-lettering a row: %s", routed.payload["error"])
+            self.metrics.dead_letters.labels(self.app.name, routed.stream).inc()
+            self.output.send_dead_letter(routed.topic, routed.key, routed.payload, seq)
             return
-        self.output.send(record, seq)
-        self._counts[event.stream] += 1
-        self._events_counter[event.stream].inc()
+        assert not isinstance(routed, DeadLetter)
+        self.output.send(routed, seq)
+        self._counts[routed.stream] += 1
+        self._events_counter[routed.stream].inc()
 
     def _acknowledge(self, offsets: Offsets) -> None:
         self.committed.update(offsets)

@@ -17,9 +17,10 @@ from cdc.offsets import make_offset_store
 from cdc.plugin import Lease, SourceConnector, StreamSpec
 from cdc.registry import load_source_class
 from cdc.runtime.acks import AckTracker
+from cdc.runtime.capture import CaptureProcess
 from cdc.runtime.metrics import Metrics, serve
-from cdc.runtime.outputs import make_output
-from cdc.runtime.pipeline import Pipeline
+from cdc.runtime.outputs import KafkaRecordOutput, make_output
+from cdc.runtime.pipeline import Feed, Pipeline
 from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
 from cdc.schemas.eventify import StreamEventifier
@@ -97,6 +98,7 @@ class Runner:
         lease: Lease | None = None
         store = None
         output = None
+        capture: CaptureProcess | None = None
         try:
             if self.app.delivery is Delivery.AT_LEAST_ONCE:
                 lease = source.acquire_lease(self.app.name)
@@ -105,10 +107,15 @@ class Runner:
             txn_id = f"cdc-{self.app.name}" if self.app.delivery is Delivery.EXACTLY_ONCE else None
             output = make_output(self.app, prepared.eventifiers, tracker, txn_id, source.encodes_values)
             output.prepare()
+            feed: Feed = source
+            if isinstance(output, KafkaRecordOutput) and self.app.runtime.capture != "inline":
+                feed = capture = CaptureProcess(self.app)
             Pipeline(
-                self.app, source, store, output, prepared.eventifiers, tracker, self.metrics, self.stop
+                self.app, feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop
             ).run()
         finally:
+            if capture is not None:
+                capture.close()
             if output is not None:
                 output.close()
             if store is not None:

@@ -99,9 +99,10 @@ class LogReader:
                 created = repl.create_slot(self.slot, export_snapshot=False)
                 log.info("created slot %s at %s", created.name, created.consistent_point)
             options = {"proto_version": "1", "publication_names": self.publication}
+            handler = _Handler(self)
             run_stream(
-                repl, self.slot, options, self.confirm, _Handler(self), self.stop,
-                status_interval=self.status_interval, queue_empty=self.handoff.empty,
+                repl, self.slot, options, self.confirm, handler, self.stop,
+                status_interval=self.status_interval, queue_empty=self.handoff.empty, on_idle=handler.flush,
             )  # fmt: skip
         except CdcError as exc:
             self.handoff.fail(exc)
@@ -147,9 +148,9 @@ class _Handler:
         elif kind is po.Commit:
             assert isinstance(msg, po.Commit)
             r.confirm.commit(self.commit_lsn, msg.end_lsn, self.index)
-            if self.chunk:
-                r.put(self.chunk)
-                self.chunk = []
+            # Batched across transactions until the socket runs dry (run_stream's on_idle).
+            if len(self.chunk) >= CHUNK:
+                self.flush()
         elif kind is po.Relation:
             assert isinstance(msg, po.Relation)
             self.loaders[msg.relation_id] = [
@@ -171,5 +172,9 @@ class _Handler:
             offset = {"commit": position[0], "i": position[1]}
             self.chunk.append(r.to_event(row, r.partition, offset))
             if len(self.chunk) >= CHUNK:
-                r.put(self.chunk)
-                self.chunk = []
+                self.flush()
+
+    def flush(self) -> None:
+        if self.chunk:
+            self.reader.put(self.chunk)
+            self.chunk = []

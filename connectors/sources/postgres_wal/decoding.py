@@ -9,7 +9,7 @@ table is produced.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.errors import SchemaError
@@ -25,6 +25,11 @@ class RelationMapper:
     relation: Relation
     positions: list[tuple[int, str, Callable[[bytes], Any]]]  # (index in tuple, column, loader)
     key_columns: tuple[str, ...]
+    #: the events' ``source`` metadata, shared by every event of this relation (read-only)
+    meta: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meta = {"table": self.qualified}
 
     @property
     def qualified(self) -> str:

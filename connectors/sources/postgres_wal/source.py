@@ -456,6 +456,7 @@ class PostgresWalSource(SourceConnector):
             run_stream(
                 repl, self.cfg.slot, options, self.confirm, handler, self._stop,
                 status_interval=self.cfg.status_interval, queue_empty=self._handoff.empty, heartbeat=heartbeat,
+                on_idle=handler.flush,
             )  # fmt: skip
         finally:
             reselect.close()
@@ -611,7 +612,10 @@ class _TxnHandler:
         elif kind is po.Commit:
             assert isinstance(msg, po.Commit)
             src.confirm.commit(self.commit_lsn, msg.end_lsn, self.index)
-            self.flush()
+            # Small transactions are batched until the socket runs dry (run_stream's on_idle)
+            # or the batch is full: one hand-off per batch, not one per transaction.
+            if len(self.chunk) >= CHUNK:
+                self.flush()
             inc = src.incremental
             if inc is not None and inc.busy and inc.window is None:
                 inc.open_next_window()
@@ -650,7 +654,6 @@ class _TxnHandler:
                 offset = {"phase": "stream", "commit": position[0], "i": position[1]}
                 if inc is not None and inc.busy:
                     offset["inc"] = inc.state()
-                meta = {"lsn": po.format_lsn(frame.start), "table": mapper.qualified}
                 self.chunk.append(
                     ChangeEvent(
                         mapper.stream,
@@ -662,7 +665,7 @@ class _TxnHandler:
                         before,
                         self.ts_ms,
                         self.xid,
-                        meta,
+                        mapper.meta,
                     )
                 )
             if len(self.chunk) >= CHUNK:

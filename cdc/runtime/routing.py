@@ -1,0 +1,64 @@
+"""From a captured change to what the output sends: a record, or a dead letter by policy.
+
+A row that does not fit its stream's schema either stops the connector (``on_error: fail``)
+or becomes a DeadLetter carrying the raw row, the error and the position.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from cdc.config.model import AppConfig, OnError
+from cdc.errors import RowError
+from cdc.plugin import ChangeEvent, Offset
+from cdc.schemas.eventify import Record, StreamEventifier, position_text
+
+
+class DeadLetter(NamedTuple):
+    """A row that did not fit its schema, routed to the stream's dead-letter topic."""
+
+    stream: str
+    topic: str
+    key: Any
+    payload: dict[str, Any]
+    partition: str
+    offset: Offset
+
+
+class Router:
+    """Eventifies changes; applies each stream's ``on_error`` policy to rows that do not fit."""
+
+    def __init__(self, app: AppConfig, eventifiers: dict[str, StreamEventifier]) -> None:
+        self.app = app
+        self.eventifiers = eventifiers
+        self._streams = {s.name: s for s in app.streams}
+
+    def __call__(self, event: ChangeEvent) -> Record | DeadLetter:
+        """The event's record; a DeadLetter where the policy says so; RowError otherwise."""
+        try:
+            return self.eventifiers[event.stream](event)
+        except RowError as err:
+            stream = self._streams[event.stream]
+            if stream.on_error is OnError.FAIL:
+                raise
+            return DeadLetter(
+                stream.name,
+                self.app.dead_letter_topic_of(stream),
+                event.key,
+                self._payload(event, err),
+                event.partition,
+                event.offset,
+            )
+
+    def _payload(self, event: ChangeEvent, err: RowError) -> dict[str, Any]:
+        return {
+            "connector": self.app.name,
+            "stream": err.stream,
+            "key": event.key,
+            "field": err.field,
+            "reason": err.reason,
+            "error": str(err.message),
+            "op": event.op.value,
+            "row": event.after if event.after is not None else event.before,
+            "position": position_text(event),
+        }
