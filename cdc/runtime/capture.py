@@ -87,8 +87,9 @@ class CaptureSettings:
 class CaptureProcess:
     """The source, started in a child process; has the pipeline's ``Feed`` interface."""
 
-    def __init__(self, app: AppConfig) -> None:
+    def __init__(self, app: AppConfig, stop: threading.Event) -> None:
         self.app = app
+        self.stop = stop
         self._lag: dict[str, float] = {}
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -116,6 +117,8 @@ class CaptureProcess:
         while True:
             message = self._receive(0.5)
             if message is None:
+                if self.stop.is_set():
+                    return  # a SIGTERM while the source starts: the pipeline stops, close() follows
                 continue
             if message[0] == "started":
                 return

@@ -109,7 +109,7 @@ class Runner:
             output.prepare()
             feed: Feed = source
             if isinstance(output, KafkaRecordOutput) and self.app.runtime.capture != "inline":
-                feed = capture = CaptureProcess(self.app)
+                feed = capture = CaptureProcess(self.app, self.stop)
             Pipeline(
                 self.app, feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop
             ).run()
