@@ -174,6 +174,10 @@ def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict
         }
     )
     consumer.assign([TopicPartition(name, 0, 0)])
+    # Connect and fetch once before the writer starts: the consumer's first connection and
+    # fetch session would otherwise add their setup time to the first events' latency.
+    for _ in range(3):
+        consumer.poll(0.5)
     proc = multiprocessing.get_context("spawn").Process(target=writer, args=(url, rate, seconds))
     proc.start()
     latencies: list[float] = []

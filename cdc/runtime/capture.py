@@ -42,6 +42,8 @@ from cdc.plugin import ChangeEvent, Offsets
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_LINGER = 0.002  # seconds the child waits to fill a batch once it has an event
+_BATCH = 5000  # events per message at most
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,16 @@ def _capture(conn: Connection, settings: CaptureSettings) -> None:
                 committed.update(offsets)
                 source.acknowledge(offsets)
             events = source.poll(0.2)
+            # Linger up to 2 ms for more: under a trickle of single-row transactions this sends
+            # a few messages per millisecond instead of one per event (syscalls and wake-ups in
+            # both processes), well inside the producer's own linger.ms.
+            linger_end = time.monotonic() + _LINGER
+            while events and len(events) < _BATCH:
+                left = linger_end - time.monotonic()
+                more = source.poll(left) if left > 0 else None
+                if not more:
+                    break
+                events.extend(more)
             if events:
                 conn.send(("batch", [_fields(e) for e in events]))
             now = time.monotonic()

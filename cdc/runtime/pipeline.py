@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Protocol
 
 from cdc.config.model import AppConfig, Delivery
@@ -63,6 +64,7 @@ class Pipeline:
         self.metrics = metrics
         self.stop = stop
         self.committed: Offsets = {}
+        self._saving: Offsets = {}
         self._streams = {s.name: s for s in app.streams}
         self.router = Router(app, eventifiers)
         self._counts: dict[str, int] = dict.fromkeys(self._streams, 0)
@@ -108,14 +110,17 @@ class Pipeline:
     def _commit_delivered(self) -> None:
         if self.tracker.failure:
             raise DeliveryError(f"delivery failed, reading stopped: {self.tracker.failure}")
+        self.store.serve()  # acknowledges the saves that became durable
         offsets = self.tracker.take_committable()
         if offsets:
-            self.store.save({**self.committed, **offsets})
-            self._acknowledge(offsets)
+            # Saved without waiting: the source is acknowledged when the save is durable.
+            self._saving.update(offsets)
+            self.store.save_async(dict(self._saving), partial(self._acknowledge, offsets))
 
     def run_at_least_once(self) -> None:
         rt = self.app.runtime
         self.committed = self.store.load()
+        self._saving = dict(self.committed)  # committed plus what is being saved
         self.source.start(self.committed)
         self.metrics.ready = True
         next_commit = time.monotonic() + self.app.offsets.commit_interval
@@ -148,8 +153,11 @@ class Pipeline:
 
     def drain(self, timeout: float) -> None:
         """Flush outstanding events and commit what was delivered (graceful stop)."""
+        started = time.monotonic()
         remaining = self.output.flush(timeout)
         self._commit_delivered()
+        if not self.store.flush(max(1.0, timeout - (time.monotonic() - started))):
+            log.warning("the last offsets were not stored before the shutdown timeout; they will be re-read")
         if remaining:
             log.warning(
                 "%d events were not acknowledged before the shutdown timeout; they will be re-read", remaining
