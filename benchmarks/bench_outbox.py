@@ -57,7 +57,7 @@ streams:
 kafka: {{bootstrap_servers: "{bootstrap}"}}
 schema_registry: {{url: "{registry}", auto_register: true}}
 offsets: {{store: kafka, topic: {name}.offsets, commit_interval: 50ms}}
-runtime: {{metrics_log_interval: 3600s}}
+runtime: {{metrics_log_interval: 3600s, capture: {capture}}}
 """
 
 
@@ -68,6 +68,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="5,000 events: keeps the script working in CI")
     parser.add_argument("--mode", choices=["polling", "log"], default="polling")
+    parser.add_argument(
+        "--capture",
+        choices=["auto", "process", "inline"],
+        default="auto",
+        help="runtime.capture of the relay",
+    )
     args = parser.parse_args()
     start_rss_sampling()
     events = 5_000 if args.quick else args.events
@@ -92,6 +98,7 @@ def main() -> None:
                 extra=extra,
                 bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"),
                 registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
+                capture=args.capture,
             )
         )
         if args.mode == "log":
@@ -156,6 +163,7 @@ def main() -> None:
     report(
         {
             "bench": f"outbox_{args.mode}_relay",
+            "capture": args.capture,
             "mode": "drain",
             "events": events,
             "events_per_txn": 10,

@@ -107,7 +107,10 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument(
-        "--capture", choices=["process", "inline"], default="process", help="runtime.capture of the connector"
+        "--capture",
+        choices=["auto", "process", "inline"],
+        default="auto",
+        help="runtime.capture of the connector",
     )
     parser.add_argument("--quick", action="store_true", help="20,000 rows: keeps the script working in CI")
     args = parser.parse_args()

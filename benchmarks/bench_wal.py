@@ -212,7 +212,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument(
-        "--capture", choices=["process", "inline"], default="process", help="runtime.capture of the connector"
+        "--capture",
+        choices=["auto", "process", "inline"],
+        default="auto",
+        help="runtime.capture of the connector",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: keeps the script working in CI")
     args = parser.parse_args()

@@ -143,7 +143,8 @@ class RuntimeConfig(Strict):
         "auto",
         description="where the source reads, converts and Avro-encodes: 'process' (a child process, "
         "so reading and producing use two cores), 'inline' (one process), 'auto' (process with a "
-        "Kafka output, inline with the file output)",
+        "Kafka output, except for sources whose events arrive encoded, e.g. the outbox relay; "
+        "inline with the file output)",
     )
 
 

@@ -108,7 +108,7 @@ class Runner:
             output = make_output(self.app, prepared.eventifiers, tracker, txn_id, source.encodes_values)
             output.prepare()
             feed: Feed = source
-            if isinstance(output, KafkaRecordOutput) and self.app.runtime.capture != "inline":
+            if isinstance(output, KafkaRecordOutput) and self._capture_process(source):
                 feed = capture = CaptureProcess(self.app, self.stop)
             Pipeline(
                 self.app, feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop
@@ -123,6 +123,12 @@ class Runner:
             if lease is not None:
                 lease.release()
             source.close()
+
+    def _capture_process(self, source: SourceConnector) -> bool:
+        """``auto``: a capture process unless the source's events arrive encoded (the outbox
+        relay), where moving them between processes costs more than the work it spreads."""
+        mode = self.app.runtime.capture
+        return mode == "process" or (mode == "auto" and not source.encodes_values)
 
     def run(self) -> int:
         """Run until stopped (returns 0) or a fatal error (raised)."""
