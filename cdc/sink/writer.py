@@ -8,16 +8,87 @@ batches inserts into multi-row VALUES).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from psycopg import sql
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from cdc.sink.config import SinkMode
 from cdc.sink.records import Reduced
 from cdc.sink.tables import TablePlan
+
+#: below this many rows a batch is written with plain statements (COPY has a fixed cost)
+_COPY_MIN_ROWS = 50
+
+#: column types whose text form COPY parses exactly like a bound parameter (and arrays of
+#: them); others (JSON, enums, intervals, ranges ...) keep the statement path and SQLAlchemy's
+#: bind processors
+_COPYABLE_TYPES = (
+    sa.Integer, sa.Numeric, sa.Float, sa.String, sa.Boolean, sa.Date, sa.DateTime, sa.Time, sa.LargeBinary,
+    sa.Uuid,
+)  # fmt: skip
+
+
+def _copyable_type(t: sa.types.TypeEngine[Any]) -> bool:
+    if isinstance(t, sa.ARRAY):  # a list becomes an array literal; its items must qualify
+        return _copyable_type(t.item_type)
+    return (
+        isinstance(t, _COPYABLE_TYPES)
+        and not isinstance(t, sa.Enum)
+        and not (isinstance(t, sa.Time) and t.timezone)
+    )
+
+
+def _copyable(plan: TablePlan) -> bool:
+    return all(_copyable_type(plan.table.c[c].type) for c in plan.columns)
+
+
+def _utc_wall_clock(value: Any) -> Any:
+    """What a bound aware datetime becomes in a ``timestamp`` column (sessions run in UTC); as
+    COPY text, PostgreSQL would drop the offset instead of converting."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _naive_timestamp_columns(plan: TablePlan) -> frozenset[str]:
+    return frozenset(
+        c for c in plan.columns if isinstance(t := plan.table.c[c].type, sa.DateTime) and not t.timezone
+    )
+
+
+def _copy_statements(
+    plan: TablePlan, mode: SinkMode
+) -> tuple[sql.Composed, sql.Composed, sql.Composed, sql.Composed]:
+    """CREATE (once per session), COPY, INSERT ... SELECT and clearing for one plan's staging table."""
+    t = plan.table
+    target = sql.Identifier(t.schema, t.name) if t.schema else sql.Identifier(t.name)
+    # One staging table per target shape and mode; temporary, so private to the session.
+    digest = hashlib.blake2b(repr((t.fullname, plan.columns, mode.value)).encode(), digest_size=8).hexdigest()
+    stage = sql.Identifier(f"cdc_stage_{digest}")
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in plan.columns)
+    create = sql.SQL(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
+    ).format(stage, cols, target)
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)
+    insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(target, cols, cols, stage)
+    if mode is not SinkMode.INSERT:
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in plan.key_columns)
+        values = [c for c in plan.columns if c not in plan.key_columns]
+        if values:
+            sets = sql.SQL(", ").join(
+                sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in values
+            )
+            insert = sql.SQL("{} ON CONFLICT ({}) DO UPDATE SET {}").format(insert, keys, sets)
+        else:
+            insert = sql.SQL("{} ON CONFLICT ({}) DO NOTHING").format(insert, keys)
+    clear = sql.SQL("TRUNCATE {}").format(stage)
+    return create, copy, insert, clear
 
 
 def _key_value(value: Any, column_type: sa.types.TypeEngine[Any], dialect: str) -> Any:
@@ -35,6 +106,7 @@ class TableWriter:
     def __init__(self, dialect: str) -> None:
         self.dialect = "mysql" if dialect == "mariadb" else dialect
         self._statements: dict[tuple[object, ...], Any] = {}
+        self.copied_rows = 0  # rows written through the PostgreSQL COPY path (logs, tests)
 
     def upsert(self, conn: sa.Connection, plan: TablePlan, mode: SinkMode, ops: Sequence[Reduced]) -> int:
         """Write the rows of changes that share one plan (and one mode)."""
@@ -61,9 +133,52 @@ class TableWriter:
             ]
             conn.execute(stmt, params)
             return len(rows)
+        if (
+            self.dialect == "postgresql"
+            and conn.dialect.driver == "psycopg"
+            and len(rows) >= _COPY_MIN_ROWS
+            and _copyable(plan)
+        ):
+            self._copy_upsert(conn, plan, mode, rows)
+            return len(rows)
         stmt = self._cached((mode, id(plan)), lambda: self._insert(plan, mode))
         conn.execute(stmt, rows)
         return len(rows)
+
+    def _copy_upsert(
+        self, conn: sa.Connection, plan: TablePlan, mode: SinkMode, rows: list[dict[str, Any]]
+    ) -> None:
+        """PostgreSQL: COPY the rows into a session-local staging table, then one
+        ``INSERT ... SELECT ... ON CONFLICT``: one round trip of rows instead of one statement
+        per row. Same transaction, same upsert semantics; data errors surface as SQLAlchemy's
+        DataError/IntegrityError so the caller's row-by-row path finds the culprit."""
+        create, copy, insert, clear = self._cached(
+            ("copy", mode, id(plan)), lambda: _copy_statements(plan, mode)
+        )
+        raw = conn.connection.dbapi_connection
+        assert isinstance(raw, psycopg.Connection), "the COPY path needs the psycopg driver"
+        columns = plan.columns
+        naive = _naive_timestamp_columns(plan)
+        try:
+            with raw.cursor() as cur:
+                cur.execute(create)
+                with cur.copy(copy) as pipe:
+                    if naive:
+                        for row in rows:
+                            pipe.write_row(
+                                [_utc_wall_clock(row[c]) if c in naive else row[c] for c in columns]
+                            )
+                    else:
+                        for row in rows:
+                            pipe.write_row([row[c] for c in columns])
+                cur.execute(insert)
+                cur.execute(clear)
+            self.copied_rows += len(rows)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            error = (
+                sa.exc.IntegrityError if isinstance(exc, psycopg.errors.IntegrityError) else sa.exc.DataError
+            )
+            raise error(insert.as_string(raw), None, exc) from exc
 
     def delete(
         self, conn: sa.Connection, table: sa.Table, keys: tuple[str, ...], ops: Iterable[Reduced]

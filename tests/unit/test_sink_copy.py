@@ -1,0 +1,64 @@
+"""Which tables the sink writes through COPY, and the statements it composes for them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from cdc.sink.config import SinkMode
+from cdc.sink.tables import TablePlan
+from cdc.sink.writer import _copy_statements, _copyable, _naive_timestamp_columns, _utc_wall_clock
+
+
+def _plan(*extra: sa.Column[object], schema: str | None = "app") -> TablePlan:
+    table = sa.Table(
+        'or"ders', sa.MetaData(), sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("amount", sa.Numeric(10, 2)), *extra, schema=schema,
+    )  # fmt: skip
+    columns = tuple(c.name for c in table.columns)
+    return TablePlan(table, ("id",), columns, {})
+
+
+def test_plain_types_and_arrays_of_them_are_copied() -> None:
+    assert _copyable(
+        _plan(
+            sa.Column("tags", postgresql.ARRAY(sa.Text)),
+            sa.Column("at", sa.DateTime),
+            sa.Column("score", postgresql.DOUBLE_PRECISION),
+            sa.Column("ref", postgresql.UUID),
+        )
+    )
+
+
+def test_types_needing_bind_processing_keep_the_statement_path() -> None:
+    assert not _copyable(_plan(sa.Column("doc", postgresql.JSONB)))
+    assert not _copyable(_plan(sa.Column("rating", postgresql.ENUM("G", "PG-13", name="mpaa"))))
+    assert not _copyable(_plan(sa.Column("spans", postgresql.ARRAY(postgresql.INTERVAL))))
+    assert not _copyable(_plan(sa.Column("opens", sa.Time(timezone=True))))
+
+
+def test_statements_quote_every_identifier_and_upsert_on_the_key() -> None:
+    create, copy, insert, clear = _copy_statements(_plan(), SinkMode.UPSERT)
+    text = insert.as_string(None)
+    assert text.startswith(
+        'INSERT INTO "app"."or""ders" ("id", "amount") SELECT "id", "amount" FROM "cdc_stage_'
+    )
+    assert text.endswith('ON CONFLICT ("id") DO UPDATE SET "amount" = EXCLUDED."amount"')
+    assert "ON COMMIT DELETE ROWS AS SELECT" in create.as_string(None)
+    assert copy.as_string(None).startswith('COPY "cdc_stage_') and clear.as_string(None).startswith(
+        "TRUNCATE"
+    )
+    plain = _copy_statements(_plan(), SinkMode.INSERT)[2].as_string(None)
+    assert "ON CONFLICT" not in plain
+    # Different modes and shapes never share a staging table within one transaction.
+    assert copy.as_string(None) != _copy_statements(_plan(), SinkMode.INSERT)[1].as_string(None)
+
+
+def test_aware_values_for_timestamp_columns_become_utc_wall_clock() -> None:
+    plan = _plan(sa.Column("at", sa.DateTime), sa.Column("at_tz", sa.DateTime(timezone=True)))
+    assert _naive_timestamp_columns(plan) == {"at"}
+    berlin = dt.timezone(dt.timedelta(hours=2))
+    assert _utc_wall_clock(dt.datetime(2024, 5, 1, 12, 0, tzinfo=berlin)) == dt.datetime(2024, 5, 1, 10, 0)
+    assert _utc_wall_clock(dt.datetime(2024, 5, 1, 12, 0)) == dt.datetime(2024, 5, 1, 12, 0)
