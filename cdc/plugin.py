@@ -127,6 +127,12 @@ class SourceConnector(abc.ABC):
     Lifecycle: ``__init__(config, streams)`` (no I/O) -> ``describe`` / ``check`` ->
     ``acquire_lease`` -> ``start(offsets)`` -> ``poll`` repeatedly, interleaved with
     ``acknowledge`` -> ``close``. ``poll`` must not block longer than its timeout.
+
+    With a Kafka output the runtime usually runs the started source in a capture process
+    (``runtime.capture``): a second instance is constructed there from the same config, so the
+    class must be importable by its entry point or ``package.module:Class`` name, and event
+    values must pickle (driver values such as Decimal, datetime, UUID, lists and dicts do).
+    ``describe``, ``check`` and ``acquire_lease`` run on the instance in the connector process.
     """
 
     #: the pydantic model of the ``source:`` block (extra keys forbidden)
