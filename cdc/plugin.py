@@ -142,6 +142,10 @@ class SourceConnector(abc.ABC):
     #: True when the source supplies ``encoded_value`` itself (the value schema is then the
     #: contract consumers read with, and is not checked against source columns)
     encodes_values: ClassVar[bool] = False
+    #: True when reading is light next to value conversion and Avro encoding (a query-based
+    #: source): a capture process then also eventifies and encodes, and hands over serialized
+    #: records, so the two processes share the work evenly. Log readers leave it False.
+    encode_in_capture: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
         self.config = config

@@ -4,9 +4,10 @@ Python runs one thread at a time per process. With the source's reading and deco
 value conversion, the Avro encoding and the producer's delivery reports in one process, a
 connector tops out near one core. So a child process reads (socket, protocol, decoding,
 driver value loading) and hands change events over in batches; this process eventifies,
-encodes, produces, tracks deliveries and commits offsets. Measured on two cores, splitting
-there beats splitting after encoding: reading is the heavier half for log-based sources, and
-change events pickle as plain tuples at about 1.7 µs each.
+encodes, produces, tracks deliveries and commits offsets. Measured on two cores, that split
+suits log readers, whose reading is the heavier half (change events pickle as plain tuples at
+about 1.7 µs each). A source whose reading is light (``encode_in_capture``: polling) also
+eventifies and encodes in the child, which then hands over wire-format bytes.
 
 Nothing about delivery changes: the child acknowledges upstream only what the parent says was
 committed, in the order it was told, between two polls of the source (on the thread that polls,
@@ -14,7 +15,8 @@ as in-process). The child dies with the parent (PR_SET_PDEATHSIG, and EOF on its
 kill -9 of the connector never leaves a child holding a replication slot or a lease.
 
 Messages, parent -> child: ``("ack", offsets)``, ``("stop",)``. Child -> parent:
-``("started",)``, ``("batch", [event fields as a plain tuple, ...])``, ``("lag", {...})``,
+``("started",)``, ``("batch", [event fields as a plain tuple, ...])`` (or, for a source that
+encodes in the capture process, ``[Encoded fields as a plain tuple | DeadLetter, ...]``), ``("lag", {...})``,
 ``("error", ErrorReport)``.
 """
 
@@ -30,6 +32,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -38,6 +41,8 @@ from cdc import errors
 from cdc.config.model import AppConfig
 from cdc.errors import CdcError, SourceUnavailableError
 from cdc.plugin import ChangeEvent, Offsets
+from cdc.runtime.encoding import RecordEncoder, SchemaIds
+from cdc.runtime.routing import DeadLetter, Encoded, Router
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,8 @@ class CaptureSettings:
 
     app: AppConfig
     offsets: Offsets
+    #: set when the source encodes in the capture process (``encode_in_capture``)
+    schema_ids: SchemaIds | None
     log_level: int
     log_format: str
     lag_interval: float
@@ -89,9 +96,10 @@ class CaptureSettings:
 class CaptureProcess:
     """The source, started in a child process; has the pipeline's ``Feed`` interface."""
 
-    def __init__(self, app: AppConfig, stop: threading.Event) -> None:
+    def __init__(self, app: AppConfig, stop: threading.Event, schema_ids: SchemaIds | None = None) -> None:
         self.app = app
         self.stop = stop
+        self.schema_ids = schema_ids
         self._lag: dict[str, float] = {}
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -104,6 +112,7 @@ class CaptureProcess:
         settings = CaptureSettings(
             self.app,
             offsets,
+            self.schema_ids,
             logging.getLogger().level,
             os.environ.get("CDC_LOG_FORMAT") or _current_log_format(),
             self.app.runtime.metrics_log_interval,
@@ -162,14 +171,17 @@ class CaptureProcess:
             hint="see its log lines above; the connector resumes from the last committed position",
         )
 
-    def poll(self, timeout: float) -> list[ChangeEvent]:
+    def poll(self, timeout: float) -> list[ChangeEvent] | list[Encoded | DeadLetter]:
         deadline = time.monotonic() + timeout
         while True:
             message = self._receive(max(0.0, deadline - time.monotonic()))
             if message is not None:
                 if message[0] != "batch":
                     raise RuntimeError(f"capture process: unexpected message {message[0]!r}")
-                return [ChangeEvent(*fields) for fields in message[1]]
+                if self.schema_ids is None:
+                    return [ChangeEvent(*fields) for fields in message[1]]
+                make = Encoded._make
+                return [item if type(item) is DeadLetter else make(item) for item in message[1]]
             if time.monotonic() >= deadline:
                 return []
 
@@ -245,7 +257,8 @@ def _child_main(conn: Connection, settings: CaptureSettings, parent_pid: int) ->
 def _capture(conn: Connection, settings: CaptureSettings) -> None:
     from cdc.runtime.runner import build_source
 
-    source, _ = build_source(settings.app)
+    source, eventifiers = build_source(settings.app)
+    pack = _encoder(settings, eventifiers) if settings.schema_ids is not None else _fields_of
     acks: deque[Offsets] = deque()
     stop = threading.Event()
     threading.Thread(target=_control, args=(conn, acks, stop), name="capture-control", daemon=True).start()
@@ -272,7 +285,7 @@ def _capture(conn: Connection, settings: CaptureSettings) -> None:
                     break
                 events.extend(more)
             if events:
-                conn.send(("batch", [_fields(e) for e in events]))
+                conn.send(("batch", pack(events)))
             now = time.monotonic()
             if now >= next_lag:
                 conn.send(("lag", source.lag(committed)))
@@ -284,10 +297,42 @@ def _capture(conn: Connection, settings: CaptureSettings) -> None:
         source.close()
 
 
-def _fields(e: ChangeEvent) -> tuple[Any, ...]:
-    """The event as a plain tuple (constructor order): it pickles several times faster."""
-    return (e.stream, e.op, e.key, e.after, e.partition, e.offset, e.before, e.ts_ms, e.txid, e.source,
-            e.encoded_value, e.headers)  # fmt: skip
+def _fields_of(events: list[ChangeEvent]) -> list[Any]:
+    """The events as plain tuples (constructor order): they pickle several times faster."""
+    return [
+        (e.stream, e.op, e.key, e.after, e.partition, e.offset, e.before, e.ts_ms, e.txid, e.source,
+         e.encoded_value, e.headers)
+        for e in events
+    ]  # fmt: skip
+
+
+def _encoder(
+    settings: CaptureSettings, eventifiers: dict[str, Any]
+) -> Callable[[list[ChangeEvent]], list[Any]]:
+    """Eventify and serialize in the child: records cross the pipe as wire-format bytes
+    (Encoded fields as a plain tuple; a NamedTuple pickles through Python code per item)."""
+    from cdc.schemas.subjects import make_client
+
+    reg = settings.app.schema_registry
+    assert reg is not None and settings.schema_ids is not None
+    encoder = RecordEncoder(eventifiers, settings.schema_ids, lambda: make_client(reg.url, reg.config))
+    route = Router(settings.app, eventifiers)
+
+    def pack(events: list[ChangeEvent]) -> list[Any]:
+        items: list[Any] = []
+        for event in events:
+            routed = route(event)  # a RowError under on_error: fail ends the child, reported
+            if type(routed) is DeadLetter:
+                items.append(routed)
+                continue
+            assert not isinstance(routed, DeadLetter)
+            key, value = encoder.encode(routed)
+            items.append(
+                (routed.stream, routed.topic, key, value, routed.headers, event.partition, event.offset)
+            )
+        return items
+
+    return pack
 
 
 def _control(conn: Connection, acks: deque[Offsets], stop: threading.Event) -> None:

@@ -10,7 +10,6 @@ import abc
 import json
 import logging
 import os
-import struct
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,11 @@ from fastavro import parse_schema, writer
 from cdc.config.model import AppConfig, EventFormat, KafkaOutput
 from cdc.errors import BrokerUnavailableError, DeliveryError
 from cdc.kafka_clients import TopicSpec, ensure_topics, producer_config
-from cdc.plugin import EncodedValue
 from cdc.runtime.acks import AckTracker
+from cdc.runtime.encoding import RecordEncoder, SchemaIds
+from cdc.runtime.routing import Encoded
 from cdc.schemas.eventify import Record, StreamEventifier
-from cdc.schemas.subjects import SubjectSchema, make_client, register, resolve_id, resolve_version_id
-from cdc.schemas.wire import WireEncoder
+from cdc.schemas.subjects import SubjectSchema, make_client, register, resolve_id
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,10 @@ class Output(abc.ABC):
 
     @abc.abstractmethod
     def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int | None) -> None: ...
+
+    def send_encoded(self, record: Encoded, seq: int | None) -> None:
+        """Send a record a capture process already serialized (Kafka outputs only)."""
+        raise DeliveryError(f"{type(self).__name__} cannot send pre-serialized records")
 
     @abc.abstractmethod
     def poll(self, timeout: float) -> None:
@@ -105,9 +108,7 @@ class KafkaRecordOutput(Output):
                 f"cannot create the Kafka producer: {exc.args[0].str()}",
                 hint="check kafka.producer/kafka.client",
             ) from None
-        self._encoders: dict[str, tuple[WireEncoder, WireEncoder]] = {}
-        self._ids: dict[tuple[str, int | None], int] = {}
-        self._client: Any = None
+        self.encoder: RecordEncoder | None = None
         self._fatal: str | None = None
 
     def _on_error(self, err: KafkaError) -> None:
@@ -133,16 +134,17 @@ class KafkaRecordOutput(Output):
     def prepare(self) -> None:
         reg = self.app.schema_registry
         assert reg is not None
-        client = self._client = make_client(reg.url, reg.config)
+        client = make_client(reg.url, reg.config)
+        ids: SchemaIds = {}
         for name, key_subject, value_subject in subjects_of(self.eventifiers):
-            ids = []
-            for item in (key_subject, value_subject):
-                if reg.auto_register:
-                    ids.append(register(client, item, allow_key_change=reg.allow_key_schema_change))
-                else:
-                    ids.append(resolve_id(client, item))
-            ev = self.eventifiers[name]
-            self._encoders[name] = (WireEncoder(ev.key_schema, ids[0]), WireEncoder(ev.value_schema, ids[1]))
+            if reg.auto_register:
+                ids[name] = (
+                    register(client, key_subject, allow_key_change=reg.allow_key_schema_change),
+                    register(client, value_subject, allow_key_change=reg.allow_key_schema_change),
+                )
+            else:
+                ids[name] = (resolve_id(client, key_subject), resolve_id(client, value_subject))
+        self.encoder = RecordEncoder(self.eventifiers, ids, lambda: client)
         ensure_topics(self.kafka, self.topic_specs())
 
     def _report(self, seq: int, err: KafkaError | None, _msg: Any) -> None:
@@ -163,28 +165,19 @@ class KafkaRecordOutput(Output):
             except KafkaException as exc:
                 raise DeliveryError(f"producing to {topic!r}: {exc.args[0].str()}") from None
 
-    def send(self, record: Record, seq: int | None) -> None:
-        key_enc, value_enc = self._encoders[record.stream]
-        if record.encoded_value is not None:
-            value: bytes | None = self._wire(record.stream, record.topic, record.encoded_value)
-        else:
-            value = None if record.value is None else value_enc.encode(record.value)
-        self._produce(record.topic, key_enc.encode(record.key), value, record.headers, seq)
+    @property
+    def schema_ids(self) -> SchemaIds:
+        """Per stream (key id, value id); known after prepare()."""
+        assert self.encoder is not None, "prepare() first"
+        return self.encoder.ids
 
-    def _wire(self, stream: str, topic: str, encoded: EncodedValue) -> bytes | None:
-        """Prefix an application-encoded body with the id of its subject/version (cached)."""
-        if encoded.body is None:
-            return None
-        subject = encoded.subject or f"{topic}-value"
-        if encoded.version is None and encoded.subject is None:
-            schema_id = self._encoders[stream][1].schema_id
-        else:
-            cache_key = (subject, encoded.version)
-            schema_id = self._ids.get(cache_key, -1)
-            if schema_id < 0:
-                schema_id = resolve_version_id(self._client, subject, encoded.version)
-                self._ids[cache_key] = schema_id
-        return struct.pack(">bI", 0, schema_id) + encoded.body
+    def send(self, record: Record, seq: int | None) -> None:
+        assert self.encoder is not None, "prepare() first"
+        key, value = self.encoder.encode(record)
+        self._produce(record.topic, key, value, record.headers, seq)
+
+    def send_encoded(self, record: Encoded, seq: int | None) -> None:
+        self._produce(record.topic, record.key, record.value, record.headers, seq)
 
     def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int | None) -> None:
         body = json.dumps(payload, default=str).encode()

@@ -25,6 +25,18 @@ class DeadLetter(NamedTuple):
     offset: Offset
 
 
+class Encoded(NamedTuple):
+    """A record the capture process already serialized (Confluent wire format)."""
+
+    stream: str
+    topic: str
+    key: bytes
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    partition: str
+    offset: Offset
+
+
 class Router:
     """Eventifies changes; applies each stream's ``on_error`` policy to rows that do not fit."""
 

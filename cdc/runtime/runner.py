@@ -109,7 +109,8 @@ class Runner:
             output.prepare()
             feed: Feed = source
             if isinstance(output, KafkaRecordOutput) and self._capture_process(source):
-                feed = capture = CaptureProcess(self.app, self.stop)
+                ids = output.schema_ids if source.encode_in_capture else None
+                feed = capture = CaptureProcess(self.app, self.stop, ids)
             Pipeline(
                 self.app, feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop
             ).run()

@@ -42,6 +42,9 @@ class PollingSource(SourceConnector):
 
     config_model: ClassVar[type[BaseModel]] = PollingConfig
     stream_model: ClassVar[type[BaseModel]] = PollingStream
+    # Fetching rows is cheap next to converting and Avro-encoding them: encode in the capture
+    # process too, so the two processes share the work (measured: 26.9k vs 24.3k rows/s).
+    encode_in_capture: ClassVar[bool] = True
 
     def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
         super().__init__(config, streams)
