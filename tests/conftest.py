@@ -76,19 +76,31 @@ def _drop_stale_slots(dsn: str) -> None:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
 
 
-@pytest.fixture
-def pg_database(pg_dsn: str) -> Iterator[str]:
-    """A fresh PostgreSQL database; yields its DSN and drops it afterwards."""
+def create_pg_database(dsn: str, name: str) -> str:
+    """Create database ``name`` on the server of ``dsn``; return its DSN."""
     import psycopg
     from psycopg import sql
 
-    name = unique("test")
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base, _, _ = pg_dsn.rpartition("/")
-    yield f"{base}/{name}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+    return f"{dsn.rpartition('/')[0]}/{name}"
+
+
+def drop_pg_database(dsn: str, name: str) -> None:
+    """Drop database ``name`` (and its sessions) on the server of ``dsn``."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_database(pg_dsn: str) -> Iterator[str]:
+    """A fresh PostgreSQL database; yields its DSN and drops it afterwards."""
+    name = unique("test")
+    yield create_pg_database(pg_dsn, name)
+    drop_pg_database(pg_dsn, name)
 
 
 @pytest.fixture(scope="session")

@@ -68,6 +68,21 @@ consumer:
 """
 
 
+#: the sink side of the round-trip tests; ``topics`` is YAML list items
+ROUND_TRIP_SINK = """
+name: {name}-sink
+topics:
+{topics}
+target: {{url: "{target}"}}
+kafka: {{bootstrap_servers: "{bootstrap}"}}
+schema_registry: {{url: "{registry}"}}
+batch_size: 2000
+batch_timeout: 200ms
+on_error: fail
+consumer: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}
+"""
+
+
 def make_config(tmp: Path, file: str = "sink.yaml", **values: Any) -> Path:
     defaults: dict[str, Any] = {"table": "things", "format": "entity", "batch_size": 500, "on_error": "fail"}
     path = tmp / file

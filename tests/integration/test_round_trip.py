@@ -15,12 +15,11 @@ from urllib.parse import urlparse
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from tests.conftest import unique
+from tests.conftest import create_pg_database, drop_pg_database, unique
 from tests.integration.harness import Connector, cdc, wait_for, write_config
 from tests.integration.sakila import load_postgres
-from tests.integration.sink_harness import SinkProcess
+from tests.integration.sink_harness import ROUND_TRIP_SINK, SinkProcess
 from tests.integration.test_wal_sakila import FILM, FILM_KEY, PAYMENT, PAYMENT_KEY, RATING, workload
 
 pytestmark = pytest.mark.integration
@@ -49,30 +48,6 @@ kafka: {{bootstrap_servers: "{bootstrap}", topics: {{partitions: 2}}}}
 schema_registry: {{url: "{registry}", auto_register: true}}
 offsets: {{store: kafka, topic: {name}.offsets, commit_interval: 200ms}}
 """
-SINK = """
-name: {name}-sink
-topics:
-  - {{topic: {name}.film, table: film}}
-  - {{topic: {name}.payment, table: payment}}
-target: {{url: "{target}"}}
-kafka: {{bootstrap_servers: "{bootstrap}"}}
-schema_registry: {{url: "{registry}"}}
-batch_size: 2000
-batch_timeout: 200ms
-on_error: fail
-consumer: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}
-"""
-
-
-def _create_db(dsn: str, name: str) -> str:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return f"{dsn.rsplit('/', 1)[0]}/{name}"
-
-
-def _drop_db(dsn: str, name: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def source_rows(dsn: str) -> dict[str, dict[Any, tuple[Any, ...]]]:
@@ -116,7 +91,7 @@ def test_sakila_postgres_to_kafka_to_postgres(
         for month in range(1, 7):
             conn.execute(f"ALTER TABLE payment_p2007_0{month} REPLICA IDENTITY FULL")
     target_name = unique("test")
-    target = _create_db(pg_dsn, target_name)
+    target = create_pg_database(pg_dsn, target_name)
     slot = unique("test")
     source_cfg = write_config(
         tmp_path,
@@ -132,7 +107,13 @@ def test_sakila_postgres_to_kafka_to_postgres(
     )
     sink_cfg = tmp_path / "sink.yaml"
     sink_cfg.write_text(
-        SINK.format(name=topic_name, target=target, bootstrap=kafka_bootstrap, registry=registry_url)
+        ROUND_TRIP_SINK.format(
+            name=topic_name,
+            topics=f"  - {{topic: {topic_name}.film, table: film}}\n  - {{topic: {topic_name}.payment, table: payment}}",
+            target=target,
+            bootstrap=kafka_bootstrap,
+            registry=registry_url,
+        )
     )
     source = Connector(source_cfg, tmp_path / "source.log")
     stop = threading.Event()
@@ -179,7 +160,7 @@ def test_sakila_postgres_to_kafka_to_postgres(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s AND NOT active",
                 (slot,),
             )
-        _drop_db(pg_dsn, target_name)
+        drop_pg_database(pg_dsn, target_name)
 
 
 def test_pgbench_keyless_history_is_refused_and_keyed_tables_round_trip(
@@ -229,7 +210,7 @@ streams:
     assert "public.pgbench_history" in result.stderr and "REPLICA IDENTITY FULL" in result.stderr
 
     target_name = unique("test")
-    target = _create_db(pg_dsn, target_name)
+    target = create_pg_database(pg_dsn, target_name)
     source_cfg = write_config(tmp_path, base, schemas)
     sink_cfg = tmp_path / "sink.yaml"
     sink_cfg.write_text(
@@ -283,4 +264,4 @@ batch_timeout: 200ms
             db.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active AND database = current_database()"
             )
-        _drop_db(pg_dsn, target_name)
+        drop_pg_database(pg_dsn, target_name)

@@ -37,11 +37,11 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from tests.conftest import unique
+from tests.conftest import create_pg_database, drop_pg_database, unique
 from tests.integration.harness import Connector, wait_for, write_config
 from tests.integration.sakila import load_postgres
 from tests.integration.sakila_mysql import load_mariadb_from_postgres, mysql_connect
-from tests.integration.sink_harness import SinkProcess
+from tests.integration.sink_harness import ROUND_TRIP_SINK, SinkProcess
 
 pytestmark = pytest.mark.integration
 
@@ -159,29 +159,6 @@ STREAM = """  - name: {table}
       incrementing_column: {key}
       delete_detection: {{interval: 1s}}
 """
-SINK = """
-name: {name}-sink
-topics:
-{topics}
-target: {{url: "{target}"}}
-kafka: {{bootstrap_servers: "{bootstrap}"}}
-schema_registry: {{url: "{registry}"}}
-batch_size: 2000
-batch_timeout: 200ms
-on_error: fail
-consumer: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}
-"""
-
-
-def _create_db(dsn: str, name: str) -> str:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return f"{dsn.rsplit('/', 1)[0]}/{name}"
-
-
-def _drop_db(dsn: str, name: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 Rows = dict[str, dict[Any, tuple[Any, ...]]]
@@ -388,7 +365,7 @@ def test_sakila_mariadb_polling_to_kafka_to_postgres(
     assert loaded["payment"] == 16049 and loaded["rental"] == 16044 and loaded["customer"] == 599
 
     target_name = unique("test")
-    target = _create_db(pg_dsn, target_name)
+    target = create_pg_database(pg_dsn, target_name)
     streams = "".join(STREAM.format(name=topic_name, table=t, key=k) for t, (k, _) in TABLES.items())
     source_cfg = write_config(
         tmp_path,
@@ -404,7 +381,7 @@ def test_sakila_mariadb_polling_to_kafka_to_postgres(
     topics = [f"{topic_name}.{t}" for t in TABLES]
     sink_cfg = tmp_path / "sink.yaml"
     sink_cfg.write_text(
-        SINK.format(
+        ROUND_TRIP_SINK.format(
             name=topic_name,
             topics="".join(f"  - {{topic: {t}, table: {t.rsplit('.', 1)[1]}}}\n" for t in topics),
             target=target,
@@ -466,4 +443,4 @@ def test_sakila_mariadb_polling_to_kafka_to_postgres(
         for sink in sinks:
             sink.ensure_stopped()
         source.ensure_stopped()
-        _drop_db(pg_dsn, target_name)
+        drop_pg_database(pg_dsn, target_name)
