@@ -137,7 +137,7 @@ class TableWriter:
             self.dialect == "postgresql"
             and conn.dialect.driver == "psycopg"
             and len(rows) >= _COPY_MIN_ROWS
-            and _copyable(plan)
+            and self._cached(("copyable", id(plan)), lambda: _copyable(plan))
         ):
             self._copy_upsert(conn, plan, mode, rows)
             return len(rows)
@@ -158,7 +158,7 @@ class TableWriter:
         raw = conn.connection.dbapi_connection
         assert isinstance(raw, psycopg.Connection), "the COPY path needs the psycopg driver"
         columns = plan.columns
-        naive = _naive_timestamp_columns(plan)
+        naive = self._cached(("naive", id(plan)), lambda: _naive_timestamp_columns(plan))
         try:
             with raw.cursor() as cur:
                 cur.execute(create)
