@@ -1,4 +1,4 @@
-"""Load the Sakila sample database (../shared/datasets/sakila, BSD) into a test database."""
+"""Load the Sakila sample database (tests/data/sakila, BSD 2-Clause: see its LICENSE) into a test database."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import psycopg
 
-SAKILA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "sakila"
+SAKILA = Path(__file__).resolve().parents[1] / "data" / "sakila"
 
 
 def load_postgres(dsn: str) -> None:

@@ -1,6 +1,6 @@
 """Load Sakila into MariaDB: the MySQL schema's own table DDL, the rows copied from a PostgreSQL Sakila.
 
-The MySQL schema file (../shared/datasets/sakila/mysql-sakila-schema.sql) defines triggers and
+The MySQL schema file (tests/data/sakila/mysql-sakila-schema.sql) defines triggers and
 procedures between DELIMITER lines, which a driver cannot run statement by statement, so only
 the CREATE TABLE statements of the wanted tables are taken from it, verbatim (INT UNSIGNED ids,
 DECIMAL(5,2), DATETIME dates, TIMESTAMP last_update with ON UPDATE CURRENT_TIMESTAMP, the

@@ -26,7 +26,7 @@ REPO = Path(__file__).parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-COMPOSE_SPEC = REPO / ".." / "shared" / "specs" / "compose-spec.json"
+COMPOSE_SPEC = REPO / "tests" / "data" / "compose-spec" / "compose-spec.json"  # Apache-2.0: see its LICENSE
 COMMON_SH = REPO / "scripts" / "services" / "common.sh"
 
 # compose service -> the scripts/services/common.sh variable holding its host port
