@@ -5,12 +5,20 @@ from __future__ import annotations
 import re
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
-_KV_PASSWORD = re.compile(
-    r"(?i)\b(password|passwd|pwd|sasl\.password|ssl\.key\.password)\s*=\s*('[^']*'|\S+)"
+# Keys whose values are secrets, in the spellings of libpq, librdkafka and the registry client.
+_SECRET_KEYS = r"password|passwd|pwd|sasl\.password|ssl\.key\.password|basic\.auth\.user\.info|sasl\.oauthbearer\.client\.secret"
+# key=value (libpq conninfo, librdkafka strings): a quoted value may hold spaces.
+_KV_PASSWORD = re.compile(rf"(?i)\b({_SECRET_KEYS})\s*=\s*('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
+# 'key': 'value' (the repr of a dict of client settings) and "key": "value" (JSON).
+_DICT_PASSWORD = re.compile(
+    rf"(?i)(['\"])({_SECRET_KEYS})\1(\s*:\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")"
 )
 
 
 def mask_dsn(text: str) -> str:
-    """Replace passwords in URLs (``scheme://user:secret@host``) and ``password=...`` pairs by ``***``."""
+    """Replace secrets by ``***``: passwords in URLs (``scheme://user:secret@host``), ``password=...``
+    pairs (quoted values included) and secret keys in dict reprs or JSON (``'sasl.password': '...'``,
+    ``basic.auth.user.info``)."""
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}=***", text)
+    text = _KV_PASSWORD.sub(lambda m: f"{m.group(1)}=***", text)
+    return _DICT_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}'***'", text)

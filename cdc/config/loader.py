@@ -2,6 +2,9 @@
 
 Substitution happens on parsed string leaves, never on raw text, so a value can never inject
 YAML structure. ``${VAR:-default}`` supplies a default; ``$${`` is a literal ``${``.
+``${file:/run/secrets/name}`` is replaced by the content of that file (one trailing newline
+removed), the way Docker and Kubernetes mount secrets. A key given twice in one mapping is an
+error naming both lines (YAML parsers silently keep the last one).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from cdc.config.model import AppConfig
 from cdc.errors import ConfigError
 from cdc.masking import mask_dsn
 
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_VAR = re.compile(r"\$\$\{|\$\{file:([^}]+)\}|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
 def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
@@ -34,7 +37,9 @@ def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[st
     def repl(m: re.Match[str]) -> str:
         if m.group(0) == "$${":
             return "${"
-        name, default = m.group(1), m.group(2)
+        if m.group(1) is not None:
+            return _read_secret_file(m.group(1).strip(), path, problems)
+        name, default = m.group(2), m.group(3)
         if name in env:
             return env[name]
         if default is not None:
@@ -45,6 +50,35 @@ def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[st
         return ""
 
     return _VAR.sub(repl, value)
+
+
+def _read_secret_file(name: str, path: str, problems: list[str]) -> str:
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        problems.append(f"{path}: secret file {name} cannot be read: {reason}")
+        return ""
+    return text[:-1] if text.endswith("\n") else text
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: let the base class report it
+                continue
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {first} and {line})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _loc(loc: tuple[int | str, ...], prefix: str = "") -> str:
@@ -118,8 +152,16 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror}"], source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                f"the file is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); "
+                "save it as UTF-8"
+            ],
+            source=str(path),
+        ) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -129,3 +129,27 @@ def test_secrets_never_show_in_errors_or_repr(tmp_path: Path) -> None:
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     assert "top level must be a mapping" in problems(tmp_path, "- a\n- b\n")[0]
+
+
+def test_secrets_from_files(tmp_path: Path) -> None:
+    secret = tmp_path / "db_url"
+    secret.write_text("sqlite:///from-file.db\n")  # secrets mounted by Docker often end in a newline
+    text = BASE.replace("${DB_URL}", f"${{file:{secret}}}")
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.source.options()["url"] == "sqlite:///from-file.db"
+    missing = problems(tmp_path, BASE.replace("${DB_URL}", "${file:/run/secrets/nope}"), env={})
+    assert any("source.url: secret file /run/secrets/nope cannot be read" in p for p in missing)
+
+
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE.replace("name: shop", "name: shop\nname: other"))
+    assert len(found) == 1
+    assert "key 'name' is given twice (lines 2 and 3)" in found[0]
+
+
+def test_a_file_that_is_not_utf8_is_a_located_error(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    path.write_bytes(BASE.replace("shop", "sh\xf6p").encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"DB_URL": "sqlite:///x.db"})
+    assert "not UTF-8" in info.value.problems[0]
