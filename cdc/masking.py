@@ -6,7 +6,7 @@ import re
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
 # Keys whose values are secrets, in the spellings of libpq, librdkafka and the registry client.
-_SECRET_KEYS = r"password|passwd|pwd|sasl\.password|ssl\.key\.password|basic\.auth\.user\.info|sasl\.oauthbearer\.client\.secret"
+_SECRET_KEYS = r"password|passwd|pwd|sasl\.password|ssl\.key\.password|basic\.auth\.user\.info|sasl\.oauthbearer\.client\.secret"  # noqa: S105 - key names, not a secret
 # key=value (libpq conninfo, librdkafka strings): a quoted value may hold spaces.
 _KV_PASSWORD = re.compile(rf"(?i)\b({_SECRET_KEYS})\s*=\s*('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 # 'key': 'value' (the repr of a dict of client settings) and "key": "value" (JSON).
