@@ -25,6 +25,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "queue.buffering.max.kbytes": 65_536,
     "queue.buffering.max.messages": 200_000,
     "message.timeout.ms": 120_000,
+    # Java's default partitioner hashes keys with murmur2; librdkafka's default is CRC32. The
+    # same key must land on the same partition as from Debezium, Kafka Streams or any Java
+    # producer (co-partitioned joins), so murmur2 it is. Override with kafka.producer.partitioner.
+    "partitioner": "murmur2_random",
 }
 
 

@@ -1,4 +1,9 @@
-"""SIGTERM/SIGINT: the first asks for a graceful stop, the second gives up on it."""
+"""SIGTERM/SIGINT/SIGHUP: the first asks for a graceful stop, the second gives up on it.
+
+SIGHUP (a closed terminal, some process managers' "reload") is a graceful stop too: its default
+action would kill the process with events in flight and nothing committed. There is no reload:
+a supervisor restarts the connector with the new config.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def install_stop_handlers(stop: threading.Event, what: str) -> None:
-    """Set ``stop`` on the first SIGTERM/SIGINT (logging ``what`` happens next); exit 130 on the second."""
+    """Set ``stop`` on the first SIGTERM/SIGINT/SIGHUP (logging ``what`` happens next); exit 130 on the second."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
@@ -21,3 +26,4 @@ def install_stop_handlers(stop: threading.Event, what: str) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGHUP, handler)
