@@ -114,7 +114,7 @@ def validation_problems(
         elif kind == "value_error" and not err["loc"]:
             msg = str(err["msg"]).removeprefix("Value error, ")
             lead = f"{prefix}: " if prefix else ""
-            problems.extend(f"{lead}{p.strip()}" for p in msg.split("; "))
+            problems.extend(f"{lead}{p.strip()}" for p in msg.split("\n") if p.strip())
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
             got = err.get("input")

@@ -193,7 +193,7 @@ class AppConfig(Strict):
             if s.on_error is OnError.DEAD_LETTER and not isinstance(self.output, KafkaOutput):
                 problems.append(f"streams[{s.name}].on_error: dead_letter needs output.kind: kafka")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one problem a line: a problem may contain "; "
         return self
 
     def topic_of(self, stream: StreamConfig) -> str:

@@ -153,3 +153,8 @@ def test_a_file_that_is_not_utf8_is_a_located_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, env={"DB_URL": "sqlite:///x.db"})
     assert "not UTF-8" in info.value.problems[0]
+
+
+def test_a_problem_containing_a_semicolon_is_shown_whole(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE + "delivery: exactly_once\n")
+    assert any(p.endswith("a file or database store cannot join it)") for p in found), found

@@ -66,5 +66,5 @@ class PollingStream(BaseModel):
         if self.mode in (Mode.INCREMENTING, Mode.TIMESTAMP_INCREMENTING) and not self.incrementing_column:
             problems.append(f"mode {self.mode.value} needs incrementing_column")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one problem a line: a problem may contain "; "
         return self

@@ -274,7 +274,7 @@ class PollingSource(SourceConnector):
                             ts = ts.replace(tzinfo=reader.zone)
                         out[f"{name}_seconds"] = max(0.0, (bound.now - ts).total_seconds())
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("lag: %s", engines.translate(exc, "lag"))
+            log.warning("%s", engines.translate(exc, "cannot compute the source lag"))
         return out
 
     def poll(self, timeout: float) -> list[ChangeEvent]:
