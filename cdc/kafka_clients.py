@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type:
 
 from cdc.config.model import KafkaConfig
 from cdc.errors import BrokerUnavailableError, DeliveryError
+from cdc.kafka_logs import LIBRDKAFKA_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 
 def client_config(kafka: KafkaConfig) -> dict[str, Any]:
-    return {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client}
+    """Settings of every client; librdkafka's log lines go through Python logging (cdc.kafka_logs)."""
+    return {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client, "logger": LIBRDKAFKA_LOGGER}
 
 
 def producer_config(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
