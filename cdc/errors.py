@@ -12,6 +12,7 @@ supervisor should retry (the condition may clear by itself: a server restarting)
     ├── AlreadyRunningError  fatal 6  another instance of the same connector holds the lease
     ├── SourceConfigError    fatal 7  the source disagrees with the config (missing table, privileges)
     ├── DeliveryError        fatal 8  the broker refused an event permanently
+    ├── LocalResourceError   fatal 9  a port in use, an offsets path that cannot be written
     └── RetriableError             the supervisor retries with backoff
         ├── SourceUnavailableError   the database cannot be reached right now
         └── BrokerUnavailableError   Kafka or the registry cannot be reached right now
@@ -91,6 +92,12 @@ class DeliveryError(CdcError):
     """The broker refused an event permanently (too large, authorization, missing topic)."""
 
     exit_code = 8
+
+
+class LocalResourceError(CdcError):
+    """Something on this machine is unusable: a port already taken, a path that cannot be written."""
+
+    exit_code = 9
 
 
 class RetriableError(CdcError):

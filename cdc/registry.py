@@ -27,6 +27,13 @@ def _import(target: str) -> object:
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError([f"cannot import {target!r}: {exc}"]) from None
+    except Exception as exc:  # the module itself failed: report it, never a traceback
+        raise ConfigError(
+            [
+                f"connector module {module_name!r} raised while importing: {type(exc).__name__}: {exc} "
+                "(fix or reinstall that package)"
+            ]
+        ) from None
 
 
 def load_source_class(name: str) -> type[SourceConnector]:
@@ -42,8 +49,13 @@ def load_source_class(name: str) -> type[SourceConnector]:
             )
         try:
             obj = eps[name].load()
-        except ImportError as exc:
-            raise ConfigError([f"source connector {name!r} failed to import: {exc}"]) from None
+        except Exception as exc:  # ImportError, or the module raised: never a traceback
+            raise ConfigError(
+                [
+                    f"source connector {name!r} failed to import: {type(exc).__name__}: {exc} "
+                    "(fix or reinstall its package)"
+                ]
+            ) from None
     if not (isinstance(obj, type) and issubclass(obj, SourceConnector)):
         raise ConfigError([f"{name!r} is not a SourceConnector subclass"])
     return obj

@@ -197,6 +197,13 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> AppCo
     except ValidationError as exc:
         problems.extend(validation_problems(exc, model=AppConfig))
     problems.extend(_connector_problems(data))
+    if config is not None and config.schema_registry is not None:
+        from cdc.schemas.subjects import make_client  # late: only configs with a registry need it
+
+        try:
+            make_client(config.schema_registry.url, config.schema_registry.config)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if config is not None:
         for i, stream in enumerate(config.streams):
             for attr in ("key_schema", "value_schema"):

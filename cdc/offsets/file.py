@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from cdc.errors import ConfigError
+from cdc.errors import ConfigError, LocalResourceError
 from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
 from cdc.plugin import Offsets
@@ -18,6 +18,7 @@ class FileOffsetStore(OffsetStore):
         self.path = path
 
     def load(self) -> Offsets:
+        self._check_writable()  # at start-up, not at the first commit after events were produced
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -26,6 +27,18 @@ class FileOffsetStore(OffsetStore):
             raise ConfigError([f"offsets file {self.path} is unreadable: {exc}"]) from None
         offsets = data.get("connectors", {}).get(self.connector, {})
         return dict(offsets)
+
+    def _check_writable(self) -> None:
+        probe = self.path.with_suffix(self.path.suffix + ".probe")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise LocalResourceError(
+                f"offsets.path {self.path}: cannot write there: {exc.strerror}",
+                hint="point offsets.path at a writable directory (a volume in a container)",
+            ) from None
 
     def save(self, offsets: Offsets) -> None:
         try:

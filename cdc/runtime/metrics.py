@@ -73,7 +73,15 @@ def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, *_args: Any) -> None:  # keep access logs out of the connector's log
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        from cdc.errors import LocalResourceError
+
+        raise LocalResourceError(
+            f"runtime.http_port: cannot serve health and metrics on {host}:{port}: {exc.strerror}",
+            hint="choose another runtime.http_port, or stop the process that holds it",
+        ) from None
     threading.Thread(target=server.serve_forever, name="cdc-http", daemon=True).start()
     log.info("health and metrics on http://%s:%s/", host, server.server_address[1])
     return server

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from cdc.errors import BrokerUnavailableError, SchemaError
+from cdc.errors import BrokerUnavailableError, ConfigError, SchemaError
 from cdc.masking import mask_dsn
 from cdc.schemas.avsc import canonical
 
@@ -31,7 +31,11 @@ class SubjectSchema:
 
 
 def make_client(url: str, options: dict[str, str]) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": url, **options})
+    """The registry client; an option it does not know is a ConfigError naming it (no I/O here)."""
+    try:
+        return SchemaRegistryClient({"url": url, **options})
+    except (ValueError, TypeError) as exc:
+        raise ConfigError([f"schema_registry.config: {exc}"]) from None
 
 
 def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
