@@ -95,6 +95,20 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
             typer.echo(f"[warn] {w}")
     finally:
         prepared.source.close()
+    if cfg.kafka is not None:
+        from cdc.kafka_clients import TopicSpec, check_topics
+        from cdc.runtime.outputs import topic_specs_of
+
+        specs = []
+        if cfg.output.kind == "kafka":
+            specs = topic_specs_of(cfg, prepared.eventifiers, event_streams=prepared.source.encodes_values)
+        if cfg.offsets.store == "kafka":
+            specs.append(TopicSpec(cfg.offsets.topic, True, 1, cfg.kafka.topics.replication_factor, {}))
+        kafka_ok = True
+        for ok, finding in check_topics(cfg.kafka, specs):
+            kafka_ok &= ok
+            typer.echo(f"[{'ok  ' if ok else 'FAIL'}] {finding}")
+        failed |= not kafka_ok
     if cfg.schema_registry is not None and cfg.kafka is not None:
         from cdc.runtime.outputs import subjects_of
         from cdc.schemas.subjects import make_client, resolve_id

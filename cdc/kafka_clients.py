@@ -51,6 +51,66 @@ class TopicSpec:
     config: dict[str, str]
 
 
+def check_topics(kafka: KafkaConfig, specs: list[TopicSpec], timeout: float = 10.0) -> list[tuple[bool, str]]:
+    """Preflight (``cdc check``): the broker answers with these client settings (TLS/SASL
+    included), each topic exists with a cleanup policy that fits its stream, or this principal may
+    create it (a validate-only request: nothing is created). Returns (ok, finding) pairs."""
+    admin = AdminClient(client_config(kafka))
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        return [
+            (
+                False,
+                f"kafka at {kafka.bootstrap_servers} did not answer within {timeout:.0f}s: "
+                f"{exc.args[0].str()} (check bootstrap_servers and kafka.client: security.protocol, "
+                "sasl.*, ssl.*; a SASL or TLS client against a plaintext listener never connects)",
+            )
+        ]
+    findings = [(True, f"kafka at {kafka.bootstrap_servers}: {len(metadata.brokers)} broker(s) answer")]
+    missing = [s for s in specs if s.name not in metadata.topics]
+    present = [s for s in specs if s.name in metadata.topics]
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
+        for spec, (_res, fut) in zip(present, admin.describe_configs(resources).items(), strict=True):
+            try:
+                policy = fut.result(timeout)["cleanup.policy"].value
+            except KafkaException as exc:
+                findings.append((False, f"topic {spec.name}: cannot read its config: {exc.args[0].str()}"))
+                continue
+            if spec.compacted and "compact" not in policy:
+                findings.append(
+                    (False, f"topic {spec.name}: cleanup.policy={policy}, but its entity stream needs "
+                     "compact (deletes are tombstones): kafka-configs --alter --entity-type topics "
+                     f"--entity-name {spec.name} --add-config cleanup.policy=compact")
+                )  # fmt: skip
+            elif not spec.compacted and "compact" in policy and "delete" not in policy:
+                findings.append(
+                    (False, f"topic {spec.name}: cleanup.policy={policy} would delete the history of an "
+                     "event stream; use cleanup.policy=delete")
+                )  # fmt: skip
+            else:
+                findings.append((True, f"topic {spec.name} exists (cleanup.policy={policy})"))
+    if missing:
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor,
+                     config={**s.config, "cleanup.policy": "compact" if s.compacted else "delete"})
+            for s in missing
+        ]  # fmt: skip
+        for name, fut in admin.create_topics(new, operation_timeout=timeout, validate_only=True).items():
+            try:
+                fut.result(timeout)
+                findings.append(
+                    (True, f"topic {name} is missing; this principal may create it (at start-up)")
+                )
+            except KafkaException as exc:
+                findings.append(
+                    (False, f"topic {name} is missing and cannot be created: {exc.args[0].str()} "
+                     "(create it, or grant CREATE on it)")
+                )  # fmt: skip
+    return findings
+
+
 def ensure_topics(kafka: KafkaConfig, specs: list[TopicSpec], timeout: float = 30.0) -> None:
     """Create missing topics with their configs; verify the cleanup policy of existing ones."""
     admin = AdminClient(client_config(kafka))

@@ -75,6 +75,24 @@ class Output(abc.ABC):
         """Release resources."""
 
 
+def topic_specs_of(
+    app: AppConfig, eventifiers: dict[str, StreamEventifier], *, event_streams: bool
+) -> list[TopicSpec]:
+    """The topics a connector writes: its streams' (compacted for entity streams, unless they carry
+    events) and their dead-letter topics. The offsets topic is the offset store's own."""
+    assert app.kafka is not None
+    t = app.kafka.topics
+    specs: dict[str, TopicSpec] = {}
+    for stream in app.streams:
+        ev = eventifiers[stream.name]
+        compacted = stream.format is EventFormat.ENTITY and not event_streams
+        specs[ev.topic] = TopicSpec(ev.topic, compacted, t.partitions, t.replication_factor, dict(t.config))
+        if stream.on_error.value == "dead_letter":
+            dlq = app.dead_letter_topic_of(stream)
+            specs[dlq] = TopicSpec(dlq, False, 1, t.replication_factor, {})
+    return list(specs.values())
+
+
 class KafkaRecordOutput(Output):
     """Produces keyed records in the Confluent wire format to Kafka."""
 
@@ -118,18 +136,7 @@ class KafkaRecordOutput(Output):
             log.warning("kafka: %s", err.str())
 
     def topic_specs(self) -> list[TopicSpec]:
-        t = self.kafka.topics
-        specs: dict[str, TopicSpec] = {}
-        for stream in self.app.streams:
-            ev = self.eventifiers[stream.name]
-            compacted = stream.format is EventFormat.ENTITY and not self.event_streams
-            specs[ev.topic] = TopicSpec(
-                ev.topic, compacted, t.partitions, t.replication_factor, dict(t.config)
-            )
-            if stream.on_error.value == "dead_letter":
-                dlq = self.app.dead_letter_topic_of(stream)
-                specs[dlq] = TopicSpec(dlq, False, 1, t.replication_factor, {})
-        return list(specs.values())
+        return topic_specs_of(self.app, self.eventifiers, event_streams=self.event_streams)
 
     def prepare(self) -> None:
         reg = self.app.schema_registry
