@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,21 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+def list_topics(client: Any, timeout: float, topic: str | None = None) -> Any:
+    """``client.list_topics`` in slices of at most one second, so a stop signal is noticed (see
+    cdc.runtime.signals.STOPPING); the last failure is raised once ``timeout`` has passed."""
+    from cdc.runtime.signals import STOPPING
+
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return client.list_topics(topic, timeout=max(0.1, min(1.0, remaining)))
+        except KafkaException:
+            if remaining <= 1.0 or STOPPING.is_set():
+                raise
+
+
 def client_config(kafka: KafkaConfig) -> dict[str, Any]:
     """Settings of every client; librdkafka's log lines go through Python logging (cdc.kafka_logs)."""
     return {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client, "logger": LIBRDKAFKA_LOGGER}
@@ -57,7 +73,7 @@ def check_topics(kafka: KafkaConfig, specs: list[TopicSpec], timeout: float = 10
     create it (a validate-only request: nothing is created). Returns (ok, finding) pairs."""
     admin = AdminClient(client_config(kafka))
     try:
-        metadata = admin.list_topics(timeout=timeout)
+        metadata = list_topics(admin, timeout)
     except KafkaException as exc:
         return [
             (
@@ -115,7 +131,7 @@ def ensure_topics(kafka: KafkaConfig, specs: list[TopicSpec], timeout: float = 3
     """Create missing topics with their configs; verify the cleanup policy of existing ones."""
     admin = AdminClient(client_config(kafka))
     try:
-        metadata = admin.list_topics(timeout=timeout)
+        metadata = list_topics(admin, timeout)
     except KafkaException as exc:
         raise BrokerUnavailableError(f"kafka at {kafka.bootstrap_servers}: {exc.args[0]}") from None
     missing = [s for s in specs if s.name not in metadata.topics]

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from cdc.config.model import KafkaConfig
 from cdc.errors import BrokerUnavailableError, DeliveryError
-from cdc.kafka_clients import TopicSpec, client_config, ensure_topics, producer_config
+from cdc.kafka_clients import TopicSpec, client_config, ensure_topics, list_topics, producer_config
 from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
 from cdc.plugin import Offsets
@@ -55,7 +55,7 @@ class KafkaOffsetStore(OffsetStore):
         consumer = Consumer(conf)
         offsets: Offsets = {}
         try:
-            meta = consumer.list_topics(self.topic, timeout=30)
+            meta = list_topics(consumer, 30, self.topic)
             parts = list(meta.topics[self.topic].partitions)
             ends = {}
             for p in parts:
