@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 bad config; 3 schema problem; 4 a row that does not
 fit its schema; 5 a lost source position; 6 another instance running; 7 source disagrees with
-the config; 8 delivery refused by the broker (see cdc.errors).
+the config; 8 delivery refused by the broker; 9 a local resource unusable (port, path); 10
+credentials refused (see cdc.errors).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ supervisor should retry (the condition may clear by itself: a server restarting)
     ├── SourceConfigError    fatal 7  the source disagrees with the config (missing table, privileges)
     ├── DeliveryError        fatal 8  the broker refused an event permanently
     ├── LocalResourceError   fatal 9  a port in use, an offsets path that cannot be written
+    ├── AuthenticationError  fatal 10 credentials refused by a database, Kafka or the registry
     └── RetriableError             the supervisor retries with backoff
         ├── SourceUnavailableError   the database cannot be reached right now
         └── BrokerUnavailableError   Kafka or the registry cannot be reached right now
@@ -98,6 +99,12 @@ class LocalResourceError(CdcError):
     """Something on this machine is unusable: a port already taken, a path that cannot be written."""
 
     exit_code = 9
+
+
+class AuthenticationError(CdcError):
+    """A server refused our credentials or our rights: retrying would only lock the account."""
+
+    exit_code = 10
 
 
 class RetriableError(CdcError):

@@ -7,14 +7,26 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from cdc.config.model import KafkaConfig
-from cdc.errors import BrokerUnavailableError, DeliveryError
+from cdc.errors import AuthenticationError, BrokerUnavailableError, DeliveryError
 from cdc.kafka_logs import LIBRDKAFKA_LOGGER
 
 log = logging.getLogger(__name__)
+
+#: librdkafka error codes that mean "who you are" or "what you may do" was refused: fatal, not
+#: a broker outage to wait out.
+AUTH_ERROR_CODES = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
 
 # Tuned producer defaults: idempotent, fully acknowledged, compressed, batched, and a bounded
 # local queue (librdkafka's default is about 1 GiB; a full queue is back-pressure here).
@@ -133,6 +145,11 @@ def ensure_topics(kafka: KafkaConfig, specs: list[TopicSpec], timeout: float = 3
     try:
         metadata = list_topics(admin, timeout)
     except KafkaException as exc:
+        if exc.args[0].code() in AUTH_ERROR_CODES:
+            raise AuthenticationError(
+                f"kafka at {kafka.bootstrap_servers} refused the client: {exc.args[0].str()}",
+                hint="fix kafka.client sasl.*/ssl.* settings or the principal's ACLs",
+            ) from None
         raise BrokerUnavailableError(f"kafka at {kafka.bootstrap_servers}: {exc.args[0]}") from None
     missing = [s for s in specs if s.name not in metadata.topics]
     if missing:

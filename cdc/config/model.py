@@ -139,6 +139,10 @@ class RuntimeConfig(Strict):
     max_batch: int = Field(5000, ge=1, description="events per produce batch / transaction")
     max_in_flight: int = Field(100_000, ge=1, description="undelivered events before reading pauses")
     retry_backoff_max: Duration = Field(30.0, description="cap of exponential retry backoff")
+    unhealthy_after: Duration = Field(
+        300.0,
+        description="/healthz answers 503 once retriable failures (a database or broker down) have lasted this long",
+    )
     capture: Literal["auto", "process", "inline"] = Field(
         "auto",
         description="where the source reads, converts and Avro-encodes: 'process' (a child process, "

@@ -28,6 +28,7 @@ from cdc.masking import mask_dsn
 
 # The walsender formats values with its session's settings; fixed so text values parse exactly.
 from cdc.pg.types import SESSION_OPTIONS
+from cdc.sql.engines import auth_error, is_auth_failure
 
 _XLOGDATA = struct.Struct("!QQQ")
 _KEEPALIVE = struct.Struct("!QQB")
@@ -63,6 +64,8 @@ def _connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(dsn, autocommit=True, options=SESSION_OPTIONS, connect_timeout=10, **kwargs)
     except psycopg.OperationalError as exc:
+        if is_auth_failure(exc):
+            raise auth_error("replication connection", exc) from None
         text = mask_dsn(str(exc))
         if "permission denied" in text or "must be superuser or replication role" in text:
             raise SourceConfigError(

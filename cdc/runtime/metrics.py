@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -43,7 +44,15 @@ class Metrics:
         self.connector = connector
         self.ready = False
         self.alive = True
+        #: monotonic time of the first retriable failure of the current outage (None: healthy)
+        self.failing_since: float | None = None
+        self.unhealthy_after = float("inf")
         self.committed_text = "{}"
+
+    def healthy(self) -> bool:
+        """Alive, and not retrying an outage for longer than ``unhealthy_after``."""
+        since = self.failing_since
+        return self.alive and (since is None or time.monotonic() - since < self.unhealthy_after)
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -57,7 +66,8 @@ def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
             if self.path == "/metrics":
                 self._reply(200, metrics.exposition(), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
-                self._reply(200 if metrics.alive else 503, b"ok\n" if metrics.alive else b"dead\n")
+                healthy = metrics.healthy()
+                self._reply(200 if healthy else 503, b"ok\n" if healthy else b"unhealthy\n")
             elif self.path == "/readyz":
                 self._reply(200 if metrics.ready else 503, b"ready\n" if metrics.ready else b"starting\n")
             else:

@@ -18,8 +18,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from fastavro import parse_schema, writer
 
 from cdc.config.model import AppConfig, EventFormat, KafkaOutput
-from cdc.errors import BrokerUnavailableError, DeliveryError
-from cdc.kafka_clients import TopicSpec, ensure_topics, producer_config
+from cdc.errors import AuthenticationError, BrokerUnavailableError, DeliveryError
+from cdc.kafka_clients import AUTH_ERROR_CODES, TopicSpec, ensure_topics, producer_config
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.encoding import RecordEncoder, SchemaIds
 from cdc.runtime.routing import Encoded
@@ -128,10 +128,12 @@ class KafkaRecordOutput(Output):
             ) from None
         self.encoder: RecordEncoder | None = None
         self._fatal: str | None = None
+        self._auth = False
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        if err.fatal() or err.code() in AUTH_ERROR_CODES:
             self._fatal = err.str()
+            self._auth = err.code() in AUTH_ERROR_CODES
         else:
             log.warning("kafka: %s", err.str())
 
@@ -197,6 +199,11 @@ class KafkaRecordOutput(Output):
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)
         if self._fatal:
+            if self._auth:
+                raise AuthenticationError(
+                    f"kafka refused the client's credentials or rights: {self._fatal}",
+                    hint="fix kafka.client sasl.*/ssl.* settings or the principal's ACLs",
+                )
             raise DeliveryError(f"kafka producer fatal error: {self._fatal}")
 
     def flush(self, timeout: float) -> int:

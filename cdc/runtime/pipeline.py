@@ -139,6 +139,7 @@ class Pipeline:
         self._saving = dict(self.committed)  # committed plus what is being saved
         self.source.start(self.committed)
         self.metrics.ready = True
+        self.metrics.failing_since = None  # started again: the outage (if any) is over
         next_commit = time.monotonic() + self.app.offsets.commit_interval
         next_log = time.monotonic() + rt.metrics_log_interval
         try:
@@ -195,6 +196,7 @@ class Pipeline:
         self.committed = store.load()
         self.source.start(self.committed)
         self.metrics.ready = True
+        self.metrics.failing_since = None  # started again: the outage (if any) is over
         next_log = time.monotonic() + rt.metrics_log_interval
         try:
             while not self.stop.is_set():

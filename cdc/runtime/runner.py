@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from cdc.config.model import AppConfig, Delivery
@@ -136,10 +137,14 @@ class Runner:
         rt = self.app.runtime
         server = serve(self.metrics, rt.http_host, rt.http_port) if rt.http_port is not None else None
 
+        self.metrics.unhealthy_after = rt.unhealthy_after
+
         def count(exc: CdcError) -> None:
             self.metrics.errors.labels(self.app.name, type(exc).__name__).inc()
             if not exc.retriable:
                 self.metrics.alive = False
+            elif self.metrics.failing_since is None:
+                self.metrics.failing_since = time.monotonic()
 
         try:
             return run_with_retries(

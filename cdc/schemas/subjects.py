@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from cdc.errors import BrokerUnavailableError, ConfigError, SchemaError
+from cdc.errors import AuthenticationError, BrokerUnavailableError, ConfigError, SchemaError
 from cdc.masking import mask_dsn
 from cdc.schemas.avsc import canonical
 
@@ -41,7 +41,12 @@ def make_client(url: str, options: dict[str, str]) -> SchemaRegistryClient:
 def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except SchemaRegistryError:
+    except SchemaRegistryError as exc:
+        if exc.http_status_code in (401, 403):
+            raise AuthenticationError(
+                f"schema registry: {what}: refused ({exc.http_status_code}): {exc.error_message}",
+                hint="fix schema_registry.config basic.auth.user.info (or the registry's access rules)",
+            ) from None
         raise
     except Exception as exc:  # requests/httpx errors: the registry is unreachable
         raise BrokerUnavailableError(f"schema registry: {what}: {mask_dsn(str(exc))}") from None

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cdc.errors import SourceConfigError, SourceUnavailableError
+from cdc.errors import AuthenticationError, SourceConfigError, SourceUnavailableError
 from cdc.masking import mask_dsn
 
 
@@ -51,8 +51,37 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     return engine
 
 
+# Credentials or rights refused: PostgreSQL SQLSTATE class 28, MySQL/MariaDB "access denied" codes.
+_PG_AUTH_STATES = frozenset({"28000", "28P01"})
+_MYSQL_AUTH_CODES = frozenset({1044, 1045, 1698, 1251})
+_AUTH_WORDS = ("password authentication failed", "no pg_hba.conf entry", "access denied for user")
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """True when a driver error (psycopg, pymysql, or SQLAlchemy wrapping them) says the server
+    refused our credentials; a server that is down or restarting is not that."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) in _PG_AUTH_STATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_AUTH_CODES:
+        return True
+    text = str(orig).lower()
+    return any(w in text for w in _AUTH_WORDS)
+
+
+def auth_error(what: str, exc: BaseException) -> AuthenticationError:
+    return AuthenticationError(
+        f"{what}: the server refused the credentials: {mask_dsn(str(getattr(exc, 'orig', exc))).strip()}",
+        hint="fix the user/password (or the server's access rules); retrying would not help",
+    )
+
+
 def translate(exc: Exception, what: str) -> Exception:
-    """Map driver errors to the service's tree: connection trouble is retriable."""
+    """Map driver errors to the service's tree: connection trouble is retriable, refused
+    credentials are fatal."""
+    if is_auth_failure(exc):
+        return auth_error(what, exc)
     text = mask_dsn(str(getattr(exc, "orig", exc)))
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or getattr(
         exc, "connection_invalidated", False
