@@ -419,13 +419,43 @@ def _make_load(adapters: AdaptersMap, ctx: _Context, base: int, type_name: str, 
 
 
 def _guarded(load: Load, type_name: str) -> Load:
-    """Wrap ``load`` so psycopg's DataError for out-of-range values becomes a ValueError."""
+    """Wrap ``load`` so a value Python cannot hold ('infinity', a BC date, year 10000+) arrives
+    as PostgreSQL's own text instead of raising: the converter turns it into a row error routed
+    by the stream's ``on_error`` (a string field keeps it exactly). Raising here would stop the
+    stream at that row on every restart."""
 
     def guarded(data: bytes) -> Any:
         try:
             return load(data)
-        except (psycopg.DataError, OverflowError) as exc:
-            text = bytes(data).decode("utf-8", "replace")
-            raise ValueError(f"{type_name} value {text!r} cannot be represented in Python: {exc}") from None
+        except (psycopg.DataError, OverflowError):
+            return bytes(data).decode("utf-8", "replace")
 
     return guarded
+
+
+def _lenient(base: type[Loader]) -> type[Loader]:
+    class Lenient(base):  # type: ignore[valid-type,misc]
+        def load(self, data: Buffer) -> Any:
+            try:
+                return super().load(data)
+            except (psycopg.DataError, OverflowError):
+                return bytes(data).decode("utf-8", "replace")
+
+    Lenient.__name__ = Lenient.__qualname__ = f"Lenient{base.__name__}"
+    return Lenient
+
+
+def register_lenient_loaders(adapters: AdaptersMap) -> None:
+    """For query connections (the polling source): date/time values Python cannot hold load as
+    their text, like the WAL loaders above, instead of failing the whole result set."""
+    from psycopg.types import datetime as pgdt
+
+    for name, base in (
+        ("date", pgdt.DateLoader),
+        ("time", pgdt.TimeLoader),
+        ("timetz", pgdt.TimetzLoader),
+        ("timestamp", pgdt.TimestampLoader),
+        ("timestamptz", pgdt.TimestamptzLoader),
+        ("interval", pgdt.IntervalLoader),
+    ):
+        adapters.register_loader(name, _lenient(base))

@@ -41,6 +41,9 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             elif name == "postgresql":
                 cur.execute("SET TIME ZONE 'UTC'")
+                from cdc.pg.types import register_lenient_loaders
+
+                register_lenient_loaders(dbapi_conn.adapters)
         finally:
             cur.close()
         if name != "sqlite":

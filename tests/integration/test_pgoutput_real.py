@@ -329,10 +329,9 @@ def test_every_type_toast_rollback_and_lsns(db: tuple[psycopg.Connection[Any], s
     assert load("c_text") == ""
     assert load("c_ta") == []
     assert cols["c_date"][1] == b"infinity"
-    with pytest.raises(ValueError, match=r"date value 'infinity' cannot be represented"):
-        load("c_date")
-    with pytest.raises(ValueError, match=r"timestamp without time zone value '-infinity'"):
-        load("c_ts")
+    # Python cannot hold them: PostgreSQL's text arrives, and the converter makes it a row error.
+    assert load("c_date") == "infinity"
+    assert load("c_ts") == "-infinity"
 
 
 def test_streaming_large_transactions(db: tuple[psycopg.Connection[Any], str]) -> None:
