@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -58,7 +58,17 @@ class Metrics:
         return bytes(generate_latest(self.registry))
 
 
-def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
+class Served(Protocol):
+    """What the HTTP endpoint serves: source connectors' Metrics and the sink's SinkMetrics."""
+
+    ready: bool
+
+    def healthy(self) -> bool: ...
+
+    def exposition(self) -> bytes: ...
+
+
+def serve(metrics: Served, host: str, port: int) -> ThreadingHTTPServer:
     """Serve /healthz (liveness), /readyz (readiness) and /metrics in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):

@@ -78,6 +78,13 @@ class SinkConfig(Strict):
     auto_create: bool = Field(True, description="create missing tables from the Avro schema")
     auto_evolve: bool = Field(True, description="add a nullable column for a new optional field")
     retry_backoff_max: Duration = Field(30.0, description="cap of exponential retry backoff")
+    http_host: str = Field("127.0.0.1", description="health and metrics endpoint host")
+    http_port: int | None = Field(
+        None, ge=0, le=65535, description="serves /healthz, /readyz and /metrics (Prometheus); none disables"
+    )
+    unhealthy_after: Duration = Field(
+        300.0, description="/healthz answers 503 once retriable failures have lasted this long"
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> SinkConfig:

@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from cdc.config.model import OnError
 from cdc.errors import BrokerUnavailableError, CdcError, SourceConfigError
 from cdc.kafka_clients import client_config
+from cdc.runtime.metrics import serve
 from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
 from cdc.schemas.subjects import make_client
@@ -35,6 +36,7 @@ from cdc.sink.deadletter import DeadLetters
 from cdc.sink.decode import DecodeError, Decoder, WriterSchema
 from cdc.sink.engine import sink_engine
 from cdc.sink.errors import BadMessageError, MessageRef, RejectedRowError, TableMismatchError
+from cdc.sink.metrics import SinkMetrics
 from cdc.sink.offsets import TopicPartitionKey, advance, ensure_offsets_table, load_offsets, offsets_table
 from cdc.sink.records import Change, ChangeBuilder, Reduced, reduce_changes
 from cdc.sink.tables import TableManager
@@ -91,15 +93,36 @@ class SinkRunner:
         self.positions: dict[TopicPartitionKey, int | None] = {}
         self._callback_error: BaseException | None = None
         self._builders = {t.topic: ChangeBuilder(t) for t in config.topics}
+        self.metrics = SinkMetrics(config.name)
+        self.metrics.unhealthy_after = config.unhealthy_after
 
     def install_signal_handlers(self) -> None:
         install_stop_handlers(self.stop, "after the current batch")
 
     def run(self) -> int:
         """Run until stopped (returns 0) or a fatal error (raised); retriable errors back off."""
-        return run_with_retries(
-            self.run_once, self.stop, self.config.retry_backoff_max, resumes_from="the stored offsets"
-        )
+        cfg, m = self.config, self.metrics
+        server = serve(m, cfg.http_host, cfg.http_port) if cfg.http_port is not None else None
+
+        def count(exc: CdcError) -> None:
+            m.errors.labels(cfg.name, type(exc).__name__).inc()
+            m.ready = False
+            if not exc.retriable:
+                m.alive = False
+            elif m.failing_since is None:
+                m.failing_since = time.monotonic()
+
+        try:
+            return run_with_retries(
+                self.run_once,
+                self.stop,
+                cfg.retry_backoff_max,
+                resumes_from="the stored offsets",
+                on_error=count,
+            )
+        finally:
+            if server is not None:
+                server.shutdown()
 
     def run_once(self) -> None:
         cfg = self.config
@@ -126,6 +149,7 @@ class SinkRunner:
                 on_lost=self._on_revoke,
             )
             log.info("sink %s: consuming %s as group %s", cfg.name, [t.topic for t in cfg.topics], cfg.group)
+            self.metrics.ready, self.metrics.failing_since = True, None
             self._loop(self.consumer)
         finally:
             if self.consumer is not None:
@@ -233,16 +257,19 @@ class SinkRunner:
                 batch.poison.append((msg, exc))
         if not batch.ends:
             return
+        started = time.monotonic()
         try:
             self._apply(batch)
         except _FencedError as exc:
             self.stats.fenced += 1
+            self.metrics.fenced.labels(self.config.name).inc()
             log.warning("dropped a batch: %s moved on in the offsets table (another instance owns it)", exc)
             self._resync(consumer, batch)
             return
         except sa.exc.DBAPIError as exc:
             raise translate(exc, "target database") from None
         self.stats.messages += len(messages)
+        self._observe(consumer, batch, messages, time.monotonic() - started)
         for tp, end in batch.ends.items():
             self.positions[tp] = end
         try:  # for lag reporting only: the database holds the positions that count
@@ -251,6 +278,20 @@ class SinkRunner:
             )
         except KafkaException as exc:
             log.debug("group offset commit skipped: %s", exc)
+
+    def _observe(self, consumer: Consumer, batch: Batch, messages: list[Any], took: float) -> None:
+        m, name = self.metrics, self.config.name
+        m.batch_seconds.labels(name).observe(took)
+        per_topic: dict[str, int] = {}
+        for msg in messages:
+            per_topic[msg.topic()] = per_topic.get(msg.topic(), 0) + 1
+        for topic, n in per_topic.items():
+            m.records.labels(name, topic).inc(n)
+        for (topic, partition), end in batch.ends.items():
+            # The high watermark of the last fetch: no broker round trip per batch.
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            if high is not None and high >= 0:
+                m.lag.labels(name, topic, str(partition)).set(max(0, high - end))
 
     def _parse(self, msg: Any) -> Change:
         key_bytes, value_bytes = msg.key(), msg.value()
@@ -333,6 +374,9 @@ class SinkRunner:
                 self.dead_letters.flush()  # before the commit: a consumed poison is always dead-lettered
         self.stats.rows += rows
         self.stats.dead_letters += len(poison)
+        self.metrics.rows.labels(self.config.name).inc(rows)
+        for msg, _err in poison:
+            self.metrics.dead_letters.labels(self.config.name, msg.topic()).inc()
 
     def _write(
         self,
