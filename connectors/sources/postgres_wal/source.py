@@ -487,10 +487,11 @@ class PostgresWalSource(SourceConnector):
             after = filled
         key = {k: after[k] for k in key_cols}
         out: list[tuple[Op, dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]] = []
-        if before is not None and msg.old_kind == "K":
+        if before is not None:
+            # 'K' (the key changed) or 'O' (REPLICA IDENTITY FULL: the old row on every update).
             old_key = {k: before[k] for k in key_cols}
             if old_key != key:  # the key changed: the old key is deleted
-                out.append((Op.DELETE, old_key, None, None))
+                out.append((Op.DELETE, old_key, before if msg.old_kind == "O" else None, None))
         out.append((Op.UPDATE, key, before if msg.old_kind == "O" else None, after))
         return out
 
