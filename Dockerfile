@@ -32,7 +32,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # Everything the build backend needs; .dockerignore keeps venvs, caches and outputs out.
 COPY . .
-RUN pip wheel --wheel-dir /wheels .
+# The versions CI tested (constraints.txt), not whatever is newest today.
+RUN pip wheel -c constraints.txt --wheel-dir /wheels .
 
 # --- runtime: no compilers, no build tools, no source tree --------------------------------
 FROM ${PYTHON_RUNTIME_IMAGE} AS runtime

@@ -8,12 +8,12 @@ BIN := $(VENV)/bin
 SERVICES := scripts/services/services.sh
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services services-down services-status env venv lint typecheck check smoke bench-quick unit clean
+.PHONY: constraints test-latest run test services services-down services-status env venv lint typecheck check smoke bench-quick unit clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -65,6 +65,22 @@ smoke: $(STAMP)
 bench-quick: $(STAMP) services
 	eval "$$(bash $(SERVICES) env)" && for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_outbox.py --quick --mode log
+
+# Pin what the venv resolved (after a change to pyproject.toml's dependencies).
+constraints:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.tmp && mv constraints.tmp constraints.txt
+
+# The unit tests against the NEWEST versions pyproject.toml allows (no constraints), in a venv of
+# their own: a new SQLAlchemy or confluent-kafka that breaks us shows up here first.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install -q --upgrade pip
+	.venv-latest/bin/pip install -q --upgrade -e '.[dev]'
+	.venv-latest/bin/pip freeze --exclude-editable | grep -i -E '^(sqlalchemy|psycopg|pymysql|mysql-replication|confluent-kafka|fastavro|pydantic|typer|apscheduler)==' | tr '\n' ' '; echo
+	.venv-latest/bin/pytest -q tests/unit $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
