@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from enum import StrEnum
 from typing import Literal
 
@@ -60,6 +62,16 @@ class SinkConfig(Strict):
     kafka: KafkaConfig
     schema_registry: RegistryConfig
     group_id: str | None = Field(None, description="consumer group; default cdc-sink-<name>")
+    instance_id: str | None = Field(
+        None,
+        description="static group membership (group.instance.id = <group>-<instance_id>): a restarted "
+        "instance takes its partitions back at once instead of waiting out session.timeout.ms. Each "
+        "running instance needs its own; default $CDC_INSTANCE_ID, else the host name (a pod's name)",
+    )
+    static_membership: bool = Field(True, description="use group.instance.id (see instance_id)")
+    wait_for_topics: bool = Field(
+        True, description="at start-up, wait (logging what for) until every topic exists instead of exiting 7"
+    )
     consumer: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra librdkafka consumer properties"
     )
@@ -97,6 +109,14 @@ class SinkConfig(Strict):
     @property
     def group(self) -> str:
         return self.group_id or f"cdc-sink-{self.name}"
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """group.instance.id, or None without static membership."""
+        if not self.static_membership:
+            return None
+        instance = self.instance_id or os.environ.get("CDC_INSTANCE_ID") or socket.gethostname()
+        return f"{self.group}-{instance}"
 
     def topic(self, name: str) -> SinkTopic:
         return next(t for t in self.topics if t.topic == name)

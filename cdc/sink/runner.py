@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from cdc.config.model import OnError
-from cdc.errors import BrokerUnavailableError, CdcError, SourceConfigError
-from cdc.kafka_clients import client_config
+from cdc.errors import AlreadyRunningError, BrokerUnavailableError, CdcError, SourceConfigError
+from cdc.kafka_clients import client_config, list_topics
 from cdc.runtime.metrics import serve
 from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
@@ -142,6 +142,8 @@ class SinkRunner:
                 self.dead_letters = DeadLetters(cfg)
             self.consumer = Consumer(self._consumer_config())
             self._check_topics(self.consumer)
+            if self.stop.is_set():
+                return
             self.consumer.subscribe(
                 [t.topic for t in cfg.topics],
                 on_assign=self._on_assign,
@@ -170,19 +172,33 @@ class SinkRunner:
             "max.poll.interval.ms": cfg.max_poll_interval_ms,
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
+            **({"group.instance.id": cfg.group_instance_id} if cfg.group_instance_id else {}),
             **cfg.consumer,
         }
 
     def _check_topics(self, consumer: Consumer) -> None:
-        try:
-            present = consumer.list_topics(timeout=30).topics
-        except KafkaException as exc:
-            raise BrokerUnavailableError(
-                f"kafka at {self.config.kafka.bootstrap_servers}: {exc.args[0]}"
-            ) from None
-        missing = [t.topic for t in self.config.topics if t.topic not in present]
-        if missing:
-            raise SourceConfigError(f"topic(s) {missing} do not exist", hint="check the names in topics:")
+        """Every topic must exist; with ``wait_for_topics`` (default) wait for them, saying which."""
+        told = 0.0
+        while True:
+            try:
+                present = list_topics(consumer, 30).topics
+            except KafkaException as exc:
+                raise BrokerUnavailableError(
+                    f"kafka at {self.config.kafka.bootstrap_servers}: {exc.args[0]}"
+                ) from None
+            missing = [t.topic for t in self.config.topics if t.topic not in present]
+            if not missing:
+                return
+            if not self.config.wait_for_topics:
+                raise SourceConfigError(
+                    f"topic(s) {missing} do not exist",
+                    hint="check the names in topics: (or set wait_for_topics)",
+                )
+            if time.monotonic() - told > 30:
+                told = time.monotonic()
+                log.info("sink %s: waiting for topic(s) %s to exist", self.config.name, missing)
+            if self.stop.wait(1.0):
+                return
 
     # -- rebalance callbacks (run inside consume/close, when no batch is open) ----------------
 
@@ -240,6 +256,11 @@ class SinkRunner:
             if err is not None:
                 if err.code() in _FATAL_TOPIC_ERRORS:
                     raise SourceConfigError(f"topic {msg.topic()!r}: {err.str()}")
+                if err.code() == KafkaError.FENCED_INSTANCE_ID:
+                    raise AlreadyRunningError(
+                        f"another sink instance uses group.instance.id {self.config.group_instance_id!r}",
+                        hint="give each running instance its own instance_id (or CDC_INSTANCE_ID)",
+                    )
                 if err.fatal():
                     raise BrokerUnavailableError(f"kafka consumer: {err.str()}")
                 log.warning("kafka consumer: %s", err.str())

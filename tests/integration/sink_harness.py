@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -162,14 +163,17 @@ class Feed:
 class SinkProcess:
     """`cdc sink run CONFIG` as a child process (so tests can SIGTERM or kill -9 it)."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, instance: str | None = None) -> None:
         self.log_path = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop paths
+        # Each instance its own static group member (the default, the host name, is shared here).
+        env = {**os.environ, "CDC_INSTANCE_ID": instance or log.stem}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cdc.cli", "sink", "run", str(config), "--log-format", "json"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            env=env,
         )
 
     def log_text(self) -> str:
