@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import psycopg
+from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.adapt import AdaptersMap, Loader
 from psycopg.pq import Format
@@ -57,6 +58,7 @@ SESSION_OPTIONS: Final = (
 Load = Callable[[bytes], Any]
 
 _INTERVAL_OID: Final = 1186
+_BPCHAR_OID: Final = 1042
 # Loaders whose psycopg implementation raises DataError for values PostgreSQL can hold but
 # Python cannot ('infinity', year 10000+, BC dates, 24:00:00, intervals beyond timedelta).
 _RANGE_LIMITED: Final = frozenset({1082, 1083, 1266, 1114, 1184, _INTERVAL_OID})
@@ -376,8 +378,8 @@ class TypeMap:
     def loader(self, oid: int, *, interval_as_tuple: bool = False) -> Load:
         """The fast callable turning one text value (bytes) of type ``oid`` into a Python value.
 
-        Values Python cannot represent ('infinity', year 10000+, BC, 24:00:00) raise ValueError
-        naming the type and value, for the caller to turn into a RowError. With
+        Values Python cannot represent ('infinity', year 10000+, BC, 24:00:00) come out as
+        PostgreSQL's text, for the converter to turn into a RowError. With
         ``interval_as_tuple`` interval values (also in arrays and domains) come out as exact
         ``(months, days, microseconds)`` tuples instead of timedelta.
         """
@@ -402,6 +404,19 @@ class TypeMap:
 
     def __contains__(self, oid: object) -> bool:
         return oid in self._types
+
+    def as_text(self, column: str, oid: int) -> sql.Composable:
+        """``column`` selected as the text the walsender would send for it, byte for byte.
+
+        ``::text`` strips the trailing blanks of ``char(n)`` (bpchar's cast to text trims), while
+        pgoutput sends them: for bpchar (and domains over it) the type's own output function is
+        used instead, so snapshot, incremental snapshot, TOAST re-select and stream agree.
+        """
+        ident = sql.Identifier(column)
+        t = self._types.get(oid)
+        if t is not None and t.base_oid == _BPCHAR_OID:
+            return sql.SQL("textin(bpcharout({}))").format(ident)
+        return sql.SQL("{}::text").format(ident)
 
     @property
     def oids(self) -> frozenset[int]:

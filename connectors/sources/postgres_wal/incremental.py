@@ -131,7 +131,7 @@ class IncrementalSnapshot:
         ]
         # Alias and qualify: an unqualified key would resolve to the text-cast output column.
         query = sql.SQL("SELECT {} FROM ONLY {} AS t").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns),
+            sql.SQL(", ").join(self.types.as_text(c, table.columns[c].type_oid) for c in columns),
             sql.Identifier(table.schema, table.name),
         )
         params: list[Any] = []

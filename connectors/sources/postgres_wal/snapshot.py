@@ -63,7 +63,7 @@ def read_table(
     # The table is aliased t and keys are qualified: an unqualified ORDER BY "id" would sort by the
     # text-cast output column of the same name ('10' < '9'), and resuming after a key would skip rows.
     query = sql.SQL("SELECT {} FROM {} AS t").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns), target
+        sql.SQL(", ").join(types.as_text(c, table.columns[c].type_oid) for c in columns), target
     )
     params: list[Any] = []
     if after is not None:

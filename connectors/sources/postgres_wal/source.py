@@ -515,7 +515,7 @@ class PostgresWalSource(SourceConnector):
         table = mapper.table
         key_cols = mapper.key_columns
         query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in missing),
+            sql.SQL(", ").join(self.types.as_text(c, table.columns[c].type_oid) for c in missing),
             sql.Identifier(mapper.relation.namespace, mapper.relation.name),
             sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key_cols),
         )
