@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from cdc.errors import BrokerUnavailableError, DeliveryError
+from cdc.errors import BrokerUnavailableError, CdcError, DeliveryError
 from cdc.kafka_clients import TopicSpec, ensure_topics, producer_config
 from cdc.sink.config import SinkConfig
 
@@ -44,9 +44,12 @@ class DeadLetters:
     def send(self, msg: Any, error: Exception) -> None:
         """Queue the original message with headers naming where it came from and why it failed."""
         headers = list(msg.headers() or [])
+        # The message without its hint: the hint tells an operator to set on_error: dead_letter,
+        # which is exactly what routed this message here.
+        reason = error.message if isinstance(error, CdcError) else str(error)
         headers += [
             ("cdc.error.class", type(error).__name__.encode()),
-            ("cdc.error.message", str(error).encode("utf-8", "replace")[:8000]),
+            ("cdc.error.message", reason.encode("utf-8", "replace")[:8000]),
             ("cdc.source.topic", msg.topic().encode()),
             ("cdc.source.partition", str(msg.partition()).encode()),
             ("cdc.source.offset", str(msg.offset()).encode()),
@@ -65,7 +68,7 @@ class DeadLetters:
         except KafkaException as exc:
             raise DeliveryError(f"dead-letter topic {topic!r}: {exc.args[0]}") from None
         log.warning(
-            "dead-lettered %s[%s]@%s to %s: %s", msg.topic(), msg.partition(), msg.offset(), topic, error
+            "dead-lettered %s[%s]@%s to %s: %s", msg.topic(), msg.partition(), msg.offset(), topic, reason
         )
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
