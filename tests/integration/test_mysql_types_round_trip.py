@@ -36,11 +36,10 @@ from psycopg import sql
 
 from tests.conftest import create_pg_database, drop_pg_database, unique
 from tests.integration import mysql_matrix as mx
-from tests.integration.harness import Connector, wait_for, write_config
+from tests.integration.harness import Connector, topics_exist, wait_for, write_config
 from tests.integration.sakila import load_postgres
 from tests.integration.sakila_mysql import load_mariadb_from_postgres, mysql_connect
 from tests.integration.sink_harness import ROUND_TRIP_SINK, SinkProcess
-from tests.integration.test_round_trip_mariadb import _topics_exist
 
 pytestmark = pytest.mark.integration
 
@@ -247,7 +246,7 @@ def test_every_mysql_type_and_sakila_film_round_trip(
     source = Connector(config, tmp_path / "source.log")
     sinks: list[SinkProcess] = []
     topics = [f"{topic_name}.matrix", f"{topic_name}.film"]
-    wait_for(lambda: not source.alive() or _topics_exist(kafka_bootstrap, topics), 60, "the source's topics")
+    wait_for(lambda: not source.alive() or topics_exist(kafka_bootstrap, topics), 60, "the source's topics")
     for label, target in (("pg", pg_target), ("my", mysql_target)):
         path = tmp_path / f"sink-{label}.yaml"
         path.write_text(
