@@ -9,8 +9,9 @@ arrays -> jsonb on PostgreSQL, JSON text elsewhere.
 Into existing columns, beyond those: a ``long`` into an interval column (PostgreSQL ``interval``,
 MySQL/MariaDB ``TIME``) is read as signed microseconds (how MySQL-family sources map a TIME), and
 an array of strings into a MySQL ``SET`` column is written as its comma-joined members, a
-decimal of scale 0 into an integer column (BIGINT UNSIGNED) as an int; columns SQLAlchemy
-describes as any object (MySQL YEAR and BIT, MariaDB INET6) take the value as it is.
+decimal of scale 0 into an integer column (BIGINT UNSIGNED) as an int; MySQL YEAR takes an
+int or long, BIT an int, long or boolean; a type the dialect does not know (MariaDB INET6) takes
+the value as it is.
 """
 
 from __future__ import annotations
@@ -229,8 +230,10 @@ def compatible(spec: FieldSpec, column_type: sa.types.TypeEngine[Any]) -> bool:
         python_type = column_type.python_type
     except NotImplementedError:
         return True  # a type SQLAlchemy cannot describe (SQLite's NullType): do not guess
-    if python_type is object:
-        return True  # nor one it describes as any object (MySQL YEAR and BIT, MariaDB INET6)
+    if isinstance(column_type, mysql.YEAR | mysql.BIT):
+        return spec.kind in ("int", "long") or (spec.kind == "boolean" and isinstance(column_type, mysql.BIT))
+    if isinstance(column_type, sa.types.NullType):
+        return True  # a type the dialect does not know (MariaDB INET6): do not guess
     if spec.kind == "decimal" and spec.scale == 0 and python_type is int:
         return True  # decimal(20,0) (a BIGINT UNSIGNED) into an integer column
     if not issubclass(python_type, _FAMILIES[spec.kind]):

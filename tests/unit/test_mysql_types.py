@@ -177,3 +177,9 @@ def test_check_set_enum_float_fixed() -> None:
     assert check(col("binary(4)", nullable=False), {"type": "fixed", "name": "F", "size": 4}) == ([], [])
     assert check(col("binary(4)", nullable=False), {"type": "fixed", "name": "F", "size": 3})[0]
     assert check(col("varbinary(4)", nullable=False), {"type": "fixed", "name": "F", "size": 4})[0]
+
+
+def test_check_a_postgres_interval_is_not_microseconds() -> None:
+    interval = ColumnInfo("c", "interval", False, python_type=dt.timedelta)
+    (problem,) = check(interval, "long")[0]
+    assert "folds months into days" in problem
