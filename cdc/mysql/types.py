@@ -262,6 +262,10 @@ def _bit(v: Any) -> Any:
         return int.from_bytes(v, "big")
     if isinstance(v, bool):
         return int(v)
+    if isinstance(v, str):  # python-mysql-replication renders BIT as a string of 0/1 digits
+        if not v or v.strip("01"):
+            raise ValueError(f"BIT value {v!r} is not a string of binary digits")
+        return int(v, 2)
     return v
 
 
