@@ -263,7 +263,7 @@ def test_every_mysql_type_and_sakila_film_round_trip(
     try:
         time.sleep(3)  # the initial load is under way: now change rows the stream already read
         with conn.cursor() as cur:
-            mx.insert_rows(cur, [4, 5, 6])
+            mx.insert_rows(cur, [4, 5, 6, 7, 8])
             cur.execute(
                 "UPDATE film SET special_features = 'Behind the Scenes,Trailers', release_year = 2155, "
                 "rating = 'NC-17' WHERE film_id IN (1, 2)"
@@ -303,7 +303,7 @@ def test_every_mysql_type_and_sakila_film_round_trip(
                 break
             time.sleep(1)
         assert not problems, "\n".join(problems[:40])
-        assert len(src_m) == 6 and len(src_f) == 1000
+        assert len(src_m) == len(mx.ROWS) and len(src_f) == 1000
         assert src_f[1]["special_features"] == "Trailers,Behind the Scenes"  # MySQL's declared order
         for sink in sinks:
             assert sink.terminate() == 0
