@@ -36,7 +36,7 @@ from psycopg import sql
 
 from tests.conftest import create_pg_database, drop_pg_database, unique
 from tests.integration import mysql_matrix as mx
-from tests.integration.harness import Connector, topics_exist, wait_for, write_config
+from tests.integration.harness import Connector, cdc, topics_exist, wait_for, write_config
 from tests.integration.sakila import load_postgres
 from tests.integration.sakila_mysql import load_mariadb_from_postgres, mysql_connect
 from tests.integration.sink_harness import ROUND_TRIP_SINK, SinkProcess
@@ -243,6 +243,8 @@ def test_every_mysql_type_and_sakila_film_round_trip(
             "film.avsc": FILM_VALUE,
         },
     )
+    checked = cdc("check", str(config))  # YEAR, BIT, SET, TIME, BIGINT UNSIGNED, ... all accepted
+    assert checked.returncode == 0 and "[FAIL]" not in checked.stdout, checked.stdout + checked.stderr
     source = Connector(config, tmp_path / "source.log")
     sinks: list[SinkProcess] = []
     topics = [f"{topic_name}.matrix", f"{topic_name}.film"]
