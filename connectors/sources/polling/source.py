@@ -175,10 +175,7 @@ class PollingSource(SourceConnector):
         has was deleted while the connector was stopped: its delete is emitted at start."""
         reader = self._reader(stream)
         columns = reader.spec.key_columns
-        try:
-            present = reader.all_keys()
-        except sa.exc.SQLAlchemyError as exc:
-            raise engines.translate(exc, f"delete detection baseline of {stream!r}") from None
+        present = self._present_keys(reader)
         bodies = {encode_key(dict(zip(columns, k, strict=True))) for k in present}
         self._known_keys[stream] = present
         self._restored_deletes[stream] = [key for body, key in emitted.items() if body not in bodies]
@@ -197,7 +194,7 @@ class PollingSource(SourceConnector):
                 if spec.name not in self._known_keys:
                     # No emitted keys to start from (no Kafka output): the table's keys now.
                     # Deletes made while the connector was stopped cannot be seen (cdc check warns).
-                    self._known_keys[spec.name] = reader.all_keys()
+                    self._known_keys[spec.name] = self._present_keys(reader)
                 gone = self._restored_deletes.pop(spec.name, [])
                 if gone:
                     self._put([self._delete_event(reader, key) for key in gone])
@@ -283,6 +280,13 @@ class PollingSource(SourceConnector):
                 self._put(events)
         except sa.exc.SQLAlchemyError as exc:
             self._handoff.fail(engines.translate(exc, f"delete detection for {name!r}"))
+
+    @staticmethod
+    def _present_keys(reader: StreamReader) -> set[tuple[Any, ...]]:
+        try:
+            return reader.all_keys()
+        except sa.exc.SQLAlchemyError as exc:
+            raise engines.translate(exc, f"delete detection baseline of {reader.spec.name!r}") from None
 
     @staticmethod
     def _delete_event(reader: StreamReader, key: dict[str, Any]) -> ChangeEvent:
