@@ -158,3 +158,21 @@ def test_a_file_that_is_not_utf8_is_a_located_error(tmp_path: Path) -> None:
 def test_a_problem_containing_a_semicolon_is_shown_whole(tmp_path: Path) -> None:
     found = problems(tmp_path, BASE + "delivery: exactly_once\n")
     assert any(p.endswith("a file or database store cannot join it)") for p in found), found
+
+
+def test_source_and_sink_dead_letter_topics_never_collide(tmp_path: Path) -> None:
+    from cdc.sink.config import SinkConfig
+
+    cfg = load_config(write(tmp_path, BASE), env={"DB_URL": "sqlite:///x.db"})
+    topic = cfg.topic_of(cfg.streams[0])
+    sink = SinkConfig.model_validate(
+        {
+            "name": "s",
+            "topics": [{"topic": topic}],
+            "target": {"url": "sqlite:///t.db"},
+            "kafka": {"bootstrap_servers": "k:9092"},
+            "schema_registry": {"url": "http://r:8081"},
+        }
+    )
+    assert cfg.dead_letter_topic_of(cfg.streams[0]) == f"{topic}.source-dlq"
+    assert sink.dead_letter_topic(topic) == f"{topic}.sink-dlq"
