@@ -226,10 +226,14 @@ def compatible(spec: FieldSpec, column_type: sa.types.TypeEngine[Any]) -> bool:
         return True  # signed microseconds (a MySQL TIME) into an interval / MySQL TIME column
     if spec.kind == "array" and isinstance(column_type, mysql.SET):
         return spec.item is not None and spec.item.kind == "string"
+    if isinstance(column_type, sa.JSON):  # the jsonb/JSON column auto_create makes for json kinds
+        return spec.kind in ("json", "array")
     try:
         python_type = column_type.python_type
     except NotImplementedError:
         return True  # a type SQLAlchemy cannot describe (SQLite's NullType): do not guess
+    if python_type is object:
+        return True  # SQLAlchemy 2.1 answers object where 2.0 raised NotImplementedError: unknown
     if isinstance(column_type, mysql.YEAR | mysql.BIT):
         return spec.kind in ("int", "long") or (spec.kind == "boolean" and isinstance(column_type, mysql.BIT))
     if isinstance(column_type, sa.types.NullType):

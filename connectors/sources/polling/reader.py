@@ -35,6 +35,8 @@ def column_info(col: sa.Column[Any]) -> ColumnInfo:
         py = None if isinstance(t, sa.types.NullType) else t.python_type
     except NotImplementedError:
         py = None
+    if py is object:  # SQLAlchemy 2.1 says object where 2.0 raised: the driver's type is unknown
+        py = None
     aware: bool | None = None
     if isinstance(t, sa.DateTime):
         aware = bool(getattr(t, "timezone", False)) or isinstance(t, mysql.TIMESTAMP)
