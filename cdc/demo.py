@@ -22,11 +22,11 @@ log = logging.getLogger("cdc.demo")
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS customers (
-        id INTEGER PRIMARY KEY, first_name TEXT NOT NULL, last_name TEXT NOT NULL, email TEXT NOT NULL,
+        id INTEGER PRIMARY KEY NOT NULL, first_name TEXT NOT NULL, last_name TEXT NOT NULL, email TEXT NOT NULL,
         loyalty_tier TEXT NOT NULL, credit_limit NUMERIC(10, 2) NOT NULL, password_hash TEXT,
         updated_at TIMESTAMP NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS orders (
-        id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, amount NUMERIC(10, 2) NOT NULL,
+        id INTEGER PRIMARY KEY NOT NULL, customer_id INTEGER NOT NULL, amount NUMERIC(10, 2) NOT NULL,
         status TEXT NOT NULL, note TEXT, updated_at TIMESTAMP NOT NULL)""",
     """CREATE VIEW IF NOT EXISTS v_customers AS SELECT id, email, first_name || ' ' || last_name AS full_name,
         loyalty_tier, credit_limit, updated_at FROM customers""",

@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Message
 from fastavro import parse_schema, schemaless_reader
 
-from cdc.config.model import AppConfig, EventFormat, KafkaOutput
+from cdc.config.model import AppConfig, EventFormat
 from cdc.errors import CdcError, SchemaError
 from cdc.kafka_clients import read_topic
 from cdc.plugin import SourceConnector
@@ -48,14 +48,11 @@ def streams_to_restore(app: AppConfig, source: SourceConnector) -> list[str]:
 
 def unrestorable(app: AppConfig, source: SourceConnector) -> list[str]:
     """Warnings for key-set streams whose emitted keys cannot be read back at start-up."""
-    if not isinstance(app.output, KafkaOutput):
-        restorable: set[str] = set()
-    else:
-        restorable = set(streams_to_restore(app, source))
+    restorable = set(streams_to_restore(app, source))
     return [
         f"stream {name!r}: deletes are found by comparing keys, but its emitted keys cannot be read "
-        "back (file output or envelope format): rows deleted while the connector is stopped get no "
-        "delete event (use output kind kafka with format entity)"
+        "back (envelope format): rows deleted while the connector is stopped get no delete event "
+        "(use format entity)"
         for name in source.key_set_streams()
         if name not in restorable
     ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from fastavro import parse_schema, writer
+from fastavro import reader as fastavro_reader
 
 from cdc.config.model import AppConfig, EventFormat, KafkaOutput
 from cdc.errors import AuthenticationError, BrokerUnavailableError, DeliveryError
@@ -267,6 +268,24 @@ class FileRecordOutput(Output):
 
     def path_of(self, topic: str) -> Path:
         return self.directory / f"{topic}.avro"
+
+    def live_keys(self, ev: StreamEventifier) -> dict[bytes, dict[str, Any]]:
+        """The keys the stream's file holds live (last record per key not a tombstone), as
+        key body -> source columns: the baseline of key-set delete detection after a restart."""
+        live: dict[bytes, dict[str, Any]] = {}
+        path = self.path_of(ev.topic)
+        if not path.is_file():
+            return live
+        with open(path, "rb") as fh:
+            for row in fastavro_reader(fh):
+                assert isinstance(row, dict)
+                columns = ev.key_columns_of(row["key"])
+                body = ev.key_body(columns)
+                if row["value"] is None:
+                    live.pop(body, None)
+                else:
+                    live[body] = columns
+        return live
 
     def send(self, record: Record, seq: int | None) -> None:
         if record.encoded_value is not None:

@@ -21,7 +21,7 @@ from cdc.runtime import keyset
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.capture import CaptureProcess
 from cdc.runtime.metrics import Metrics, serve
-from cdc.runtime.outputs import KafkaRecordOutput, make_output
+from cdc.runtime.outputs import FileRecordOutput, KafkaRecordOutput, make_output
 from cdc.runtime.pipeline import Feed, Pipeline
 from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
@@ -117,6 +117,11 @@ class Runner:
                 live = keyset.read_live_keys(
                     self.app, prepared.eventifiers, keyset.streams_to_restore(self.app, source)
                 )
+            elif isinstance(output, FileRecordOutput):  # likewise from the topic files
+                live = {
+                    name: output.live_keys(prepared.eventifiers[name])
+                    for name in keyset.streams_to_restore(self.app, source)
+                }
             if isinstance(output, KafkaRecordOutput) and self._capture_process(source):
                 ids = output.schema_ids if source.encode_in_capture else None
                 feed = capture = CaptureProcess(self.app, self.stop, ids, live)

@@ -1,4 +1,4 @@
-"""cdc.runtime.keyset: which key-set streams can have their baseline read back from Kafka."""
+"""cdc.runtime.keyset: which key-set streams can have their baseline read back (Kafka or files)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ def test_entity_streams_on_kafka_are_restored(tmp_path: Path) -> None:
     assert streams_to_restore(cfg, source) == ["items"] and unrestorable(cfg, source) == []
 
 
-def test_file_output_and_envelope_streams_warn(tmp_path: Path) -> None:
+def test_entity_streams_in_files_are_restored_and_envelope_streams_warn(tmp_path: Path) -> None:
     source = cast(SourceConnector, _Source())
-    (warning,) = unrestorable(_load(tmp_path, BASE), source)
-    assert "'items'" in warning and "deleted while the connector is stopped" in warning
+    cfg = _load(tmp_path, BASE)  # file output: the topic files are read back
+    assert streams_to_restore(cfg, source) == ["items"] and unrestorable(cfg, source) == []
     envelope = KAFKA.replace("    value_schema: v.avsc\n", "    value_schema: v.avsc\n    format: envelope\n")
     cfg = _load(tmp_path, envelope)
-    assert streams_to_restore(cfg, source) == [] and len(unrestorable(cfg, source)) == 1
+    assert streams_to_restore(cfg, source) == []
+    (warning,) = unrestorable(cfg, source)
+    assert "'items'" in warning and "deleted while the connector is stopped" in warning

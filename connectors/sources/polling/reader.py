@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 import warnings
@@ -156,14 +158,28 @@ class StreamReader:
             expr = sa.cast(col, sa.Double())
         return sa.type_coerce(expr, sa.types.NullType()).label(name)
 
+    @functools.cached_property
+    def is_view(self) -> bool:
+        """Whether the captured relation is a view (a custom query is not)."""
+        if not self.capture.table:
+            return False
+        schema, table = _split_name(self.capture.table)
+        return table in sa.inspect(self.engine).get_view_names(schema=schema)
+
     def describe(self) -> dict[str, ColumnInfo]:
         if self.mysql_columns:
             return dict(self.mysql_columns)
+        # PostgreSQL and SQLite report every column of a view nullable, whatever its expression:
+        # that says nothing, so the check does not warn about it (start() says so once, at info
+        # level). A NULL that does arrive in a non-nullable field is still a row error.
+        view = self.is_view
         out: dict[str, ColumnInfo] = {}
         for col in self.selectable.c:
             info = column_info(col) if isinstance(col, sa.Column) and col.table is not None else None
             if info is None:
                 info = ColumnInfo(name=col.name, type_name="unknown (custom query)", nullable=True)
+            elif view:
+                info = dataclasses.replace(info, nullable=False)
             out[col.name] = info
         return out
 

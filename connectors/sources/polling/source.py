@@ -199,7 +199,14 @@ class PollingSource(SourceConnector):
                 if gone:
                     self._put([self._delete_event(reader, key) for key in gone])
             ts_col = self.captures[spec.name].timestamp_column
-            if ts_col and reader.describe()[ts_col].nullable:
+            if reader.is_view:
+                log.info(
+                    "stream %s reads view %s: a view's columns carry no NOT NULL constraint, so nullability "
+                    "is not checked; a NULL in a non-nullable field is a row error (on_error)%s",
+                    spec.name, self.captures[spec.name].table,
+                    f", and a row whose {ts_col} is NULL is never captured" if ts_col else "",
+                )  # fmt: skip
+            elif ts_col and reader.describe()[ts_col].nullable:
                 log.warning(
                     "stream %s: %s is nullable; rows where it is NULL are never captured (cdc check)",
                     spec.name,
