@@ -232,12 +232,12 @@ def compatible(spec: FieldSpec, column_type: sa.types.TypeEngine[Any]) -> bool:
         python_type = column_type.python_type
     except NotImplementedError:
         return True  # a type SQLAlchemy cannot describe (SQLite's NullType): do not guess
-    if python_type is object:
-        return True  # SQLAlchemy 2.1 answers object where 2.0 raised NotImplementedError: unknown
     if isinstance(column_type, mysql.YEAR | mysql.BIT):
         return spec.kind in ("int", "long") or (spec.kind == "boolean" and isinstance(column_type, mysql.BIT))
     if isinstance(column_type, sa.types.NullType):
         return True  # a type the dialect does not know (MariaDB INET6): do not guess
+    if python_type is object:
+        return True  # SQLAlchemy 2.1 answers object where 2.0 raised NotImplementedError: unknown
     if spec.kind == "decimal" and spec.scale == 0 and python_type is int:
         return True  # decimal(20,0) (a BIGINT UNSIGNED) into an integer column
     if not issubclass(python_type, _FAMILIES[spec.kind]):
