@@ -30,7 +30,7 @@ from cdc import progress
 from cdc.errors import CdcError
 from cdc.handoff import EventHandoff
 from cdc.plugin import ChangeEvent, CheckResult, ColumnInfo, Lease, Offsets, Op, SourceConnector, StreamSpec
-from cdc.sql import bounds, engines, lease
+from cdc.sql import bounds, engines, lease, txsample
 from connectors.sources.polling.config import Mode, PollingConfig, PollingStream
 from connectors.sources.polling.reader import StreamReader
 
@@ -58,6 +58,7 @@ class PollingSource(SourceConnector):
         self._stop = threading.Event()
         self._known_keys: dict[str, set[tuple[Any, ...]]] = {}
         self._locks = {s.name: threading.Lock() for s in streams}
+        self._bounds: bounds.SourceBounds | None = None
 
     # --- set-up ---
     @property
@@ -76,7 +77,9 @@ class PollingSource(SourceConnector):
                         if self.cfg.timestamp_zone
                         else bounds.default_zone(conn)
                     )
-                self._readers[name] = StreamReader(spec, self.captures[name], self.engine, zone)
+                    if self._bounds is None:
+                        self._bounds = bounds.SourceBounds(txsample.sampler_for(conn))
+                self._readers[name] = StreamReader(spec, self.captures[name], self.engine, zone, self._bounds)
             except sa.exc.SQLAlchemyError as exc:
                 raise engines.translate(exc, f"stream {name!r}") from None
         return self._readers[name]
@@ -265,14 +268,14 @@ class PollingSource(SourceConnector):
         out: dict[str, float] = {}
         try:
             with self.engine.connect() as conn:
-                bound = bounds.compute(conn, 0.0)
+                now = bounds.server_now(conn)
                 for name, cap in self.captures.items():
                     ts = cursorvalues.decode((offsets.get(name) or {}).get("ts"))
                     if cap.mode in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING) and ts is not None:
                         reader = self._reader(name)
                         if ts.tzinfo is None:
                             ts = ts.replace(tzinfo=reader.zone)
-                        out[f"{name}_seconds"] = max(0.0, (bound.now - ts).total_seconds())
+                        out[f"{name}_seconds"] = max(0.0, (now - ts).total_seconds())
         except sa.exc.SQLAlchemyError as exc:
             log.warning("lag: %s", engines.translate(exc, "lag"))
         return out
