@@ -1,0 +1,266 @@
+"""Polling must not pass over a row whose statement waited on a lock before its transaction
+opened (issue 17), nor a PostgreSQL prepared transaction's row.
+
+MariaDB stamps CURRENT_TIMESTAMP(6) when the statement starts; InnoDB opens the transaction
+(innodb_trx.trx_started) only after a metadata / table lock wait. The exact reproduction of the
+issue and its variants run through the real connector into Kafka, polled every 500 ms, and the
+late row must arrive field by field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cdc.sql.engines import normalize_url
+from tests.integration.harness import Connector, TopicReader, cdc, key_of, write_config
+from tests.integration.test_polling_to_kafka import assert_equal_field_by_field
+
+pytestmark = pytest.mark.integration
+
+MYSQL_DDL = """CREATE TABLE late (id bigint AUTO_INCREMENT PRIMARY KEY, v text,
+    updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))"""
+PG_DDL = """CREATE TABLE late (id bigserial PRIMARY KEY, v text,
+    updated_at timestamptz(6) NOT NULL DEFAULT now())"""
+
+KEY = {"type": "record", "name": "LateKey", "namespace": "test.late", "fields": [{"name": "id", "type": "long"}]}
+VALUE = {
+    "type": "record",
+    "name": "Late",
+    "namespace": "test.late",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "v", "type": ["null", "string"]},
+        {"name": "updated_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+    ],
+}
+CONFIG = """
+name: {topic}
+source: {{connector: polling, url: "{url}", poll_interval: 500ms}}
+streams:
+  - name: late
+    topic: {topic}
+    key_schema: key.avsc
+    value_schema: value.avsc
+    capture: {capture}
+kafka: {{bootstrap_servers: "{bootstrap}"}}
+schema_registry: {{url: "{registry}"}}
+offsets: {{store: kafka, topic: {topic}.offsets, commit_interval: 200ms}}
+runtime: {{shutdown_timeout: 20s}}
+"""
+MODES = {
+    "timestamp": "{table: late, mode: timestamp, timestamp_column: updated_at}",
+    "timestamp+incrementing": (
+        "{table: late, mode: timestamp+incrementing, timestamp_column: updated_at, incrementing_column: id}"
+    ),
+}
+
+
+class Late:
+    """The issue's table and the sessions that write it (each its own connection)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine(normalize_url(url), pool_size=8)
+        self.mysql = self.engine.dialect.name in ("mysql", "mariadb")
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(MYSQL_DDL if self.mysql else PG_DDL)
+
+    def session(self) -> sa.Connection:
+        conn = self.engine.connect()
+        conn.exec_driver_sql("SET time_zone = '+00:00'" if self.mysql else "SET TIME ZONE 'UTC'")
+        conn.commit()
+        return conn
+
+    def insert(self, conn: sa.Connection, v: str) -> None:
+        conn.execute(sa.text("INSERT INTO late (v) VALUES (:v)"), {"v": v})
+
+    def expected(self) -> dict[str, dict[str, Any]]:
+        with self.session() as conn:
+            rows = conn.execute(sa.text("SELECT id, v, updated_at FROM late")).all()
+        return {
+            key_of({"id": r.id}): {
+                "id": r.id,
+                "v": r.v,
+                "updated_at": r.updated_at if r.updated_at.tzinfo else r.updated_at.replace(tzinfo=dt.UTC),
+            }
+            for r in rows
+        }
+
+
+class Background(threading.Thread):
+    """Runs one session's statements in a thread (they block on the lock)."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self.work, self.error = work, None  # type: ignore[var-annotated]
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except Exception as exc:  # reported by the test thread
+            self.error = exc  # type: ignore[assignment]
+
+
+@contextmanager
+def running_connector(
+    tmp_path: Path, url: str, mode: str, topic: str, bootstrap: str, registry: str
+) -> Iterator[TopicReader]:
+    text = CONFIG.format(
+        topic=topic, url=url, capture=MODES[mode], bootstrap=bootstrap, registry=registry
+    )
+    config = write_config(tmp_path, text, {"key.avsc": KEY, "value.avsc": VALUE})
+    reg = cdc("schemas", "register", str(config))
+    assert reg.returncode == 0, reg.stderr
+    conn = Connector(config, tmp_path / "run.log")
+    reader = TopicReader(bootstrap, registry, topic)
+    try:
+        yield reader
+    finally:
+        conn.terminate()
+        conn.ensure_stopped()
+        reader.close()
+
+
+def converge(reader: TopicReader, late: Late) -> None:
+    expected = late.expected()
+    state = reader.wait_until(lambda s: all(s.get(k) == v for k, v in expected.items()), 60)
+    assert_equal_field_by_field(state, expected, set())
+
+
+def run_blocked_writers(late: Late, block: Callable[[], Callable[[], None]], hold: float) -> str:
+    """A (in a transaction) and then B (autocommit) write while ``block`` holds a lock; once the
+    lock is released B commits at once and A keeps its transaction open ``hold`` seconds."""
+    a_conn, b_conn = late.session(), late.session()
+    a_done, a_commit = threading.Event(), threading.Event()
+
+    def session_a() -> None:
+        a_conn.execute(sa.text("INSERT INTO late (v) VALUES ('a')"))  # begins A's transaction
+        a_done.set()
+        a_commit.wait(60)
+        a_conn.commit()
+
+    def session_b() -> None:
+        late.insert(b_conn, "b")
+        b_conn.commit()
+
+    release = block()
+    a, b = Background(session_a), Background(session_b)
+    a.start()
+    time.sleep(0.5)
+    b.start()
+    time.sleep(2.0)  # both wait on the lock for more than a second
+    release()
+    b.join(30)
+    assert a_done.wait(30), "A's statement never finished"
+    time.sleep(hold)  # several polls while A's transaction is open
+    a_commit.set()
+    a.join(30)
+    for t in (a, b):
+        assert t.error is None, t.error
+    a_conn.close()
+    b_conn.close()
+    return "a"
+
+
+@pytest.mark.parametrize("mode", ["timestamp", "timestamp+incrementing"])
+def test_insert_waiting_on_lock_tables_is_not_passed_over(
+    mode: str, mysql_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """The issue's exact reproduction: C holds LOCK TABLES WRITE, A and B wait, C unlocks."""
+    late = Late(mysql_database)
+    with late.session() as conn:
+        for i in range(3):
+            late.insert(conn, f"early-{i}")
+        conn.commit()
+    lock = late.session()
+
+    def block() -> Callable[[], None]:
+        lock.exec_driver_sql("LOCK TABLES late WRITE")
+        return lambda: lock.exec_driver_sql("UNLOCK TABLES")
+
+    with running_connector(tmp_path, mysql_database, mode, topic_name, kafka_bootstrap, registry_url) as reader:
+        reader.wait_until(lambda s: len(s) >= 3, 60)
+        run_blocked_writers(late, block, hold=6.0)
+        converge(reader, late)
+    lock.close()
+    late.engine.dispose()
+
+
+def test_insert_waiting_behind_alter_table_is_not_passed_over(
+    mysql_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """A metadata-lock pile-up: C reads in an open transaction, an ALTER TABLE waits for C's
+    metadata lock, and A's and B's inserts queue behind the ALTER."""
+    late = Late(mysql_database)
+    with late.session() as conn:
+        late.insert(conn, "early")
+        conn.commit()
+    reader_c, alter = late.session(), late.session()
+    altering = Background(lambda: alter.exec_driver_sql("ALTER TABLE late COMMENT = 'cdc-test'"))
+
+    def block() -> Callable[[], None]:
+        reader_c.exec_driver_sql("SELECT * FROM late")  # C's transaction holds a shared MDL
+        altering.start()
+        time.sleep(0.3)
+        return reader_c.commit
+
+    with running_connector(
+        tmp_path, mysql_database, "timestamp+incrementing", topic_name, kafka_bootstrap, registry_url
+    ) as reader:
+        reader.wait_until(lambda s: len(s) >= 1, 60)
+        run_blocked_writers(late, block, hold=4.0)
+        altering.join(30)
+        assert altering.error is None, altering.error
+        converge(reader, late)
+    reader_c.close()
+    alter.close()
+    late.engine.dispose()
+
+
+def test_update_waiting_on_a_row_lock_is_not_passed_over(
+    mysql_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """C holds a row with SELECT ... FOR UPDATE; A's UPDATE of it (ON UPDATE CURRENT_TIMESTAMP(6))
+    waits, B inserts and commits meanwhile; A holds its transaction open after the wait."""
+    late = Late(mysql_database)
+    with late.session() as conn:
+        late.insert(conn, "early")
+        conn.commit()
+    c, a_conn = late.session(), late.session()
+    a_done, a_commit = threading.Event(), threading.Event()
+
+    def session_a() -> None:
+        a_conn.execute(sa.text("UPDATE late SET v = 'a' WHERE id = 1"))
+        a_done.set()
+        a_commit.wait(60)
+        a_conn.commit()
+
+    with running_connector(tmp_path, mysql_database, "timestamp", topic_name, kafka_bootstrap, registry_url) as reader:
+        reader.wait_until(lambda s: len(s) >= 1, 60)
+        c.exec_driver_sql("SELECT * FROM late WHERE id = 1 FOR UPDATE")
+        a = Background(session_a)
+        a.start()
+        time.sleep(0.5)
+        with late.session() as b:
+            late.insert(b, "b")
+            b.commit()
+        time.sleep(2.0)
+        c.commit()
+        assert a_done.wait(30)
+        time.sleep(4.0)
+        a_commit.set()
+        a.join(30)
+        assert a.error is None, a.error
+        converge(reader, late)
+        assert reader.latest()[key_of({"id": 1})]["v"] == "a"
+    c.close()
+    a_conn.close()
+    late.engine.dispose()
