@@ -31,7 +31,12 @@ MYSQL_DDL = """CREATE TABLE late (id bigint AUTO_INCREMENT PRIMARY KEY, v text,
 PG_DDL = """CREATE TABLE late (id bigserial PRIMARY KEY, v text,
     updated_at timestamptz(6) NOT NULL DEFAULT now())"""
 
-KEY = {"type": "record", "name": "LateKey", "namespace": "test.late", "fields": [{"name": "id", "type": "long"}]}
+KEY = {
+    "type": "record",
+    "name": "LateKey",
+    "namespace": "test.late",
+    "fields": [{"name": "id", "type": "long"}],
+}
 VALUE = {
     "type": "record",
     "name": "Late",
@@ -113,9 +118,7 @@ class Background(threading.Thread):
 def running_connector(
     tmp_path: Path, url: str, mode: str, topic: str, bootstrap: str, registry: str
 ) -> Iterator[TopicReader]:
-    text = CONFIG.format(
-        topic=topic, url=url, capture=MODES[mode], bootstrap=bootstrap, registry=registry
-    )
+    text = CONFIG.format(topic=topic, url=url, capture=MODES[mode], bootstrap=bootstrap, registry=registry)
     config = write_config(tmp_path, text, {"key.avsc": KEY, "value.avsc": VALUE})
     reg = cdc("schemas", "register", str(config))
     assert reg.returncode == 0, reg.stderr
@@ -186,7 +189,9 @@ def test_insert_waiting_on_lock_tables_is_not_passed_over(
         lock.exec_driver_sql("LOCK TABLES late WRITE")
         return lambda: lock.exec_driver_sql("UNLOCK TABLES")
 
-    with running_connector(tmp_path, mysql_database, mode, topic_name, kafka_bootstrap, registry_url) as reader:
+    with running_connector(
+        tmp_path, mysql_database, mode, topic_name, kafka_bootstrap, registry_url
+    ) as reader:
         reader.wait_until(lambda s: len(s) >= 3, 60)
         run_blocked_writers(late, block, hold=6.0)
         converge(reader, late)
@@ -225,11 +230,33 @@ def test_insert_waiting_behind_alter_table_is_not_passed_over(
     late.engine.dispose()
 
 
+class InnodbTrxMonitor(Background):
+    """A monitoring client reading information_schema.innodb_trx every 20 ms: InnoDB then never
+    refreshes the table's cache (it does so only after 100 ms without readers)."""
+
+    def __init__(self, late: Late) -> None:
+        self.stop = threading.Event()
+        self.conn = late.session()
+        super().__init__(self._watch)
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.02):
+            self.conn.exec_driver_sql("SELECT COUNT(*) FROM information_schema.innodb_trx").all()
+            self.conn.commit()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(10)
+        self.conn.close()
+
+
 def test_update_waiting_on_a_row_lock_is_not_passed_over(
     mysql_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
 ) -> None:
     """C holds a row with SELECT ... FOR UPDATE; A's UPDATE of it (ON UPDATE CURRENT_TIMESTAMP(6))
-    waits, B inserts and commits meanwhile; A holds its transaction open after the wait."""
+    waits, B inserts and commits meanwhile; A holds its transaction open after the wait. A
+    monitoring client keeps information_schema.innodb_trx stale meanwhile (a row-lock wait alone
+    happens after InnoDB opened the transaction, so trx_started would cover it)."""
     late = Late(mysql_database)
     with late.session() as conn:
         late.insert(conn, "early")
@@ -243,8 +270,13 @@ def test_update_waiting_on_a_row_lock_is_not_passed_over(
         a_commit.wait(60)
         a_conn.commit()
 
-    with running_connector(tmp_path, mysql_database, "timestamp", topic_name, kafka_bootstrap, registry_url) as reader:
+    with running_connector(
+        tmp_path, mysql_database, "timestamp", topic_name, kafka_bootstrap, registry_url
+    ) as reader:
         reader.wait_until(lambda s: len(s) >= 1, 60)
+        monitor = InnodbTrxMonitor(late)
+        monitor.start()
+        time.sleep(0.3)
         c.exec_driver_sql("SELECT * FROM late WHERE id = 1 FOR UPDATE")
         a = Background(session_a)
         a.start()
@@ -258,7 +290,9 @@ def test_update_waiting_on_a_row_lock_is_not_passed_over(
         time.sleep(4.0)
         a_commit.set()
         a.join(30)
-        assert a.error is None, a.error
+        time.sleep(1.0)
+        monitor.finish()
+        assert a.error is None and monitor.error is None, (a.error, monitor.error)
         converge(reader, late)
         assert reader.latest()[key_of({"id": 1})]["v"] == "a"
     c.close()
