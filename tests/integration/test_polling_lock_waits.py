@@ -298,3 +298,107 @@ def test_update_waiting_on_a_row_lock_is_not_passed_over(
     c.close()
     a_conn.close()
     late.engine.dispose()
+
+
+@pytest.fixture
+def pg_with_2pc(pg_dsn: str) -> Iterator[str]:
+    """A private PostgreSQL with max_prepared_transactions enabled (the shared one has 0)."""
+    import os
+    import shutil
+    import tempfile
+
+    import psycopg
+
+    from tests.conftest import create_pg_database
+    from tests.integration.test_runtime_resilience import PrivatePostgres
+
+    # Not under pytest's tmp_path: the server runs as user postgres, which must reach its state.
+    state = Path(tempfile.mkdtemp(prefix="cdc-test-pg2pc-", dir="/var/tmp"))
+    os.chmod(state, 0o755)  # noqa: S103 - the postgres user must traverse into its data directory
+    pg = PrivatePostgres(state)
+    pg.run("start")
+    try:
+        with psycopg.connect(pg.dsn, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET max_prepared_transactions = 8")
+        pg.run("stop")
+        pg.run("start")
+        yield create_pg_database(pg.dsn, "late2pc")
+    finally:
+        pg.run("stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_prepared_transaction_is_not_passed_over_nor_after_a_restart(
+    pg_with_2pc: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """PREPARE TRANSACTION takes a transaction out of pg_stat_activity while its rows keep its
+    start as now(). 1: prepared while the connector runs. 2: prepared while it is stopped (the
+    restart rule: nothing is read while a prepared transaction of unknown start exists)."""
+    late = Late(pg_with_2pc)
+    admin = late.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def prepare(gid: str) -> None:
+        with late.session() as a:
+            late.insert(a, f"prepared-{gid}")
+            a.exec_driver_sql(f"PREPARE TRANSACTION '{gid}'")
+        time.sleep(0.3)
+        with late.session() as b:
+            late.insert(b, f"after-{gid}")
+            b.commit()
+
+    with late.session() as conn:
+        late.insert(conn, "early")
+        conn.commit()
+    with running_connector(
+        tmp_path, pg_with_2pc, "timestamp+incrementing", topic_name, kafka_bootstrap, registry_url
+    ) as reader:
+        reader.wait_until(lambda s: len(s) >= 1, 60)
+        prepare("g1")
+        time.sleep(3.0)  # several polls while g1 is prepared
+        admin.exec_driver_sql("COMMIT PREPARED 'g1'")
+        converge(reader, late)
+    prepare("g2")
+    with running_connector(
+        tmp_path, pg_with_2pc, "timestamp+incrementing", topic_name, kafka_bootstrap, registry_url
+    ) as reader:
+        state = reader.wait_until(lambda s: len(s) >= 5, 8)
+        assert len(state) == 3, "read while a prepared transaction of unknown start existed"
+        admin.exec_driver_sql("COMMIT PREPARED 'g2'")
+        converge(reader, late)
+    admin.close()
+    late.engine.dispose()
+
+
+def test_postgres_column_defaults_are_never_earlier_than_xact_start(pg_database: str) -> None:
+    """Why xact_start bounds PostgreSQL: a transaction shows its xact_start (= its now()) from
+    its first statement on, also while that statement waits on a lock, and statement_timestamp()
+    and clock_timestamp() are never earlier. (transaction_timestamp() is now().)"""
+    engine = sa.create_engine(normalize_url(pg_database))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE stamps (id int PRIMARY KEY, t_now timestamptz DEFAULT now(), "
+            "t_stmt timestamptz DEFAULT statement_timestamp(), t_clock timestamptz DEFAULT clock_timestamp(), "
+            "t_local timestamp DEFAULT LOCALTIMESTAMP)"
+        )
+    locker, writer, observer = engine.connect(), engine.connect(), engine.connect()
+    locker.exec_driver_sql("LOCK TABLE stamps IN ACCESS EXCLUSIVE MODE")
+    pid = writer.exec_driver_sql("SELECT pg_backend_pid()").scalar()  # the transaction starts here
+    time.sleep(0.3)
+    inserting = Background(lambda: writer.exec_driver_sql("INSERT INTO stamps (id) VALUES (1)"))
+    inserting.start()
+    time.sleep(0.5)
+    seen = observer.exec_driver_sql(
+        "SELECT xact_start, wait_event_type FROM pg_stat_activity WHERE pid = %(p)s", {"p": pid}
+    ).one()
+    observer.commit()
+    assert seen.wait_event_type == "Lock"  # waiting, and its xact_start is visible meanwhile
+    locker.commit()
+    inserting.join(30)
+    assert inserting.error is None, inserting.error
+    writer.commit()
+    row = observer.exec_driver_sql("SELECT t_now, t_stmt, t_clock FROM stamps").one()
+    assert row.t_now == seen.xact_start
+    assert seen.xact_start < row.t_stmt <= row.t_clock
+    for c in (locker, writer, observer):
+        c.close()
+    engine.dispose()
