@@ -21,12 +21,13 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from cdc.errors import SourceUnavailableError
+from cdc.errors import SourceConfigError, SourceUnavailableError
 from cdc.sql.bounds import Sample
 
 log = logging.getLogger(__name__)
 
 FRESH_TIMEOUT = 5.0
+_ER_SPECIFIC_ACCESS_DENIED = 1227  # "you need (at least one of) the PROCESS privilege(s)"
 _RETRY_SECONDS = 0.12  # just over InnoDB's 100 ms cache idle time
 
 # Client statements: 'Query' (text protocol) and 'Execute' (server-side prepared statements).
@@ -98,6 +99,19 @@ def mysql(conn: sa.Connection) -> Sample:
 
 
 def _innodb(conn: sa.Connection, executing_query: sa.TextClause, unit: dt.timedelta) -> Sample:
+    try:
+        return _innodb_sample(conn, executing_query, unit)
+    except sa.exc.DBAPIError as exc:
+        if getattr(exc.orig, "args", (None,))[0] == _ER_SPECIFIC_ACCESS_DENIED:
+            raise SourceConfigError(
+                "timestamp polls need the PROCESS privilege (information_schema.processlist of every "
+                f"user and information_schema.innodb_trx): {exc.orig}",
+                hint="GRANT PROCESS ON *.* TO <user>",
+            ) from None
+        raise
+
+
+def _innodb_sample(conn: sa.Connection, executing_query: sa.TextClause, unit: dt.timedelta) -> Sample:
     conn.commit()
     now, running = conn.execute(executing_query).one()
     conn.commit()

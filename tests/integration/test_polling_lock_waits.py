@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from cdc.sql.engines import normalize_url
+from tests.conftest import unique
 from tests.integration.harness import Connector, TopicReader, cdc, key_of, write_config
 from tests.integration.test_polling_to_kafka import assert_equal_field_by_field
 
@@ -402,3 +403,45 @@ def test_postgres_column_defaults_are_never_earlier_than_xact_start(pg_database:
     for c in (locker, writer, observer):
         c.close()
     engine.dispose()
+
+
+def test_cdc_check_verifies_the_bound(
+    mysql_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """`cdc check` verifies PROCESS, takes a real sample and names the writing transactions a
+    start-up would wait for; without PROCESS it fails and says what to grant."""
+    late = Late(mysql_database)
+    config = write_config(
+        tmp_path,
+        CONFIG.format(
+            topic=topic_name, url=mysql_database, capture=MODES["timestamp"], bootstrap=kafka_bootstrap,
+            registry=registry_url,
+        ),
+        {"key.avsc": KEY, "value.avsc": VALUE},
+    )  # fmt: skip
+    assert cdc("schemas", "register", str(config)).returncode == 0
+    writer = late.session()
+    late.insert(writer, "open")  # a writing transaction left open
+    thread = writer.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+    out = cdc("check", str(config))
+    writer.rollback()
+    writer.close()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[ok  ] PROCESS privilege" in out.stdout
+    assert "[ok  ] open-transaction bound" in out.stdout
+    assert f"of thread {thread}" in out.stdout and "polling waits until these end" in out.stdout
+
+    user, database = f"u{unique('')[-10:]}", mysql_database.rsplit("/", 1)[1]
+    with late.engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY 'pw'")
+        conn.exec_driver_sql(f"GRANT ALL ON `{database}`.* TO '{user}'@'%%'")
+    try:
+        base = mysql_database.split("://", 1)[1].split("@", 1)[1]
+        config.write_text(config.read_text().replace(mysql_database, f"mysql://{user}:pw@{base}"))
+        out = cdc("check", str(config))
+        assert out.returncode == 7, out.stdout + out.stderr
+        assert "[FAIL] PROCESS privilege" in out.stdout and "GRANT PROCESS ON *.* TO" in out.stdout
+    finally:
+        with late.engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP USER '{user}'@'%%'")
+        late.engine.dispose()

@@ -94,6 +94,7 @@ class PollingSource(SourceConnector):
             c.mode in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING) for c in self.captures.values()
         )
         dialect = self.engine.dialect.name
+        can_sample = True  # without PROCESS, MySQL refuses the sample's queries
         with self.engine.connect() as conn:
             if needs_bound and dialect == "postgresql":
                 ok = conn.execute(
@@ -105,11 +106,11 @@ class PollingSource(SourceConnector):
                 results.append(
                     CheckResult(
                         bool(ok),
-                        "pg_read_all_stats (to see other sessions' open transactions)",
+                        "pg_read_all_stats (to see every session's open transaction in pg_stat_activity)",
                         ""
                         if ok
-                        else "GRANT pg_read_all_stats TO <user>; without it late commits can be missed",
-                        warning=not ok,
+                        else "GRANT pg_read_all_stats TO <user>; without it other users' open transactions "
+                        "are invisible and their late commits can be missed",
                     )
                 )
             if needs_bound and dialect in ("mysql", "mariadb"):
@@ -118,11 +119,14 @@ class PollingSource(SourceConnector):
                 results.append(
                     CheckResult(
                         ok,
-                        "PROCESS privilege (to read information_schema.innodb_trx)",
-                        "" if ok else "GRANT PROCESS ON *.* TO <user>; without it late commits can be missed",
-                        warning=not ok,
+                        "PROCESS privilege (to see every user's statements in information_schema.processlist "
+                        "and transactions in information_schema.innodb_trx)",
+                        "" if ok else "GRANT PROCESS ON *.* TO <user>; without it timestamp polls cannot run",
                     )
                 )
+                can_sample = ok
+            if needs_bound and dialect != "sqlite" and can_sample:
+                results.append(self._check_sample(conn))
             if needs_bound and dialect == "sqlite" and self.cfg.lag_window == 0:
                 results.append(
                     CheckResult(
@@ -154,6 +158,20 @@ class PollingSource(SourceConnector):
                     )
                 )
         return results
+
+    def _check_sample(self, conn: sa.Connection) -> CheckResult:
+        """Take one real sample of open statements and transactions, as every poll does."""
+        what = "open-transaction bound: a sample of executing statements and open transactions"
+        try:
+            sample = txsample.sampler_for(conn)(conn)
+        except txsample.StaleSampleError as exc:
+            return CheckResult(False, what, exc.message, warning=True)
+        except sa.exc.SQLAlchemyError as exc:
+            return CheckResult(False, what, str(engines.translate(exc, "sampling")))
+        detail = f"{len(sample.writers)} open writing transaction(s) or prepared transaction(s)"
+        if sample.writers:
+            detail += " - at start-up, polling waits until these end: " + ", ".join(sample.writers.values())
+        return CheckResult(True, what, detail)
 
     def acquire_lease(self, connector_name: str) -> Lease:
         return lease.acquire(self.engine, connector_name)
