@@ -8,10 +8,12 @@ What each mode can see (also in the README):
   that commits after a higher id was polled is missed; prefer a timestamp mode on PostgreSQL
   and MySQL, where the upper bound below protects late commits.
 - ``timestamp`` / ``timestamp+incrementing``: inserts and updates. Polls read ``ts < U`` where
-  U is the lesser of (database now - lag_window) and the start of the oldest open transaction,
-  so rows whose timestamp the *database* assigned are never passed over while their transaction
-  is open. Timestamps set from the *application's* clock need a lag_window covering the longest
-  transaction plus clock skew. Hard deletes are invisible without delete_detection.
+  U (cdc.sql.bounds) is below every timestamp the *database* may still commit: the start of
+  every executing statement (a MySQL statement stamps its start, before any lock wait), a
+  remembered floor per open writing transaction, PostgreSQL's oldest ``xact_start`` and its
+  prepared transactions, and (database now - lag_window). Timestamps set from the
+  *application's* clock need a lag_window covering the longest transaction plus clock skew.
+  Hard deletes are invisible without delete_detection.
 """
 
 from __future__ import annotations
