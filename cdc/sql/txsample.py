@@ -30,17 +30,21 @@ FRESH_TIMEOUT = 5.0
 _ER_SPECIFIC_ACCESS_DENIED = 1227  # "you need (at least one of) the PROCESS privilege(s)"
 _RETRY_SECONDS = 0.12  # just over InnoDB's 100 ms cache idle time
 
-# Client statements: 'Query' (text protocol) and 'Execute' (server-side prepared statements).
-# Replication appliers, event schedulers and daemons stamp rows with other clocks (lag_window).
+# Every thread running a statement counts (clients, event scheduler workers), except threads
+# that run none (idle sessions, daemons, a killed query rolling back) and replication threads:
+# an applier stamps rows with the primary's clock, which only lag_window covers.
+IDLE_COMMANDS = (
+    "Sleep", "Daemon", "Killed", "Binlog Dump", "Binlog Dump GTID", "Slave_IO", "Slave_SQL", "Slave_worker",
+)  # fmt: skip
 _MARIADB_EXECUTING = sa.text(
     "SELECT UTC_TIMESTAMP(6), MAX(TIME_MS) FROM information_schema.processlist "
-    "WHERE COMMAND IN ('Query', 'Execute') AND ID <> CONNECTION_ID()"
-)
+    "WHERE COMMAND NOT IN :idle AND ID <> CONNECTION_ID()"
+).bindparams(sa.bindparam("idle", IDLE_COMMANDS, expanding=True))
 # MySQL has TIME in whole seconds only: one more second keeps the estimate early enough.
 _MYSQL_EXECUTING = sa.text(
     "SELECT UTC_TIMESTAMP(6), MAX(TIME) + 1 FROM information_schema.processlist "
-    "WHERE COMMAND IN ('Query', 'Execute') AND ID <> CONNECTION_ID()"
-)
+    "WHERE COMMAND NOT IN :idle AND ID <> CONNECTION_ID()"
+).bindparams(sa.bindparam("idle", IDLE_COMMANDS, expanding=True))
 _INNODB_TRX = sa.text(
     "SELECT :token AS token, trx_mysql_thread_id = CONNECTION_ID() AS own, trx_query, trx_id, "
     "trx_mysql_thread_id, trx_rows_modified FROM information_schema.innodb_trx"
