@@ -155,6 +155,10 @@ class SourceConnector(abc.ABC):
     #: source): a capture process then also eventifies and encodes, and hands over serialized
     #: records, so the two processes share the work evenly. Log readers leave it False.
     encode_in_capture: ClassVar[bool] = False
+    #: commit (and so acknowledge) at least this often, in seconds, whatever
+    #: offsets.commit_interval says: for a source that releases rows on acknowledge and
+    #: replays what it had not released after a crash (the outbox relay deletes relayed rows)
+    max_commit_interval: ClassVar[float | None] = None
 
     def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
         self.config = config

@@ -156,6 +156,10 @@ class Pipeline:
                 if events:
                     self._export_counts()
                 self.output.poll(0)
+                # Acknowledge upstream as soon as a save is durable, not at the next commit tick:
+                # what a source releases late (the outbox deletes relayed rows) is replayed after
+                # a kill -9, so this halves that window. serve() is a non-blocking poll.
+                self.store.serve()
                 self.metrics.in_flight.labels(self.app.name).set(self.tracker.in_flight)
                 now = time.monotonic()
                 if now >= next_commit:

@@ -128,8 +128,9 @@ class Runner:
             else:
                 keyset.restore(source, prepared.eventifiers, live)
             Pipeline(
-                self.app, feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop
-            ).run()
+                _commit_at_least(self.app, source.max_commit_interval),
+                feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop,
+            ).run()  # fmt: skip
         finally:
             if capture is not None:
                 capture.close()
@@ -169,3 +170,11 @@ class Runner:
         finally:
             if server is not None:
                 server.shutdown()
+
+
+def _commit_at_least(app: AppConfig, interval: float | None) -> AppConfig:
+    """The config with offsets.commit_interval no longer than the source asks for."""
+    if interval is None or app.offsets.commit_interval <= interval:
+        return app
+    offsets = app.offsets.model_copy(update={"commit_interval": interval})
+    return app.model_copy(update={"offsets": offsets})

@@ -25,7 +25,9 @@ class OutboxConfig(BaseModel):
         le=4096,
         description="aggregates are hashed into shards; each shard is relayed by one replica at a time",
     )
-    batch_size: int = Field(1000, ge=1, description="rows claimed per shard and poll")
+    batch_size: int = Field(
+        200, ge=1, description="rows claimed per shard and poll (also bounds what a kill -9 replays)"
+    )
     poll_interval: Duration = Field(0.2, description="time between polls when the outbox is empty")
     notify_channel: str | None = Field(
         None, description="PostgreSQL: LISTEN on this channel to wake up early (the poll stays the truth)"

@@ -9,7 +9,9 @@ seq order as long as the application locks (or updates) the aggregate's row befo
 its event, which serializes that aggregate's inserts.
 
 Delivery is at-least-once: a crash between the broker's acknowledgement and the delete
-publishes those rows again. Consumers deduplicate by the ``id`` header.
+publishes those rows again. Consumers deduplicate by the ``id`` header. The gauge
+``replay_window_seconds`` (metrics log, ``/metrics``) is the longest claim-to-delete time since
+the last report: what a kill -9 can replay.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class OutboxRelay(SourceConnector):
     config_model: ClassVar[type[BaseModel]] = OutboxConfig
     stream_model: ClassVar[type[BaseModel]] = OutboxStream
     encodes_values: ClassVar[bool] = True
+    # What is published but not yet deleted is published again after a kill -9: commit (and so
+    # delete) every 100 ms, so that window is a fraction of a second, not offsets.commit_interval.
+    max_commit_interval: ClassVar[float | None] = 0.1
 
     def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
         super().__init__(config, streams)
@@ -77,6 +82,8 @@ class OutboxRelay(SourceConnector):
         self._table: sa.Table | None = None
         self._locks: ShardLocks | None = None
         self._pending: dict[int, list[tuple[int, Any]]] = {}  # shard -> [(seq, id)] awaiting acks
+        self._claimed_at: dict[int, float] = {}  # shard -> when its pending rows were claimed
+        self._window = 0.0  # longest claim-to-delete time since the last lag() (what a kill -9 replays)
         self._next_claim = 0.0
         self._listener: Any = None
         self._log: LogReader | None = None  # log mode
@@ -166,6 +173,7 @@ class OutboxRelay(SourceConnector):
         except sa.exc.SQLAlchemyError as exc:
             self._locks.release_all()
             self._pending.clear()
+            self._claimed_at.clear()
             raise engines.translate(exc, "outbox relay") from None
         if not events:
             self._next_claim = time.monotonic() + self.cfg.poll_interval
@@ -187,6 +195,8 @@ class OutboxRelay(SourceConnector):
                     .limit(self.cfg.batch_size)
                 ).all()
                 pending = self._pending.setdefault(shard, [])
+                if rows:
+                    self._claimed_at[shard] = time.monotonic()
                 for row in rows:
                     events.append(self._event(dict(row._mapping), f"shard:{shard}", {"seq": int(row.seq)}))
                     pending.append((int(row.seq), row.id))
@@ -249,6 +259,9 @@ class OutboxRelay(SourceConnector):
                     conn.execute(sa.delete(t).where(t.c.id.in_(doomed[i : i + 500])))
         except sa.exc.SQLAlchemyError as exc:
             raise engines.translate(exc, "deleting relayed outbox rows") from None
+        now = time.monotonic()
+        for shard in [s for s in self._claimed_at if not self._pending.get(s)]:
+            self._window = max(self._window, now - self._claimed_at.pop(shard))
 
     def lag(self, offsets: Offsets) -> dict[str, float]:
         try:
@@ -256,7 +269,8 @@ class OutboxRelay(SourceConnector):
                 count = conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar() or 0
         except sa.exc.SQLAlchemyError:
             return {}
-        return {"outbox_rows": float(count)}
+        window, self._window = self._window, 0.0
+        return {"outbox_rows": float(count), "replay_window_seconds": round(window, 3)}
 
     def close(self) -> None:
         if self._log is not None:

@@ -18,7 +18,7 @@ from cdc.mysql import catalog as mysql_catalog
 from cdc.mysql.types import ZeroDates, row_normalizer
 from cdc.offsets import jsonvalues as cursorvalues
 from cdc.plugin import ChangeEvent, ColumnInfo, Offset, Op, StreamSpec
-from cdc.sql import bounds
+from cdc.sql import bounds, txsample
 from connectors.sources.polling.config import Mode, PollingStream
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ def _type_name(t: sa.types.TypeEngine[Any]) -> str:
         return type(t).__name__
 
 
+class _PollSkippedError(Exception):
+    """This poll must not read (the bound is unknown right now)."""
+
+
 class StreamReader:
     """Reads one stream's new rows strictly after its cursor and below the safe upper bound."""
 
@@ -76,8 +80,10 @@ class StreamReader:
         engine: sa.Engine,
         zone: dt.tzinfo,
         zero_dates: ZeroDates = "error",
+        source_bounds: bounds.SourceBounds | None = None,
     ) -> None:
         self.spec = spec
+        self.source_bounds = source_bounds
         self.capture = capture
         self.engine = engine
         self.zone = zone
@@ -108,6 +114,7 @@ class StreamReader:
         self.last_id: Any = None
         self.polls = 0
         self.resumed = False
+        self._blocked_by: tuple[str, ...] = ()
 
     @property
     def source_name(self) -> str:
@@ -241,9 +248,26 @@ class StreamReader:
         return query
 
     def upper_bound(self, conn: sa.Connection, lag_window: float) -> dt.datetime | None:
-        if self.capture.mode not in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING):
-            return None
-        bound = bounds.compute(conn, lag_window)
+        """The column-typed bound of this poll; raises _PollSkippedError when this poll must not read."""
+        assert self.source_bounds is not None, "timestamp modes need the source's bounds"
+        try:
+            bound = self.source_bounds.compute(conn, lag_window)
+        except txsample.StaleSampleError as exc:
+            log.warning("stream %s: poll skipped: %s", self.spec.name, exc)
+            raise _PollSkippedError from None
+        if bound.upper is None:
+            if bound.blocked_by != self._blocked_by:
+                log.warning(
+                    "stream %s: waiting for %s, open since before this process started: its rows may "
+                    "carry any earlier timestamp, so nothing is read until it ends",
+                    self.spec.name,
+                    ", ".join(bound.blocked_by),
+                )
+            self._blocked_by = bound.blocked_by
+            raise _PollSkippedError
+        if self._blocked_by:
+            log.info("stream %s: the transactions open at start-up ended; polling resumes", self.spec.name)
+            self._blocked_by = ()
         return bounds.for_column(
             bound.upper, aware=self._aware_ts(), zone=self.zone, precision=self._precision()
         )
@@ -253,7 +277,12 @@ class StreamReader:
     ) -> Iterator[ChangeEvent]:
         """Yield this poll's events in cursor order, streaming with bounded memory."""
         with self.engine.connect() as conn:
-            upper = self.upper_bound(conn, lag_window)
+            upper = None
+            if self.capture.mode in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING):
+                try:
+                    upper = self.upper_bound(conn, lag_window)
+                except _PollSkippedError:
+                    return
             conn.commit()  # the bound is taken before the data snapshot (see cdc.sql.bounds)
             query = self.build_query(upper)
             total = None

@@ -8,10 +8,12 @@ What each mode can see (also in the README):
   that commits after a higher id was polled is missed; prefer a timestamp mode on PostgreSQL
   and MySQL, where the upper bound below protects late commits.
 - ``timestamp`` / ``timestamp+incrementing``: inserts and updates. Polls read ``ts < U`` where
-  U is the lesser of (database now - lag_window) and the start of the oldest open transaction,
-  so rows whose timestamp the *database* assigned are never passed over while their transaction
-  is open. Timestamps set from the *application's* clock need a lag_window covering the longest
-  transaction plus clock skew. Hard deletes are invisible without delete_detection.
+  U (cdc.sql.bounds) is below every timestamp the *database* may still commit: the start of
+  every executing statement (a MySQL statement stamps its start, before any lock wait), a
+  remembered floor per open writing transaction, PostgreSQL's oldest ``xact_start`` and its
+  prepared transactions, and (database now - lag_window). Timestamps set from the
+  *application's* clock need a lag_window covering the longest transaction plus clock skew.
+  Hard deletes are invisible without delete_detection.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from cdc import progress
 from cdc.errors import CdcError
 from cdc.handoff import EventHandoff
 from cdc.plugin import ChangeEvent, CheckResult, ColumnInfo, Lease, Offsets, Op, SourceConnector, StreamSpec
-from cdc.sql import bounds, engines, lease
+from cdc.sql import bounds, engines, lease, txsample
 from connectors.sources.polling.config import Mode, PollingConfig, PollingStream
 from connectors.sources.polling.reader import StreamReader
 
@@ -62,6 +64,7 @@ class PollingSource(SourceConnector):
         self._known_keys: dict[str, set[tuple[Any, ...]]] = {}
         self._restored_deletes: dict[str, list[dict[str, Any]]] = {}
         self._locks = {s.name: threading.Lock() for s in streams}
+        self._bounds: bounds.SourceBounds | None = None
 
     # --- set-up ---
     @property
@@ -80,8 +83,10 @@ class PollingSource(SourceConnector):
                         if self.cfg.timestamp_zone
                         else bounds.default_zone(conn)
                     )
+                    if self._bounds is None:
+                        self._bounds = bounds.SourceBounds(txsample.sampler_for(conn))
                 self._readers[name] = StreamReader(
-                    spec, self.captures[name], self.engine, zone, self.cfg.zero_dates
+                    spec, self.captures[name], self.engine, zone, self.cfg.zero_dates, self._bounds
                 )
             except sa.exc.SQLAlchemyError as exc:
                 raise engines.translate(exc, f"stream {name!r}") from None
@@ -97,6 +102,7 @@ class PollingSource(SourceConnector):
             c.mode in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING) for c in self.captures.values()
         )
         dialect = self.engine.dialect.name
+        can_sample = True  # without PROCESS, MySQL refuses the sample's queries
         with self.engine.connect() as conn:
             if needs_bound and dialect == "postgresql":
                 ok = conn.execute(
@@ -108,11 +114,11 @@ class PollingSource(SourceConnector):
                 results.append(
                     CheckResult(
                         bool(ok),
-                        "pg_read_all_stats (to see other sessions' open transactions)",
+                        "pg_read_all_stats (to see every session's open transaction in pg_stat_activity)",
                         ""
                         if ok
-                        else "GRANT pg_read_all_stats TO <user>; without it late commits can be missed",
-                        warning=not ok,
+                        else "GRANT pg_read_all_stats TO <user>; without it other users' open transactions "
+                        "are invisible and their late commits can be missed",
                     )
                 )
             if needs_bound and dialect in ("mysql", "mariadb"):
@@ -121,11 +127,14 @@ class PollingSource(SourceConnector):
                 results.append(
                     CheckResult(
                         ok,
-                        "PROCESS privilege (to read information_schema.innodb_trx)",
-                        "" if ok else "GRANT PROCESS ON *.* TO <user>; without it late commits can be missed",
-                        warning=not ok,
+                        "PROCESS privilege (to see every user's statements in information_schema.processlist "
+                        "and transactions in information_schema.innodb_trx)",
+                        "" if ok else "GRANT PROCESS ON *.* TO <user>; without it timestamp polls cannot run",
                     )
                 )
+                can_sample = ok
+            if needs_bound and dialect != "sqlite" and can_sample:
+                results.append(self._check_sample(conn))
             if needs_bound and dialect == "sqlite" and self.cfg.lag_window == 0:
                 results.append(
                     CheckResult(
@@ -157,6 +166,20 @@ class PollingSource(SourceConnector):
                     )
                 )
         return results
+
+    def _check_sample(self, conn: sa.Connection) -> CheckResult:
+        """Take one real sample of open statements and transactions, as every poll does."""
+        what = "open-transaction bound: a sample of executing statements and open transactions"
+        try:
+            sample = txsample.sampler_for(conn)(conn)
+        except txsample.StaleSampleError as exc:
+            return CheckResult(False, what, exc.message, warning=True)
+        except sa.exc.SQLAlchemyError as exc:
+            return CheckResult(False, what, str(engines.translate(exc, "sampling")))
+        detail = f"{len(sample.writers)} open writing transaction(s) or prepared transaction(s)"
+        if sample.writers:
+            detail += " - at start-up, polling waits until these end: " + ", ".join(sample.writers.values())
+        return CheckResult(True, what, detail)
 
     def acquire_lease(self, connector_name: str) -> Lease:
         return lease.acquire(self.engine, connector_name)
@@ -311,14 +334,14 @@ class PollingSource(SourceConnector):
         out: dict[str, float] = {}
         try:
             with self.engine.connect() as conn:
-                bound = bounds.compute(conn, 0.0)
+                now = bounds.server_now(conn)
                 for name, cap in self.captures.items():
                     ts = cursorvalues.decode((offsets.get(name) or {}).get("ts"))
                     if cap.mode in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING) and ts is not None:
                         reader = self._reader(name)
                         if ts.tzinfo is None:
                             ts = ts.replace(tzinfo=reader.zone)
-                        out[f"{name}_seconds"] = max(0.0, (bound.now - ts).total_seconds())
+                        out[f"{name}_seconds"] = max(0.0, (now - ts).total_seconds())
         except sa.exc.SQLAlchemyError as exc:
             log.warning("%s", engines.translate(exc, "cannot compute the source lag"))
         return out
