@@ -22,16 +22,16 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from cdc import progress
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.handoff import EventHandoff
+from cdc.logsource import CHUNK, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
 from cdc.pg import pgoutput as po
 from cdc.pg.confirm import ConfirmTracker
@@ -51,13 +51,11 @@ from cdc.plugin import (
 )
 from cdc.sql import engines, lease
 from connectors.sources.postgres_wal import catalog, snapshot
-from connectors.sources.postgres_wal.config import SnapshotMode, UnchangedToast, WalConfig, WalStream
+from connectors.sources.postgres_wal.config import UnchangedToast, WalConfig, WalStream
 from connectors.sources.postgres_wal.decoding import RelationMapper, build_mapper
 from connectors.sources.postgres_wal.incremental import IncrementalSnapshot
 
 log = logging.getLogger(__name__)
-
-CHUNK = 1000
 
 
 class PostgresWalSource(SourceConnector):
@@ -262,11 +260,7 @@ class PostgresWalSource(SourceConnector):
         try:
             repl = ReplicationConnection(self.dsn)
             mode = self.cfg.snapshot_mode
-            wants_snapshot = mode in (
-                SnapshotMode.INITIAL,
-                SnapshotMode.INITIAL_ONLY,
-                SnapshotMode.WHEN_NEEDED,
-            )
+            wants_snapshot = mode.snapshots
             if create_slot:
                 if not self.cfg.create_slot:
                     raise SourceConfigError(
@@ -381,47 +375,31 @@ class PostgresWalSource(SourceConnector):
                     continue
                 relations.append((name, (table.schema, table.name), True))
                 relations.extend((name, (s, n), False) for _, s, n in table.children)
-            done: list[str] = list(resume.get("done", [])) if resume else []
             total = snapshot.count_rows(conn, [(s, n, only) for _, (s, n), only in relations])
-            report = progress.reporter("snapshot")
-            emitted = 0
-            for stream, relation, only in relations:
-                qualified = f"{relation[0]}.{relation[1]}"
-                if qualified in done:
-                    continue
-                after = resume.get("after") if resume and resume.get("relation") == qualified else None
-                spec = self.specs[stream]
-                key = tuple(spec.key_columns)
-                chunk: list[ChangeEvent] = []
-                for row in snapshot.read_table(
-                    conn, relation, self.tables[stream], spec.columns, key, self.types, after,
-                    self.cfg.snapshot_fetch_size, only,
-                ):  # fmt: skip
-                    offset = {
-                        "phase": "snapshot",
-                        "relation": qualified,
-                        "after": [row[k] for k in key],
-                        "done": done,
-                    }
-                    chunk.append(
-                        ChangeEvent(stream, Op.READ, {k: row[k] for k in key}, row, self.partition, offset)
-                    )
-                    if len(chunk) >= CHUNK:
-                        emitted += len(chunk)
-                        report(emitted, total)
-                        if not self._put(chunk):
-                            return
-                        chunk = []
-                if chunk:
-                    emitted += len(chunk)
-                    self._put(chunk)
-                done = [*done, qualified]
-                report(emitted, total)
-            report(-1, total)
+            plan = [
+                SnapshotTable(stream, f"{relation[0]}.{relation[1]}", tuple(self.specs[stream].key_columns),
+                              self._table_reader(conn, stream, relation, only))
+                for stream, relation, only in relations
+            ]  # fmt: skip
+            if not run_snapshot(plan, self.partition, resume, self._put, total=total):
+                return
             conn.execute("COMMIT")
         finally:
             self._snapshot_started = None
             conn.close()
+
+    def _table_reader(
+        self, conn: psycopg.Connection[Any], stream: str, relation: tuple[str, str], only: bool
+    ) -> Callable[[list[Any] | None], Iterable[dict[str, Any]]]:
+        spec = self.specs[stream]
+
+        def read(after: list[Any] | None) -> Iterable[dict[str, Any]]:
+            return snapshot.read_table(
+                conn, relation, self.tables[stream], spec.columns, tuple(spec.key_columns), self.types, after,
+                self.cfg.snapshot_fetch_size, only,
+            )  # fmt: skip
+
+        return read
 
     def _put(self, events: list[ChangeEvent]) -> bool:
         return self._handoff.put(events, self._stop)
