@@ -90,7 +90,16 @@ class ColumnInfo:
     precision: int | None = None
     scale: int | None = None
     timezone_aware: bool | None = None  # True for timestamptz / MySQL TIMESTAMP
-    enum_labels: tuple[str, ...] | None = None
+    enum_labels: tuple[str, ...] | None = None  # ENUM labels; for a MySQL SET its members, in order
+    #: the base type without parameters, lower case ("bigint", "time", "set"), where the source
+    #: knows it; lets the start-up check judge source types a Python type cannot tell apart
+    data_type: str | None = None
+    #: the smallest and largest value of an integer column (BIGINT UNSIGNED: 0..2**64-1, BIT(3):
+    #: 0..7), so a narrower Avro type is a start-up problem instead of a row error at run time
+    value_range: tuple[int, int] | None = None
+    length: int | None = None  # BINARY(n)/CHAR(n): n (bytes or characters); BIT(n): n bits
+    fsp: int | None = None  # fractional-second digits of TIME/DATETIME/TIMESTAMP columns
+    charset: str | None = None  # MySQL character set of a text column ("utf8mb4", "latin1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,9 @@ class PollingSource(SourceConnector):
                         if self.cfg.timestamp_zone
                         else bounds.default_zone(conn)
                     )
-                self._readers[name] = StreamReader(spec, self.captures[name], self.engine, zone)
+                self._readers[name] = StreamReader(
+                    spec, self.captures[name], self.engine, zone, self.cfg.zero_dates
+                )
             except sa.exc.SQLAlchemyError as exc:
                 raise engines.translate(exc, f"stream {name!r}") from None
         return self._readers[name]
