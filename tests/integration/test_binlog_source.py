@@ -21,7 +21,12 @@ from tests.integration.harness import Connector, TopicReader, cdc, key_of, wait_
 
 pytestmark = pytest.mark.integration
 
-KEY = {"type": "record", "name": "DocKey", "namespace": "test.binlog", "fields": [{"name": "id", "type": "long"}]}
+KEY = {
+    "type": "record",
+    "name": "DocKey",
+    "namespace": "test.binlog",
+    "fields": [{"name": "id", "type": "long"}],
+}
 VALUE = {
     "type": "record",
     "name": "Doc",
@@ -101,7 +106,9 @@ def expected_rows(dsn: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def make_config(tmp_path: Path, dsn: str, topic: str, bootstrap: str, registry: str, resume_by: str = "gtid") -> Path:
+def make_config(
+    tmp_path: Path, dsn: str, topic: str, bootstrap: str, registry: str, resume_by: str = "gtid"
+) -> Path:
     text = CONFIG.format(
         name=topic, url=dsn, server_id=random.randint(10_000, 2**31), resume_by=resume_by,
         bootstrap=bootstrap, registry=registry,
@@ -111,7 +118,9 @@ def make_config(tmp_path: Path, dsn: str, topic: str, bootstrap: str, registry: 
 
 def converged(expected: dict[str, Any], deleted: set[str]) -> Any:
     def check(state: dict[str, Any]) -> bool:
-        return all(state.get(k) == v for k, v in expected.items()) and all(state.get(k, 1) is None for k in deleted)
+        return all(state.get(k) == v for k, v in expected.items()) and all(
+            state.get(k, 1) is None for k in deleted
+        )
 
     return check
 
@@ -233,6 +242,11 @@ def test_cdc_check_reports_the_server_settings(docs_db: str, tmp_path: Path, top
     config = make_config(tmp_path, docs_db, topic_name, "127.0.0.1:1", "http://127.0.0.1:1")
     result = cdc("check", str(config), timeout=60)
     out = result.stdout + result.stderr
-    for finding in ("binlog_format = ROW", "binlog_row_image = FULL", "binlog_row_metadata = FULL", "server_id"):
+    for finding in (
+        "binlog_format = ROW",
+        "binlog_row_image = FULL",
+        "binlog_row_metadata = FULL",
+        "server_id",
+    ):
         assert finding in out, out
     assert time.time() > 0

@@ -119,8 +119,11 @@ class FilePositions(PositionTracker):
         """Nothing to do: :meth:`next_at` records where the following transaction begins."""
 
     def next_at(self, file: str, pos: int) -> None:
-        """The position right after a transaction's last event."""
-        self._next = (file, pos)
+        """The position right after a transaction's last event (or a rotation to a new file).
+
+        Never moves backwards: a replay (a reconnect that starts earlier) must not make already
+        emitted transactions look new."""
+        self._next = max(self._next, (file, pos))
 
 
 def split_file_pos(text: str) -> tuple[str, int]:

@@ -293,19 +293,20 @@ class MysqlBinlogSource(SourceConnector):
         position: dict[str, Any]
         if self.cfg.resume_by is ResumeBy.FILE:
             file, pos = split_file_pos(start)
-            position = {"log_file": file, "log_pos": pos, "resume_stream": True}
+            # is_mariadb=True would make the library ignore the file and position and replay
+            # from the server's FIRST binary log: MariaDB takes the plain COM_BINLOG_DUMP too.
+            position = {"log_file": file, "log_pos": pos, "resume_stream": True, "is_mariadb": False}
         else:
             if not start and self.mariadb:
                 raise SourceConfigError(
                     "the server has no GTID position yet (@@gtid_binlog_pos is empty)",
                     hint="write one transaction on the server, or set resume_by: file",
                 )
-            position = {"auto_position": start}
+            position = {"auto_position": start, "is_mariadb": self.mariadb}
         return BinLogStreamReader(
             connection_settings=settings,
             server_id=self.cfg.server_id,
             blocking=True,
-            is_mariadb=self.mariadb,
             only_schemas=sorted({t.db for t in self.tables.values()}),
             only_tables=sorted({t.name for t in self.tables.values()}),
             only_events=_EVENTS,
