@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
 from cdc.logsource import SnapshotMode
+from cdc.mysql.types import ZeroDates
 
 __all__ = ["BinlogConfig", "BinlogStream", "ResumeBy", "SnapshotMode"]
 
@@ -40,6 +41,10 @@ class BinlogConfig(BaseModel):
         2.0, description="MASTER_HEARTBEAT_PERIOD: the server sends a heartbeat after this much silence"
     )
     snapshot_chunk_size: int = Field(10_000, ge=1, description="rows per key-ordered snapshot query")
+    zero_dates: ZeroDates = Field(
+        "error",
+        description="MySQL/MariaDB zero or invalid dates (0000-00-00): a row error naming the field, or null",
+    )
     queue_events: int = Field(50_000, ge=100, description="decoded events buffered ahead of the pipeline")
 
 

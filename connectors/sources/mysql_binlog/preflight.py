@@ -26,7 +26,7 @@ _SETTINGS = (
 )
 
 
-def preflight(conn: Any, cfg: BinlogConfig, mariadb: bool, tables: list[str]) -> list[CheckResult]:
+def preflight(conn: Any, cfg: BinlogConfig, mariadb: bool) -> list[CheckResult]:
     """The findings, in order; a failed one has ok=False, a risk has warning=True."""
     out: list[CheckResult] = []
     names = [n for n, _, _ in _SETTINGS] + [

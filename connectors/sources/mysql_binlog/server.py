@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from cdc.errors import SourceConfigError, SourceUnavailableError
 from cdc.masking import mask_dsn
-from connectors.sources.mysql_binlog.decoding import Baseline
+from cdc.plugin import ColumnInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,39 +116,22 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def columns(conn: pymysql.connections.Connection[Any], db: str, table: str) -> list[dict[str, Any]]:
-    """information_schema.COLUMNS of a table, in ordinal order, as dicts (lowercase keys)."""
-    with conn.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute(
-            "SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS data_type, COLUMN_TYPE AS column_type, "
-            "IS_NULLABLE = 'YES' AS nullable, NUMERIC_PRECISION AS num_precision, NUMERIC_SCALE AS num_scale, "
-            "DATETIME_PRECISION AS dt_precision, COLUMN_KEY AS column_key "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
-            (db, table),
-        )
-        return list(cur.fetchall())
-
-
-def baseline(col: dict[str, Any]) -> Baseline:
-    return Baseline(
-        str(col["data_type"]),
-        "unsigned" in str(col["column_type"]).lower(),
-        int(col["num_precision"]) if col["num_precision"] is not None else None,
-        int(col["num_scale"]) if col["num_scale"] is not None else None,
-    )
-
-
 def read_chunks(
     conn: pymysql.connections.Connection[Any],
     db: str,
     table: str,
-    cols: tuple[str, ...],
+    columns: dict[str, ColumnInfo],
     key: tuple[str, ...],
     after: list[Any] | None,
     size: int,
 ) -> Iterator[dict[str, Any]]:
     """Rows in key order strictly after ``after``, ``size`` per query (keyset pagination)."""
-    select = ", ".join(quote(c) for c in cols)
+    cols = tuple(columns)
+    # FLOAT through the text protocol has 6 significant digits; as a DOUBLE it is exact.
+    select = ", ".join(
+        f"CAST({quote(c)} AS DOUBLE)" if info.data_type == "float" else quote(c)
+        for c, info in columns.items()
+    )
     order = ", ".join(quote(k) for k in key)
     tuple_key = f"({order})"
     while True:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import pymysql
+import sqlalchemy as sa
 from pydantic import BaseModel
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import (
@@ -36,12 +37,13 @@ from pymysqlreplication.event import (
     RotateEvent,
     XidEvent,
 )
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.handoff import EventHandoff
 from cdc.logsource import CHUNK, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
+from cdc.mysql import catalog as mysql_catalog
+from cdc.mysql.types import row_normalizer
 from cdc.plugin import (
     ChangeEvent,
     CheckResult,
@@ -54,9 +56,9 @@ from cdc.plugin import (
     StreamSpec,
 )
 from cdc.sql import engines, lease
-from connectors.sources.mysql_binlog import server
+from connectors.sources.mysql_binlog import rowevents, server
 from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, ResumeBy
-from connectors.sources.mysql_binlog.decoding import Baseline, RowMapper, build_mapper
+from connectors.sources.mysql_binlog.decoding import RowMapper, build_mapper
 from connectors.sources.mysql_binlog.positions import (
     FilePositions,
     MariadbGtids,
@@ -75,26 +77,25 @@ _ANONYMOUS = "00000000-0000-0000-0000-000000000000"
 _CONTINUES = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END")
 _EVENTS = [
     MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, RotateEvent, HeartbeatLogEvent,
-    WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent,
+    rowevents.WriteRows, rowevents.UpdateRows, rowevents.DeleteRows,
 ]  # fmt: skip
 _EVENTS = [
     MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, RotateEvent, HeartbeatLogEvent,
-    WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent,
+    rowevents.WriteRows, rowevents.UpdateRows, rowevents.DeleteRows,
 ]  # fmt: skip
 # 1236: the server cannot serve the requested position (binlog purged, GTID state too old)
 _POSITION_LOST = 1236
 
 
 class _Table:
-    """A captured table: its stream and what start-up read from information_schema."""
+    """A captured table: its stream and its columns as start-up read them (information_schema)."""
 
-    def __init__(self, stream: str, db: str, name: str, cols: list[dict[str, Any]]) -> None:
+    def __init__(self, stream: str, db: str, name: str, columns: dict[str, ColumnInfo]) -> None:
         self.stream = stream
         self.db = db
         self.name = name
         self.qualified = f"{db}.{name}"
-        self.cols = {str(c["name"]): c for c in cols}
-        self.baselines: dict[str, Baseline] = {n: server.baseline(c) for n, c in self.cols.items()}
+        self.columns = columns
 
 
 class MysqlBinlogSource(SourceConnector):
@@ -123,37 +124,39 @@ class MysqlBinlogSource(SourceConnector):
         return server.connect(self.settings, self.dsn)
 
     # --- catalog ---
-    def _load_tables(self, conn: Any) -> None:
-        self.mariadb = server.is_mariadb(conn)
-        for name, cap in self.captures.items():
-            db, table = server.split_table(cap.table, self.settings.database)
-            cols = server.columns(conn, db, table)
-            if not cols:
-                raise SourceConfigError(f"stream {name!r}: table {db}.{table} not found (or no SELECT on it)")
-            loaded = _Table(name, db, table, cols)
-            missing = [c for c in self.specs[name].columns if c not in loaded.cols]
-            if missing:
-                raise SourceConfigError(f"stream {name!r}: columns {missing} not found in {loaded.qualified}")
-            self.tables[name] = loaded
+    def _load_tables(self) -> None:
+        engine = engines.create_engine(self.dsn, pool_size=1)
+        try:
+            with engine.connect() as conn:
+                self.mariadb = "mariadb" in str(conn.exec_driver_sql("SELECT VERSION()").scalar()).lower()
+                for name, cap in self.captures.items():
+                    db, table = server.split_table(cap.table, self.settings.database)
+                    columns = mysql_catalog.describe_table(conn, db, table)
+                    if not columns:
+                        raise SourceConfigError(
+                            f"stream {name!r}: table {db}.{table} not found (or no SELECT on it)"
+                        )
+                    missing = [c for c in self.specs[name].columns if c not in columns]
+                    if missing:
+                        raise SourceConfigError(
+                            f"stream {name!r}: columns {missing} not found in {db}.{table}"
+                        )
+                    self.tables[name] = _Table(name, db, table, columns)
+        except sa.exc.SQLAlchemyError as exc:
+            raise engines.translate(exc, "describe") from None
+        finally:
+            engine.dispose()
 
     def describe(self) -> dict[str, dict[str, ColumnInfo]]:
-        conn = self._connect()
-        try:
-            self._load_tables(conn)
-        except pymysql.MySQLError as exc:
-            raise SourceUnavailableError(f"describe: {exc}") from None
-        finally:
-            conn.close()
-        return {
-            name: {c: _column_info(info) for c, info in t.cols.items()} for name, t in self.tables.items()
-        }
+        self._load_tables()
+        return {name: dict(t.columns) for name, t in self.tables.items()}
 
     def check(self) -> list[CheckResult]:
         self.describe()
         results = [CheckResult(True, "database reachable; every stream's table and columns resolve")]
         conn = self._connect()
         try:
-            results += preflight(conn, self.cfg, self.mariadb, [t.qualified for t in self.tables.values()])
+            results += preflight(conn, self.cfg, self.mariadb)
         finally:
             conn.close()
         return results
@@ -165,14 +168,8 @@ class MysqlBinlogSource(SourceConnector):
     # --- start ---
     def start(self, offsets: Offsets) -> None:
         offset = offsets.get(PARTITION)
-        conn = self._connect()
-        try:
-            if not self.tables:
-                self._load_tables(conn)
-        except pymysql.MySQLError as exc:
-            raise SourceUnavailableError(f"start: {exc}") from None
-        finally:
-            conn.close()
+        if not self.tables:
+            self._load_tables()
         self._thread = threading.Thread(target=self._run, args=(offset,), name="cdc-binlog", daemon=True)
         self._thread.start()
 
@@ -263,11 +260,21 @@ class MysqlBinlogSource(SourceConnector):
         table = self.tables[stream]
         spec = self.specs[stream]
 
+        columns = {c: table.columns[c] for c in spec.columns}
+        # The same driver values as the polling source reads, made canonical by the same code.
+        normalize = row_normalizer(columns, self.cfg.zero_dates)
+
         def read(after: list[Any] | None) -> Iterable[dict[str, Any]]:
-            return server.read_chunks(
-                conn, table.db, table.name, tuple(spec.columns), tuple(spec.key_columns), after,
+            rows = server.read_chunks(
+                conn,
+                table.db,
+                table.name,
+                columns,
+                tuple(spec.key_columns),
+                after,
                 self.cfg.snapshot_chunk_size,
-            )  # fmt: skip
+            )
+            return (normalize(row) for row in rows)
 
         return read
 
@@ -303,6 +310,7 @@ class MysqlBinlogSource(SourceConnector):
                     hint="write one transaction on the server, or set resume_by: file",
                 )
             position = {"auto_position": start, "is_mariadb": self.mariadb}
+        rowevents.install()
         return BinLogStreamReader(
             connection_settings=settings,
             server_id=self.cfg.server_id,
@@ -409,7 +417,7 @@ class _TxnAssembler:
 
     def handle(self, event: Any) -> None:
         kind = type(event)
-        if kind is WriteRowsEvent or kind is UpdateRowsEvent or kind is DeleteRowsEvent:
+        if kind is rowevents.WriteRows or kind is rowevents.UpdateRows or kind is rowevents.DeleteRows:
             self._rows(event)
         elif kind is MariadbGtidEvent:
             self._begin(str(event.gtid), event.timestamp)
@@ -480,8 +488,9 @@ class _TxnAssembler:
         spec = self.src.specs[table.stream]
         self._flush()  # everything of the previous shape goes first
         mapper = build_mapper(
-            table.stream, table.qualified, table_obj, spec.columns, spec.key_columns, table.baselines
-        )
+            table.stream, table.qualified, table_obj, spec.columns, spec.key_columns, table.columns,
+            self.src.cfg.zero_dates,
+        )  # fmt: skip
         self.mappers[event.table_id] = (table_obj, mapper)
         return mapper
 
@@ -496,10 +505,10 @@ class _TxnAssembler:
         for row in event.rows:
             changes: list[tuple[Op, dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]]
             sources = row.get("none_sources")
-            if kind is WriteRowsEvent:
+            if kind is rowevents.WriteRows:
                 after = mapper.values(row["values"], sources)
                 changes = [(Op.CREATE, {k: after[k] for k in key_cols}, None, after)]
-            elif kind is DeleteRowsEvent:
+            elif kind is rowevents.DeleteRows:
                 before = mapper.values(row["values"], sources)
                 changes = [(Op.DELETE, {k: before[k] for k in key_cols}, before, None)]
             else:
@@ -554,16 +563,3 @@ def _more_waiting(reader: BinLogStreamReader) -> bool:
     except (OSError, ValueError):
         return False
     return bool(ready)
-
-
-def _column_info(col: dict[str, Any]) -> ColumnInfo:
-    """A start-up ColumnInfo from information_schema (replaced by the shared builder of cdc.mysql)."""
-    data_type = str(col["data_type"])
-    return ColumnInfo(
-        name=str(col["name"]),
-        type_name=str(col["column_type"]),
-        nullable=bool(col["nullable"]),
-        precision=int(col["num_precision"]) if data_type == "decimal" else None,
-        scale=int(col["num_scale"]) if data_type == "decimal" else None,
-        timezone_aware=True if data_type == "timestamp" else False if data_type == "datetime" else None,
-    )
