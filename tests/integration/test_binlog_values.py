@@ -68,7 +68,12 @@ def _binlog(dsn: str, zero_dates: str) -> Iterator[tuple[dict[int, ChangeEvent],
     """(snapshot events, streamed events) of the matrix rows."""
     spec = StreamSpec("matrix", ("id",), mx.READ, {"table": "matrix"})
     config = BinlogConfig.model_validate(
-        {"url": dsn, "server_id": random.randint(10_000, 2**31), "zero_dates": zero_dates, "heartbeat_interval": 1}
+        {
+            "url": dsn,
+            "server_id": random.randint(10_000, 2**31),
+            "zero_dates": zero_dates,
+            "heartbeat_interval": 1,
+        }
     )
     source = MysqlBinlogSource(config, [spec])
     try:
@@ -110,7 +115,9 @@ def test_every_type_equals_the_polling_value_and_encodes_to_the_same_avro(matrix
                 assert want is not None and got is not None
                 for column in mx.READ:
                     assert _same(got[column], want[column]), (how, i, column, got[column], want[column])
-                assert _avro(schema, convert(got, event.key)) == _avro(schema, convert(want, polled[i].key)), (how, i)
+                assert _avro(schema, convert(got, event.key)) == _avro(
+                    schema, convert(want, polled[i].key)
+                ), (how, i)
 
 
 def test_zero_dates_are_row_errors_by_default(matrix_db: str) -> None:

@@ -454,7 +454,8 @@ class _TxnAssembler:
     def _commit(self) -> None:
         if self.txn is None:
             return
-        self.tracker.commit(self.txn)
+        if not self.skip:  # a replayed transaction is already behind the tracked position
+            self.tracker.commit(self.txn)
         if isinstance(self.tracker, FilePositions):
             self.tracker.next_at(str(self.reader.log_file), int(self.reader.log_pos))
         self.txn = None
