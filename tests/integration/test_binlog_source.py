@@ -7,8 +7,14 @@ large transaction and while streaming, nothing is lost - resuming by GTID and by
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +23,7 @@ import pymysql
 import pytest
 
 from tests.conftest import _mysql_connect
-from tests.integration.harness import Connector, TopicReader, cdc, key_of, wait_for, write_config
+from tests.integration.harness import ROOT, Connector, TopicReader, cdc, key_of, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +72,12 @@ offsets:
 runtime:
   metrics_log_interval: 2s
 """
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def db(dsn: str) -> pymysql.connections.Connection:  # type: ignore[type-arg]
@@ -250,3 +262,105 @@ def test_cdc_check_reports_the_server_settings(docs_db: str, tmp_path: Path, top
     ):
         assert finding in out, out
     assert time.time() > 0
+
+
+class PrivateMariadb:
+    """A throwaway MariaDB (scripts/services/mariadb.sh on a free port): its binlogs may be purged."""
+
+    def __init__(self, state: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "CDC_SERVICES_DIR": str(state), "CDC_MYSQL_PORT": str(self.port)}
+
+    def run(self, action: str) -> None:
+        result = subprocess.run(
+            ["bash", str(ROOT / "scripts/services/mariadb.sh"), action],
+            env=self.env, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    def dsn(self, database: str) -> str:
+        return f"mysql://cdc:cdc@127.0.0.1:{self.port}/{database}"
+
+
+@pytest.fixture
+def private_mariadb(mysql_dsn: str) -> Iterator[PrivateMariadb]:
+    state = Path(tempfile.mkdtemp(prefix="cdc-test-mariadb-", dir="/var/tmp"))
+    os.chmod(state, 0o755)  # noqa: S103 - the mysql user must traverse into its data directory
+    server = PrivateMariadb(state)
+    server.run("start")
+    yield server
+    server.run("stop")
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def purge_all_but_the_current_binlog(dsn: str) -> None:
+    """PURGE BINARY LOGS keeps a file until its binlog checkpoint passed: retry until it is gone."""
+    conn = db(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW MASTER STATUS")
+            (last, *_) = cur.fetchone()
+
+            def purged() -> bool:
+                cur.execute("PURGE BINARY LOGS TO %s", (last,))
+                cur.execute("SHOW BINARY LOGS")
+                return len(cur.fetchall()) == 1
+
+            wait_for(purged, 30, "the purge of the older binary logs")
+    finally:
+        conn.close()
+
+
+@pytest.mark.destructive
+@pytest.mark.parametrize("resume_by", ["gtid", "file"])
+def test_a_purged_binlog_is_a_fatal_explained_error(
+    resume_by: str, private_mariadb: PrivateMariadb, tmp_path: Path, topic_name: str, kafka_bootstrap: str,
+    registry_url: str,
+) -> None:  # fmt: skip
+    admin = private_mariadb.dsn("mysql")
+    run_sql(admin, "CREATE DATABASE shop")
+    dsn = private_mariadb.dsn("shop")
+    run_sql(
+        dsn,
+        "CREATE TABLE docs (id bigint PRIMARY KEY, title varchar(200) NOT NULL, body text, "
+        "amount decimal(10,2) NOT NULL, internal_note text)",
+        "INSERT INTO docs (id, title, amount) VALUES (1, 'one', 1)",
+    )
+    config = make_config(tmp_path, dsn, topic_name, kafka_bootstrap, registry_url, resume_by)
+    conn = Connector(config, tmp_path / "run1.log")
+    reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+    try:
+        reader.wait_until(lambda s: len(s) >= 1, 60)
+        run_sql(dsn, "INSERT INTO docs (id, title, amount) VALUES (2, 'streamed', 2)")
+        reader.wait_until(lambda s: key_of({"id": 2}) in s, 30)
+        time.sleep(1)  # the offset commit
+        assert conn.terminate()[0] == 0
+    finally:
+        conn.ensure_stopped()
+        reader.close()
+    # changes the stopped connector has not seen, then their binlogs purged
+    run_sql(dsn, "INSERT INTO docs (id, title, amount) VALUES (3, 'lost', 3)", "FLUSH BINARY LOGS")
+    run_sql(dsn, "INSERT INTO docs (id, title, amount) VALUES (4, 'lost', 4)", "FLUSH BINARY LOGS")
+    purge_all_but_the_current_binlog(dsn)
+    result = cdc("run", str(config), timeout=90)
+    assert result.returncode == 5, result.stderr[-3000:]
+    assert "is no longer on the server" in result.stderr and "purged" in result.stderr
+    assert "re-snapshot" in result.stderr
+    if resume_by != "gtid":
+        return
+    # snapshot_mode: when_needed takes a new snapshot instead of stopping
+    config.write_text(
+        config.read_text().replace(
+            "  heartbeat_interval: 1s\n", "  heartbeat_interval: 1s\n  snapshot_mode: when_needed\n"
+        )
+    )
+    conn = Connector(config, tmp_path / "run3.log")
+    reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+    try:
+        expected = expected_rows(dsn)
+        state = reader.wait_until(converged(expected, set()), 60)
+        assert_matches(state, expected, set())
+        assert "taking a new snapshot" in conn.log_text()
+    finally:
+        conn.ensure_stopped()
+        reader.close()
