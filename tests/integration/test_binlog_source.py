@@ -364,3 +364,35 @@ def test_a_purged_binlog_is_a_fatal_explained_error(
     finally:
         conn.ensure_stopped()
         reader.close()
+
+
+def test_kill_minus_9_during_the_snapshot_loses_nothing(
+    docs_db: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    run_sql(
+        docs_db,
+        "INSERT INTO docs (id, title, amount) SELECT seq, CONCAT('snap ', seq), (seq % 100000) / 100 "
+        "FROM seq_101_to_150000",
+    )
+    config = make_config(tmp_path, docs_db, topic_name, kafka_bootstrap, registry_url)
+    conn = Connector(config, tmp_path / "run1.log")
+    reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+    try:
+        wait_for(lambda: reader.drain(0.05) and len(reader.records) > 2_000, 60, "part of the snapshot")
+        conn.kill9()
+        assert len(reader.drain(0.5)) < 150_000, "the snapshot finished before the kill; nothing was tested"
+        run_sql(  # changes while the connector is down
+            docs_db,
+            "UPDATE docs SET title = 'changed while down' WHERE id IN (1, 149999)",
+            "DELETE FROM docs WHERE id = 50",
+        )
+        conn = Connector(config, tmp_path / "run2.log")
+        run_sql(docs_db, "UPDATE docs SET title = 'changed after restart' WHERE id = 2")
+        expected = expected_rows(docs_db)
+        deleted = {key_of({"id": 50})}
+        state = reader.wait_until(converged(expected, deleted), 180)
+        assert_matches(state, expected, deleted)
+        assert "resuming an interrupted snapshot" in conn.log_text()
+    finally:
+        conn.ensure_stopped()
+        reader.close()
