@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -250,18 +251,17 @@ def test_ddl_added_column_ignored_dropped_mapped_column_stops(
         reader.close()
 
 
-def test_cdc_check_reports_the_server_settings(docs_db: str, tmp_path: Path, topic_name: str) -> None:
+def test_cdc_check_names_each_setting_and_its_fix(docs_db: str, tmp_path: Path, topic_name: str) -> None:
     config = make_config(tmp_path, docs_db, topic_name, "127.0.0.1:1", "http://127.0.0.1:1")
     result = cdc("check", str(config), timeout=60)
     out = result.stdout + result.stderr
-    for finding in (
-        "binlog_format = ROW",
-        "binlog_row_image = FULL",
-        "binlog_row_metadata = FULL",
-        "server_id",
-    ):
-        assert finding in out, out
-    assert time.time() > 0
+    for finding in ("log_bin = ON", "binlog_format = ROW", "binlog_row_image = FULL", "binlog_row_metadata = FULL",
+                    "MariaDB GTID position", "BINLOG MONITOR", "binlog retention"):  # fmt: skip
+        assert f"[ok  ] {finding}" in out or f"[ok  ] privileges: REPLICATION SLAVE, {finding}" in out, out
+    # the server's own server_id (1 on the test server) is refused, naming the fix
+    config.write_text(re.sub(r"server_id: \d+", "server_id: 1", config.read_text()))
+    out = cdc("check", str(config), timeout=60).stdout
+    assert "[FAIL] server_id 1 is distinct" in out and "set source.server_id to an unused value" in out, out
 
 
 class PrivateMariadb:
@@ -341,7 +341,10 @@ def test_a_purged_binlog_is_a_fatal_explained_error(
     # changes the stopped connector has not seen, then their binlogs purged
     run_sql(dsn, "INSERT INTO docs (id, title, amount) VALUES (3, 'lost', 3)", "FLUSH BINARY LOGS")
     run_sql(dsn, "INSERT INTO docs (id, title, amount) VALUES (4, 'lost', 4)", "FLUSH BINARY LOGS")
+    assert "lag binlog_position_on_server: 1.000" in cdc("status", str(config)).stdout
     purge_all_but_the_current_binlog(dsn)
+    status = cdc("status", str(config))
+    assert "lag binlog_position_on_server: 0.000" in status.stdout, status.stdout + status.stderr
     result = cdc("run", str(config), timeout=90)
     assert result.returncode == 5, result.stderr[-3000:]
     assert "is no longer on the server" in result.stderr and "purged" in result.stderr

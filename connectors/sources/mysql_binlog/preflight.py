@@ -37,6 +37,12 @@ def preflight(conn: Any, cfg: BinlogConfig, mariadb: bool) -> list[CheckResult]:
         got = values.get(name, "")
         ok = got.upper() == wanted
         out.append(CheckResult(ok, f"{name} = {wanted}", f"is {got or 'unset'}; {fix}" if not ok else ""))
+    if cfg.resume_by is ResumeBy.GTID and mariadb:
+        pos = str(server.scalar(conn, "SELECT @@GLOBAL.gtid_binlog_pos") or "")
+        out.append(
+            CheckResult(bool(pos), "MariaDB GTID position (resume_by: gtid)",
+                        f"@@gtid_binlog_pos = {pos}" if pos else "empty: write one transaction first, or resume_by: file")
+        )  # fmt: skip
     if cfg.resume_by is ResumeBy.GTID and not mariadb:
         ok = values.get("gtid_mode", "").upper() == "ON"
         out.append(

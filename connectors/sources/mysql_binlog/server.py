@@ -100,6 +100,36 @@ def binary_logs(conn: pymysql.connections.Connection[Any]) -> list[str]:
     return [str(r[0]) for r in rows(conn, "SHOW BINARY LOGS")]
 
 
+def position_on_server(
+    conn: pymysql.connections.Connection[Any], start: str, mariadb: bool, by_file: bool
+) -> bool:
+    """True when the binary logs still on the server reach back to ``start`` (a stored restart
+    position): by file, the file is still listed; MariaDB GTIDs, the oldest binlog's GTID list
+    is not past it in any domain; MySQL GTIDs, nothing it lacks was purged."""
+    logs = binary_logs(conn)
+    if by_file:
+        return start.rpartition(":")[0] in logs
+    if not mariadb:
+        missing = scalar(conn, "SELECT GTID_SUBTRACT(@@GLOBAL.gtid_purged, %s)", (start,))
+        return not missing
+    if not logs:
+        return False
+    events = rows(conn, f"SHOW BINLOG EVENTS IN '{logs[0]}' LIMIT 4")
+    listed = next((str(e[5]) for e in events if str(e[2]) == "Gtid_list"), "[]")
+    stored = {d: seq for d, _, seq in (_gtid(p) for p in start.split(",") if p.strip())}
+    for part in listed.strip("[]").split(","):
+        if part.strip():
+            domain, _, seq = _gtid(part)
+            if stored.get(domain, 0) < seq:
+                return False
+    return True
+
+
+def _gtid(text: str) -> tuple[int, int, int]:
+    domain, server_id, seq = (int(x) for x in text.strip().split("-"))
+    return domain, server_id, seq
+
+
 def split_table(name: str, default_db: str | None) -> tuple[str, str]:
     db, _, table = name.rpartition(".")
     if not db:

@@ -362,18 +362,21 @@ class MysqlBinlogSource(SourceConnector):
                 0.0 if self._caught_up else max(0.0, time.time() - self._last_event_ts)
             )
         offset = offsets.get(PARTITION)
-        if not offset or "start" not in offset or self.cfg.resume_by is ResumeBy.FILE:
+        if not offset or "start" not in offset:
             return out
         try:
             conn = self._connect()
         except CdcError:
             return out
+        start = str(offset["start"])
+        by_file = self.cfg.resume_by is ResumeBy.FILE
         try:
             mariadb = server.is_mariadb(conn)
-            if mariadb:
+            # 0 means the next start will fail: the binary logs holding the position were purged
+            out["binlog_position_on_server"] = float(server.position_on_server(conn, start, mariadb, by_file))
+            if mariadb and not by_file:
                 current = MariadbGtids(server.current_gtids(conn, True))
-                stored = MariadbGtids(str(offset["start"]))
-                out["binlog_transactions_behind"] = float(current.distance(stored))
+                out["binlog_transactions_behind"] = float(current.distance(MariadbGtids(start)))
         except (pymysql.MySQLError, ValueError):
             pass
         finally:
