@@ -1,18 +1,27 @@
-"""Row events with an exact TIME decoder (a small subclass of the library's row events).
+"""Row events with an exact TIME decoder, and TABLE_MAP events parsed once per shape (small
+subclasses of the library's events).
 
 mysql-replication 1.0 reads a TIME(fsp) value's integer part and its fraction separately, so a
 negative time with a fraction comes out wrong (``-00:00:00.000001`` as ``-00:00:00.999999``):
 MySQL stores the two together as one signed packed number. These subclasses decode TIME2 the
 way the server does (``my_time_packed_from_binary``) and are registered, for this process, in
 the library's event-type map in place of the originals; everything else is inherited.
+
+The library parses every TABLE_MAP event in full (column types, then the optional metadata:
+names, signedness, charsets, enum/set labels) although a server writes the same TABLE_MAP
+before every transaction on a table: with many small transactions that parse was the largest
+cost. :class:`CachedTableMap` keys the parsed table by the event's raw bytes (table id, names
+and all metadata), so an unchanged table is parsed once and any change (a DDL, a new table id)
+is parsed anew - decoding still uses each transaction's own TABLE_MAP.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 from pymysqlreplication import constants, packet, row_event
+from pymysqlreplication.event import BinLogEvent
 
 _INT_OFS = 0x800000
 _INT_OFS_6 = 0x800000000000
@@ -68,7 +77,36 @@ class DeleteRows(_ExactTime, row_event.DeleteRowsEvent):  # type: ignore[misc]
     """DELETE_ROWS with exact TIME values."""
 
 
+class CachedTableMap(row_event.TableMapEvent):  # type: ignore[misc]
+    """TABLE_MAP parsed once per distinct raw event body."""
+
+    table_obj: Any
+    _parsed: ClassVar[dict[bytes, Any]] = {}
+    _LIMIT = 4096  # distinct shapes kept (table ids change on DDL and table cache reloads)
+
+    def __init__(
+        self, from_packet: Any, event_size: int, table_map: Any, ctl_connection: Any, **kwargs: Any
+    ) -> None:
+        # Peek at the body without consuming it (the library's parser measures what is left
+        # of the underlying packet, so a read + unread would hide the optional metadata).
+        inner = from_packet.packet
+        raw = bytes(inner._data[inner._position : inner._position + event_size])
+        table = self._parsed.get(raw)
+        if table is None:
+            super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
+            if self._processed:  # a table the stream captures (others are filtered unparsed)
+                if len(self._parsed) >= self._LIMIT:
+                    self._parsed.clear()
+                self._parsed[raw] = self.table_obj
+            return
+        BinLogEvent.__init__(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
+        self.table_id, self.schema, self.table = table.table_id, table.schema, table.table
+        self.columns, self.table_obj = table.columns, table
+        table_map[self.table_id] = table
+
+
 _REPLACED = {
+    constants.TABLE_MAP_EVENT: CachedTableMap,
     constants.WRITE_ROWS_EVENT_V1: WriteRows,
     constants.WRITE_ROWS_EVENT_V2: WriteRows,
     constants.UPDATE_ROWS_EVENT_V1: UpdateRows,

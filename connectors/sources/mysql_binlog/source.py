@@ -78,10 +78,7 @@ _CONTINUES = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END")
 _EVENTS = [
     MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, RotateEvent, HeartbeatLogEvent,
     rowevents.WriteRows, rowevents.UpdateRows, rowevents.DeleteRows,
-]  # fmt: skip
-_EVENTS = [
-    MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, RotateEvent, HeartbeatLogEvent,
-    rowevents.WriteRows, rowevents.UpdateRows, rowevents.DeleteRows,
+    rowevents.CachedTableMap,  # the library applies it to its table map; handle() ignores it
 ]  # fmt: skip
 # 1236: the server cannot serve the requested position (binlog purged, GTID state too old)
 _POSITION_LOST = 1236
