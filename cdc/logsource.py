@@ -1,6 +1,8 @@
 """What every log-reading source (PostgreSQL WAL, MySQL/MariaDB binlog) shares.
 
 - :class:`SnapshotMode`: when an initial snapshot is taken before streaming.
+- :class:`ReaderThread`: one reader thread handing events to the pipeline through a bounded
+  :class:`~cdc.handoff.EventHandoff`, the session lease, ``poll`` and ``close``.
 - :func:`run_snapshot`: the chunked, resumable, progress-reporting read of every table of an
   initial snapshot. Each table is read in key order; each event's offset says which table is
   being read, the key of the last row handed over and which tables are done, so a process that
@@ -19,10 +21,52 @@ from enum import StrEnum
 from typing import Any
 
 from cdc import progress
-from cdc.plugin import ChangeEvent, Offset, Op
+from cdc.handoff import EventHandoff
+from cdc.plugin import ChangeEvent, Lease, Offset, Op
+from cdc.sql import engines, lease
 
 #: events handed over per chunk
 CHUNK = 1000
+
+
+class ReaderThread:
+    """The threading half of a log source: a reader thread, its hand-off and the lease.
+
+    A source mixes this in before :class:`~cdc.plugin.SourceConnector`, calls
+    :meth:`_init_reader` in its constructor and :meth:`_start_reader` from ``start``; the
+    reader hands chunks over with :meth:`_put` and reports a failure with ``_handoff.fail``.
+    """
+
+    dsn: str
+    _lease_engine: Any = None
+
+    def _init_reader(self, queue_events: int) -> None:
+        self._handoff = EventHandoff(queue_events, CHUNK)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _start_reader(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
+        self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, events: list[ChangeEvent]) -> bool:
+        """Hand a chunk over (blocking while the pipeline is behind); False when stopping."""
+        return self._handoff.put(events, self._stop)
+
+    def acquire_lease(self, connector_name: str) -> Lease:
+        """The single-instance lease, held by a session of the source database."""
+        self._lease_engine = engines.create_engine(self.dsn, pool_size=1)
+        return lease.acquire(self._lease_engine, connector_name)
+
+    def poll(self, timeout: float) -> list[ChangeEvent]:
+        return self._handoff.take(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        if self._lease_engine is not None:
+            self._lease_engine.dispose()
 
 
 class SnapshotMode(StrEnum):

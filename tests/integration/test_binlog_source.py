@@ -11,8 +11,6 @@ import os
 import random
 import re
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +22,17 @@ import pymysql
 import pytest
 
 from tests.conftest import _mysql_connect
-from tests.integration.harness import ROOT, Connector, TopicReader, cdc, key_of, wait_for, write_config
+from tests.integration.harness import (
+    Connector,
+    PrivateServer,
+    TopicReader,
+    assert_matches,
+    cdc,
+    converged,
+    key_of,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +83,6 @@ runtime:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def db(dsn: str) -> pymysql.connections.Connection:  # type: ignore[type-arg]
     return _mysql_connect(dsn, dsn.rpartition("/")[2])
 
@@ -127,24 +129,6 @@ def make_config(
         bootstrap=bootstrap, registry=registry,
     )  # fmt: skip
     return write_config(tmp_path, text, {"key.avsc": KEY, "value.avsc": VALUE})
-
-
-def converged(expected: dict[str, Any], deleted: set[str]) -> Any:
-    def check(state: dict[str, Any]) -> bool:
-        return all(state.get(k) == v for k, v in expected.items()) and all(
-            state.get(k, 1) is None for k in deleted
-        )
-
-    return check
-
-
-def assert_matches(state: dict[str, Any], expected: dict[str, Any], deleted: set[str]) -> None:
-    for key, row in expected.items():
-        assert state.get(key) is not None, f"key {key} missing or deleted in the topic"
-        for field, value in row.items():
-            assert state[key][field] == value, f"key {key} field {field}: {state[key][field]!r} != {value!r}"
-    for key in deleted:
-        assert key in state and state[key] is None, f"deleted key {key} does not end in a tombstone"
 
 
 def test_snapshot_then_stream_with_a_primary_key_change(
@@ -264,19 +248,11 @@ def test_cdc_check_names_each_setting_and_its_fix(docs_db: str, tmp_path: Path, 
     assert "[FAIL] server_id 1 is distinct" in out and "set source.server_id to an unused value" in out, out
 
 
-class PrivateMariadb:
-    """A throwaway MariaDB (scripts/services/mariadb.sh on a free port): its binlogs may be purged."""
+class PrivateMariadb(PrivateServer):
+    """A throwaway MariaDB: its binlogs may be purged."""
 
     def __init__(self, state: Path) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, "CDC_SERVICES_DIR": str(state), "CDC_MYSQL_PORT": str(self.port)}
-
-    def run(self, action: str) -> None:
-        result = subprocess.run(
-            ["bash", str(ROOT / "scripts/services/mariadb.sh"), action],
-            env=self.env, capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
+        super().__init__("mariadb.sh", "CDC_MYSQL_PORT", state)
 
     def dsn(self, database: str) -> str:
         return f"mysql://cdc:cdc@127.0.0.1:{self.port}/{database}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import select
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
@@ -39,8 +38,7 @@ from pymysqlreplication.event import (
 )
 
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
-from cdc.handoff import EventHandoff
-from cdc.logsource import CHUNK, SnapshotMode, SnapshotTable, run_snapshot
+from cdc.logsource import CHUNK, ReaderThread, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
 from cdc.mysql import catalog as mysql_catalog
 from cdc.mysql.types import row_normalizer
@@ -48,14 +46,13 @@ from cdc.plugin import (
     ChangeEvent,
     CheckResult,
     ColumnInfo,
-    Lease,
     Offset,
     Offsets,
     Op,
     SourceConnector,
     StreamSpec,
 )
-from cdc.sql import engines, lease
+from cdc.sql import engines
 from connectors.sources.mysql_binlog import rowevents, server
 from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, ResumeBy
 from connectors.sources.mysql_binlog.decoding import RowMapper, build_mapper
@@ -95,7 +92,7 @@ class _Table:
         self.columns = columns
 
 
-class MysqlBinlogSource(SourceConnector):
+class MysqlBinlogSource(ReaderThread, SourceConnector):
     """Streams committed row changes from a MySQL/MariaDB binary log (ROW format, FULL metadata)."""
 
     config_model: ClassVar[type[BaseModel]] = BinlogConfig
@@ -110,9 +107,7 @@ class MysqlBinlogSource(SourceConnector):
         self.captures = {s.name: BinlogStream.model_validate(s.capture) for s in streams}
         self.specs = {s.name: s for s in streams}
         self.tables: dict[str, _Table] = {}
-        self._handoff = EventHandoff(config.queue_events, CHUNK)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_reader(config.queue_events)
         self._last_event_ts: float | None = None  # binlog timestamp of the newest event read
         self._caught_up = False
         self.mariadb = True
@@ -158,17 +153,12 @@ class MysqlBinlogSource(SourceConnector):
             conn.close()
         return results
 
-    def acquire_lease(self, connector_name: str) -> Lease:
-        self._lease_engine = engines.create_engine(self.dsn, pool_size=1)
-        return lease.acquire(self._lease_engine, connector_name)
-
     # --- start ---
     def start(self, offsets: Offsets) -> None:
         offset = offsets.get(PARTITION)
         if not self.tables:
             self._load_tables()
-        self._thread = threading.Thread(target=self._run, args=(offset,), name="cdc-binlog", daemon=True)
-        self._thread.start()
+        self._start_reader(self._run, (offset,), "cdc-binlog")
 
     def _run(self, offset: Offset | None) -> None:
         try:
@@ -203,9 +193,6 @@ class MysqlBinlogSource(SourceConnector):
             self._handoff.fail(SourceUnavailableError(f"binlog: {mask_dsn(str(exc))}"))
         except Exception as exc:  # surfaced by poll(), never swallowed
             self._handoff.fail(exc)
-
-    def _put(self, events: list[ChangeEvent]) -> bool:
-        return self._handoff.put(events, self._stop)
 
     # --- snapshot ---
     def _snapshot(self, resume: Offset | None) -> str | None:
@@ -379,17 +366,6 @@ class MysqlBinlogSource(SourceConnector):
         finally:
             conn.close()
         return out
-
-    def poll(self, timeout: float) -> list[ChangeEvent]:
-        return self._handoff.take(timeout)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-        engine = getattr(self, "_lease_engine", None)
-        if engine is not None:
-            engine.dispose()
 
 
 class _TxnAssembler:

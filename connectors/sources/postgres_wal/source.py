@@ -30,8 +30,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
-from cdc.handoff import EventHandoff
-from cdc.logsource import CHUNK, SnapshotMode, SnapshotTable, run_snapshot
+from cdc.logsource import CHUNK, ReaderThread, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
 from cdc.pg import pgoutput as po
 from cdc.pg.confirm import ConfirmTracker
@@ -42,14 +41,12 @@ from cdc.plugin import (
     ChangeEvent,
     CheckResult,
     ColumnInfo,
-    Lease,
     Offset,
     Offsets,
     Op,
     SourceConnector,
     StreamSpec,
 )
-from cdc.sql import engines, lease
 from connectors.sources.postgres_wal import catalog, snapshot
 from connectors.sources.postgres_wal.config import UnchangedToast, WalConfig, WalStream
 from connectors.sources.postgres_wal.decoding import RelationMapper, build_mapper
@@ -58,7 +55,7 @@ from connectors.sources.postgres_wal.incremental import IncrementalSnapshot
 log = logging.getLogger(__name__)
 
 
-class PostgresWalSource(SourceConnector):
+class PostgresWalSource(ReaderThread, SourceConnector):
     """Streams committed changes from PostgreSQL's WAL via logical decoding (pgoutput)."""
 
     config_model: ClassVar[type[BaseModel]] = WalConfig
@@ -73,9 +70,7 @@ class PostgresWalSource(SourceConnector):
         self.specs = {s.name: s for s in streams}
         self.partition = f"slot:{config.slot}"
         self.tables: dict[str, catalog.Table] = {}
-        self._handoff = EventHandoff(config.queue_events, CHUNK)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_reader(config.queue_events)
         self.confirm = ConfirmTracker()
         self._snapshot_started: float | None = None
         self._snapshot_pid = 0
@@ -175,10 +170,6 @@ class PostgresWalSource(SourceConnector):
             )
         return results
 
-    def acquire_lease(self, connector_name: str) -> Lease:
-        self._lease_engine = engines.create_engine(self.dsn, pool_size=1)
-        return lease.acquire(self._lease_engine, connector_name)
-
     # --- start ---
     def start(self, offsets: Offsets) -> None:
         offset = offsets.get(self.partition)
@@ -229,10 +220,7 @@ class PostgresWalSource(SourceConnector):
             (int(offset["commit"]), int(offset["i"])) if offset and offset.get("phase") == "stream" else None
         )
         self._inc_state: dict[str, Any] | None = offset.get("inc") if offset else None
-        self._thread = threading.Thread(
-            target=self._run, args=(slot is None, offset), name="cdc-wal", daemon=True
-        )
-        self._thread.start()
+        self._start_reader(self._run, (slot is None, offset), "cdc-wal")
 
     def _ensure_publications(self, conn: psycopg.Connection[Any]) -> None:
         plan = self._publication_plan(conn)
@@ -401,9 +389,6 @@ class PostgresWalSource(SourceConnector):
 
         return read
 
-    def _put(self, events: list[ChangeEvent]) -> bool:
-        return self._handoff.put(events, self._stop)
-
     def _stream(self, repl: ReplicationConnection) -> None:
         options = {"proto_version": "1", "publication_names": ",".join(self._publications())}
         if self.cfg.messages:
@@ -541,17 +526,6 @@ class PostgresWalSource(SourceConnector):
             except psycopg.Error:
                 pass
         return out
-
-    def poll(self, timeout: float) -> list[ChangeEvent]:
-        return self._handoff.take(timeout)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-        engine = getattr(self, "_lease_engine", None)
-        if engine is not None:
-            engine.dispose()
 
 
 class _TxnHandler:
