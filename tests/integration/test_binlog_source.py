@@ -187,7 +187,7 @@ def test_kill_minus_9_in_a_large_transaction_and_while_streaming(
         run_sql(docs_db, "UPDATE docs SET title = 'after kill' WHERE id BETWEEN 10001 AND 10010")
         conn = Connector(config, tmp_path / "run2.log")
         expected = expected_rows(docs_db)
-        state = reader.wait_until(converged(expected, set()), 120)
+        state = reader.wait_until(converged(expected, set()), 240)
         assert_matches(state, expected, set())
         # kill -9 while streaming many small transactions
         sql = [f"UPDATE docs SET title = 'small {i}' WHERE id = {10_000 + i}" for i in range(1, 2001)]
@@ -197,7 +197,7 @@ def test_kill_minus_9_in_a_large_transaction_and_while_streaming(
         conn = Connector(config, tmp_path / "run3.log")
         expected = expected_rows(docs_db)
         deleted = {key_of({"id": 10500})}
-        state = reader.wait_until(converged(expected, deleted), 120)
+        state = reader.wait_until(converged(expected, deleted), 240)
         assert_matches(state, expected, deleted)
         assert "streaming the binlog from" in conn.log_text()
     finally:

@@ -4,6 +4,7 @@ assembly on recorded MySQL 8 events (GTID sets, BEGIN/XID, binary JSON) without 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal, localcontext
 from typing import Any
 
 import pytest
@@ -240,3 +241,40 @@ def test_a_retyped_mapped_column_stops() -> None:
         assembler.handle(
             _rows(rowevents.WriteRows, 42, [{"values": {"id": 1, "title": "t", "meta": None, "added": 1}}])
         )
+
+
+def _decimal_binary(value: Decimal, precision: int, scale: int) -> bytes:
+    """MySQL's decimal2bin, written from its definition (for round trips)."""
+    with localcontext() as ctx:
+        ctx.prec = 100
+        sign, digits, _ = value.quantize(Decimal(1).scaleb(-scale)).as_tuple()
+    text = "".join(map(str, digits)).rjust(precision, "0")
+    whole, frac = text[: precision - scale], text[precision - scale :]
+    sizes = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+    out = bytearray()
+    rest = len(whole) % 9
+    groups = ([whole[:rest]] if rest else []) + [whole[i : i + 9] for i in range(rest, len(whole), 9)]
+    for g in groups:
+        out += int(g).to_bytes(sizes[len(g)] if len(g) < 9 else 4, "big")
+    for i in range(0, len(frac), 9):
+        g = frac[i : i + 9]
+        out += int(g).to_bytes(4 if len(g) == 9 else sizes[len(g)], "big")
+    if sign:
+        out = bytearray(b ^ 0xFF for b in out)
+    out[0] ^= 0x80
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "precision", "scale"),
+    [("0", 10, 0), ("-1.5", 10, 2), ("123.456", 65, 30), ("9" * 35 + "." + "9" * 30, 65, 30),
+     ("-" + "9" * 35 + "." + "9" * 30, 65, 30), ("0.000000000000000000000000000001", 65, 30),
+     ("-12345678901234567890", 20, 0), ("18446744073709551615", 20, 0), ("-0.01", 12, 2), ("7", 1, 0),
+     ("-3.14159", 6, 5), ("99999999.9", 9, 1)],
+)  # fmt: skip
+def test_decimal_binary_round_trips(text: str, precision: int, scale: int) -> None:
+    value = Decimal(text)
+    raw = _decimal_binary(value, precision, scale)
+    assert len(raw) == rowevents.decimal_size(precision, scale)
+    got = rowevents.new_decimal(raw, precision, scale)
+    assert got == value and got.as_tuple().exponent == -scale
