@@ -278,3 +278,24 @@ def test_decimal_binary_round_trips(text: str, precision: int, scale: int) -> No
     assert len(raw) == rowevents.decimal_size(precision, scale)
     got = rowevents.new_decimal(raw, precision, scale)
     assert got == value and got.as_tuple().exponent == -scale
+
+
+def test_an_update_keeps_the_zero_dates_and_empty_sets_of_each_image() -> None:
+    source = _source()
+    source.tables["docs"].columns["title"] = column_info("title", "date", nullable=True)
+    table = _docs_table(42)
+    table.columns[1] = _column("title", FIELD_TYPE.DATE)
+    assembler = _TxnAssembler(source, MysqlGtids(f"{UUID}:1-7"), None, _Reader({42: table}))  # type: ignore[arg-type]
+    assembler.handle(_event(GtidEvent, sid=bytes.fromhex(UUID.replace("-", "")), gno=8))
+    row = {
+        "before_values": {"id": 1, "title": None, "meta": None, "added": 1},
+        "before_none_sources": {"title": "null", "meta": "null"},
+        "after_values": {"id": 1, "title": None, "meta": None, "added": 1},
+        "after_none_sources": {"title": "out of date range", "meta": "null"},
+    }
+    assembler.handle(_rows(rowevents.UpdateRows, 42, [row]))
+    assembler.handle(_event(XidEvent))
+    (event,) = source._handoff.take(0.1)
+    assert event.before is not None and event.after is not None
+    assert event.before["title"] is None  # a real NULL
+    assert event.after["title"] == "0000-00-00"  # a zero date: the converter makes it a row error

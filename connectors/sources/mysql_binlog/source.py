@@ -489,8 +489,9 @@ class _TxnAssembler:
                 before = mapper.values(row["values"], sources)
                 changes = [(Op.DELETE, {k: before[k] for k in key_cols}, before, None)]
             else:
-                before = mapper.values(row["before_values"], sources)
-                after = mapper.values(row["after_values"], sources)
+                # an update row says why a value is None per image
+                before = mapper.values(row["before_values"], row.get("before_none_sources"))
+                after = mapper.values(row["after_values"], row.get("after_none_sources"))
                 key = {k: after[k] for k in key_cols}
                 old_key = {k: before[k] for k in key_cols}
                 changes = [(Op.DELETE, old_key, before, None)] if old_key != key else []
