@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,3 +134,42 @@ def test_zero_dates_are_row_errors_by_default(matrix_db: str) -> None:
                 with pytest.raises(RowError) as info:
                     convert(event.after, event.key)
                 assert info.value.field == zero[0] and "zero or invalid date" in info.value.reason
+
+
+def _source(dsn: str, mode: str) -> MysqlBinlogSource:
+    spec = StreamSpec("matrix", ("id",), ("id", "i64"), {"table": "matrix"})
+    config = {
+        "url": dsn,
+        "server_id": random.randint(10_000, 2**31),
+        "snapshot_mode": mode,
+        "heartbeat_interval": 1,
+    }
+    return MysqlBinlogSource(BinlogConfig.model_validate(config), [spec])
+
+
+def test_snapshot_modes_never_and_initial_only(matrix_db: str) -> None:
+    never = _source(matrix_db, "never")
+    try:
+        never.start({})
+        time.sleep(2)  # registered as a replica at the current position
+        conn = mysql_connect(matrix_db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("UPDATE matrix SET i64 = 77 WHERE id = 3")
+        finally:
+            conn.close()
+        events = _collect(never, 1)
+        assert [(e.op, e.key, e.after) for e in events.values()] == [
+            (Op.UPDATE, {"id": 3}, {"id": 3, "i64": 77})
+        ]
+    finally:
+        never.close()
+    only = _source(matrix_db, "initial_only")
+    try:
+        only.start({})
+        events = _collect(only, len(mx.ROWS))
+        assert {e.op for e in events.values()} == {Op.READ}
+        time.sleep(1)
+        assert only._thread is not None and not only._thread.is_alive()  # done: no streaming
+    finally:
+        only.close()
