@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -180,6 +180,26 @@ class SourceConnector(abc.ABC):
     @abc.abstractmethod
     def poll(self, timeout: float) -> list[ChangeEvent]:
         """Return the next events (possibly none) within about ``timeout`` seconds."""
+
+    def key_set_streams(self) -> list[str]:
+        """Streams whose deletes this source finds by comparing key sets (a row whose key vanished
+        was deleted). Before ``start`` the runtime then calls :meth:`restore_keys` with the keys
+        the stream's entity topic still holds, so deletes made while the connector was stopped
+        are found too. Default: none."""
+        return []
+
+    def restore_keys(  # noqa: B027 - optional hook
+        self,
+        stream: str,
+        emitted: Mapping[bytes, dict[str, Any]],
+        encode_key: Callable[[dict[str, Any]], bytes],
+    ) -> None:
+        """Called before ``start`` for each stream of :meth:`key_set_streams` (only with a Kafka
+        output, entity format): ``emitted`` maps the Avro body of every key live in the stream's
+        topic (latest record not a tombstone) to that key as source column values;
+        ``encode_key`` encodes a key of source column values the same way, so the source
+        compares keys byte for byte, never by Python value. Runs in the process the source
+        runs in."""
 
     def acknowledge(self, offsets: Offsets) -> None:  # noqa: B027 - optional hook
         """Everything up to these offsets is committed downstream; the source may release it."""

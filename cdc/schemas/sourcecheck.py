@@ -90,6 +90,11 @@ def _mysql_checks(
             problems.append(f"{where}: {what} holds {lo_hi[0]}..{lo_hi[1]}, beyond decimal({p},{s})")
     if info.data_type in ("double", "real", "double precision") and kind == "float":
         problems.append(f"{where}: {what} is 64-bit; Avro float would round it, declare double")
+    if info.python_type is dt.timedelta and kind == "long" and info.data_type != "time":
+        problems.append(
+            f"{where}: {what} is an interval whose driver value folds months into days; "
+            "declare the {months, days, micros} record (long is for a MySQL TIME)"
+        )
     if info.data_type == "time" and kind in ("time-micros", "time-millis"):
         warnings.append(
             f"{where}: {what} is an interval (-838:59:59..838:59:59); values outside [00:00, 24:00) "

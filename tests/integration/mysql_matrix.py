@@ -199,6 +199,9 @@ ROWS: dict[int, tuple[Any, ...]] = {
     ),
     6: (6, *([None] * (len(COLUMNS) - 1))),
 }
+# MariaDB's TIME extremes with fractions (row 3 otherwise)
+for _id, _time in ((7, "838:59:59.999999"), (8, "-838:59:59.999999")):
+    ROWS[_id] = (_id, *ROWS[3][1:8], _time, *ROWS[3][9:])
 
 # The canonical value each row must arrive with, where it differs from the inserted value
 # (cdc.mysql.types); TIME as the exact signed interval.
@@ -209,6 +212,8 @@ TIMES = {
     4: dt.timedelta(hours=24),
     5: -dt.timedelta(microseconds=1),
     6: None,
+    7: dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999),
+    8: -dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999),
 }
 TIME_MICROS = {k: None if v is None else v // dt.timedelta(microseconds=1) for k, v in TIMES.items()}
 SETS = {1: ["a", "d"], 2: [], 3: ["a", "b", "c"], 4: ["b"], 5: ["a", "b", "c", "d"], 6: None}
@@ -216,6 +221,8 @@ BITS = {1: (7, 1), 2: (0, 0), 3: (5, 1), 4: (4, 0), 5: (3, 1), 6: (None, None)}
 FLOATS = {1: FLT_MAX, 2: 1.401298464324817e-45, 3: 0.10000000149011612, 4: 0.0, 5: 16777216.0, 6: None}
 DOUBLES = {1: 1.7976931348623157e308, 2: -2.2250738585072014e-308, 3: 0.1, 4: 5e-324, 5: 0.0, 6: None}
 BINARIES = {1: b"\x01\x02\x00\x00", 2: b"\x00" * 4, 3: b"abcd", 4: b"\xff" * 4, 5: b"\x00a\x00\x00", 6: None}
+for _table in (SETS, BITS, FLOATS, DOUBLES, BINARIES):  # rows 7 and 8 are row 3 but for the TIME
+    _table.update({7: _table[3], 8: _table[3]})
 ZERO_DATES = {1: ("zd", "zdt"), 2: ("zd",)}  # the columns holding a zero or invalid date
 
 INSERT = f"INSERT INTO matrix ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"

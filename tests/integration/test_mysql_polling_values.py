@@ -89,6 +89,10 @@ def test_start_up_check_accepts_the_contract_mapping(matrix_db: str) -> None:
 
 def test_values_arrive_canonical_and_exact(matrix_db: str) -> None:
     convert = compile_record(mx.VALUE_SCHEMA, stream="matrix")
+    # DOUBLE declared as an Avro string (the '-0E-10'): repr text, the same double back
+    as_text = compile_record(
+        {"type": "record", "name": "T", "fields": [{"name": "d", "type": ["null", "string"]}]}, stream="m"
+    )
     for _, events in _poll(matrix_db, "null"):
         for i, event in events.items():
             row = event.after
@@ -118,6 +122,8 @@ def test_values_arrive_canonical_and_exact(matrix_db: str) -> None:
             out = convert(row, event.key)
             assert out["t6"] == mx.TIME_MICROS[i], where  # Avro long: signed microseconds
             assert out["d"] is None or _bits(out["d"]) == _bits(mx.DOUBLES[i]), where
+            text = as_text(row, event.key)["d"]
+            assert text is None or _bits(float(text)) == _bits(mx.DOUBLES[i]), (where, text)
 
 
 def test_zero_dates_are_row_errors_by_default(matrix_db: str) -> None:

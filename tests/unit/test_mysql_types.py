@@ -93,6 +93,9 @@ def test_bit_float_binary_enum_uuid_text() -> None:
     assert norm(col("bit(64)"), b"\xff" * 8) == U64
     assert norm(col("bit(1)"), True) == 1
     assert norm(col("bit(1)"), 1) == 1
+    assert norm(col("bit(3)"), "101") == 5  # python-mysql-replication's rendering
+    with pytest.raises(ValueError, match="binary digits"):
+        norm(col("bit(3)"), "12")
     f32 = norm(col("float"), 3.40282e38)  # what the text protocol shows: rounded to the float32 value
     assert struct.unpack("<f", struct.pack("<f", f32))[0] == f32
     assert norm(col("float"), 3.4028234663852886e38) == 3.4028234663852886e38
@@ -177,3 +180,9 @@ def test_check_set_enum_float_fixed() -> None:
     assert check(col("binary(4)", nullable=False), {"type": "fixed", "name": "F", "size": 4}) == ([], [])
     assert check(col("binary(4)", nullable=False), {"type": "fixed", "name": "F", "size": 3})[0]
     assert check(col("varbinary(4)", nullable=False), {"type": "fixed", "name": "F", "size": 4})[0]
+
+
+def test_check_a_postgres_interval_is_not_microseconds() -> None:
+    interval = ColumnInfo("c", "interval", False, python_type=dt.timedelta)
+    (problem,) = check(interval, "long")[0]
+    assert "folds months into days" in problem

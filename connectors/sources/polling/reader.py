@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -112,11 +113,14 @@ class StreamReader:
         if self.capture.table:
             schema, table = _split_name(self.capture.table)
             try:
-                # resolve_fks=False: the captured table alone; a dangling or invisible foreign-key
-                # target must not make the captured table look missing.
-                return sa.Table(
-                    table, sa.MetaData(), schema=schema, autoload_with=self.engine, resolve_fks=False
-                )
+                with warnings.catch_warnings():
+                    # MariaDB's UUID/INET types are unknown to SQLAlchemy; the catalog describes them
+                    warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+                    # resolve_fks=False: the captured table alone; a dangling or invisible
+                    # foreign-key target must not make the captured table look missing.
+                    return sa.Table(
+                        table, sa.MetaData(), schema=schema, autoload_with=self.engine, resolve_fks=False
+                    )
             except sa.exc.NoSuchTableError:
                 from cdc.errors import SourceConfigError
 
