@@ -153,10 +153,6 @@ def _utc_or_zero(value: dt.datetime) -> Any:
 _EPOCH = dt.datetime(1970, 1, 1)
 
 
-def _bits(value: Any) -> Any:
-    return int(value, 2) if isinstance(value, str) else value
-
-
 def _bytes(value: Any) -> Any:
     # The library "decodes" binary strings with the codec "binary", which Python only accepts
     # for an empty input: b"" arrives as "".
@@ -220,7 +216,6 @@ def _json(value: Any) -> Any:
 #: binlog value -> the driver value cdc.mysql.types makes canonical, by data type
 _PRE: dict[str, Normalizer] = {
     "timestamp": _utc_or_zero,
-    "bit": _bits,
     "uuid": _uuid,
     "inet6": _inet6,
     "inet4": _inet4,
