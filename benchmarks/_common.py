@@ -10,6 +10,20 @@ import threading
 import time
 from typing import Any
 
+#: the key and value schemas of the log-source benchmarks (the table bench)
+KEY = {"type": "record", "name": "K", "fields": [{"name": "id", "type": "long"}]}
+VALUE = {
+    "type": "record",
+    "name": "Row",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "account", "type": "int"},
+        {"name": "label", "type": "string"},
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}},
+        {"name": "created_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+    ],
+}
+
 
 def env(name: str) -> str:
     value = os.environ.get(name)
@@ -85,3 +99,34 @@ def rss_mb() -> float:
 def report(result: dict[str, Any]) -> None:
     """The last line of every benchmark: one JSON object."""
     print(json.dumps(result, sort_keys=False), flush=True)
+
+
+def drain(runner: Any, name: str, events: int, timeout: float) -> tuple[float, float]:
+    """Run the connector until its stream ``rows`` produced ``events`` events, all acknowledged and
+    committed; returns (first event read, last acknowledged) monotonic times."""
+    counter = runner.metrics.events.labels(name, "rows")
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        produced = counter._value.get()
+        if first is None and produced > 0:
+            first = time.monotonic()
+        in_flight = runner.metrics.in_flight.labels(name)._value.get()
+        if produced >= events and in_flight == 0:  # every event acknowledged by the broker and committed
+            return first or time.monotonic(), time.monotonic()
+        if not thread.is_alive():
+            sys.exit("benchmark: the connector stopped early")
+        time.sleep(0.02)
+    sys.exit(f"benchmark: timed out ({counter._value.get()} of {events} events)")
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50, p99 and max of latencies in milliseconds (-1 when there are none)."""
+    latencies = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1) if latencies else -1.0
+
+    return {"events": len(latencies), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}

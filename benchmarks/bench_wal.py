@@ -28,23 +28,11 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env, report, rss_mb, start_rss_sampling
+from _common import KEY, VALUE, drain, env, percentiles, report, rss_mb, start_rss_sampling
 
 from cdc.config import load_config
 from cdc.runtime.runner import Runner
 
-KEY = {"type": "record", "name": "K", "fields": [{"name": "id", "type": "long"}]}
-VALUE = {
-    "type": "record",
-    "name": "Row",
-    "fields": [
-        {"name": "id", "type": "long"},
-        {"name": "account", "type": "int"},
-        {"name": "label", "type": "string"},
-        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}},
-        {"name": "created_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-    ],
-}
 CONFIG = """
 name: {name}
 source:
@@ -108,25 +96,6 @@ def make_runner(tmp: Path, name: str, url: str, capture: str) -> Runner:
         )
     )
     return Runner(load_config(tmp / "c.yaml"))
-
-
-def drain(runner: Runner, name: str, events: int, timeout: float) -> tuple[float, float]:
-    counter = runner.metrics.events.labels(name, "rows")
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    first = None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        produced = counter._value.get()
-        if first is None and produced > 0:
-            first = time.monotonic()
-        in_flight = runner.metrics.in_flight.labels(name)._value.get()
-        if produced >= events and in_flight == 0:  # every event acknowledged by the broker and committed
-            return first or time.monotonic(), time.monotonic()
-        if not thread.is_alive():
-            sys.exit("benchmark: the connector stopped early")
-        time.sleep(0.02)
-    sys.exit(f"benchmark: timed out ({counter._value.get()} of {events} events)")
 
 
 def create_slot_first(tmp: Path, name: str, url: str, capture: str) -> None:
@@ -195,12 +164,7 @@ def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict
     consumer.close()
     runner.stop.set()
     thread.join(30)
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1) if latencies else -1.0
-
-    return {"events": len(latencies), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+    return percentiles(latencies)
 
 
 def main() -> None:

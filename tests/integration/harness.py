@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -191,3 +192,47 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.2)
+
+
+def converged(expected: dict[str, Any], deleted: set[str]) -> Callable[[dict[str, Any]], bool]:
+    """A TopicReader.wait_until predicate: every expected key holds its row, every deleted key a tombstone."""
+
+    def check(state: dict[str, Any]) -> bool:
+        return all(state.get(k) == v for k, v in expected.items()) and all(
+            state.get(k, 1) is None for k in deleted
+        )
+
+    return check
+
+
+def assert_matches(state: dict[str, Any], expected: dict[str, Any], deleted: set[str]) -> None:
+    """Field by field per key: the topic's last record of each key equals the source row."""
+    for key, row in expected.items():
+        assert state.get(key) is not None, f"key {key} missing or deleted in the topic"
+        for field, value in row.items():
+            assert state[key][field] == value, f"key {key} field {field}: {state[key][field]!r} != {value!r}"
+    for key in deleted:
+        assert key in state and state[key] is None, f"deleted key {key} does not end in a tombstone"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateServer:
+    """A throwaway instance of a test service (``scripts/services/<script> start|stop``) on a free
+    port with its own state directory: for tests that restart, break or purge a server."""
+
+    def __init__(self, script: str, port_variable: str, state: Path) -> None:
+        self.script = script
+        self.port = free_port()
+        self.env = {**os.environ, "CDC_SERVICES_DIR": str(state), port_variable: str(self.port)}
+
+    def run(self, action: str) -> None:
+        result = subprocess.run(
+            ["bash", str(ROOT / "scripts/services" / self.script), action],
+            env=self.env, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -20,29 +18,24 @@ import psycopg
 import pytest
 
 from tests.integration.dbs import LegacyApp
-from tests.integration.harness import ROOT, Connector, TopicReader, cdc, key_of, wait_for, write_config
+from tests.integration.harness import (
+    Connector,
+    PrivateServer,
+    TopicReader,
+    cdc,
+    free_port,
+    key_of,
+    wait_for,
+    write_config,
+)
 from tests.integration.test_polling_to_kafka import assert_equal_field_by_field, converged, make_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.destructive]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivatePostgres:
+class PrivatePostgres(PrivateServer):
     def __init__(self, state: Path) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, "CDC_SERVICES_DIR": str(state), "CDC_PG_PORT": str(self.port)}
-
-    def run(self, action: str) -> None:
-        result = subprocess.run(
-            ["bash", str(ROOT / "scripts/services/postgres.sh"), action],
-            env=self.env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
+        super().__init__("postgres.sh", "CDC_PG_PORT", state)
 
     @property
     def dsn(self) -> str:

@@ -18,7 +18,16 @@ import psycopg
 import pytest
 
 from tests.conftest import unique
-from tests.integration.harness import Connector, TopicReader, cdc, key_of, wait_for, write_config
+from tests.integration.harness import (
+    Connector,
+    TopicReader,
+    assert_matches,
+    cdc,
+    converged,
+    key_of,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,24 +110,6 @@ def expected_rows(dsn: str) -> dict[str, dict[str, Any]]:
 def make_config(tmp_path: Path, dsn: str, topic: str, bootstrap: str, registry: str) -> Path:
     text = CONFIG.format(name=topic, url=dsn, slot=unique("test"), bootstrap=bootstrap, registry=registry)
     return write_config(tmp_path, text, {"key.avsc": KEY, "value.avsc": VALUE})
-
-
-def converged(expected: dict[str, Any], deleted: set[str]) -> Any:
-    def check(state: dict[str, Any]) -> bool:
-        return all(state.get(k) == v for k, v in expected.items()) and all(
-            state.get(k, 1) is None for k in deleted
-        )
-
-    return check
-
-
-def assert_matches(state: dict[str, Any], expected: dict[str, Any], deleted: set[str]) -> None:
-    for key, row in expected.items():
-        assert state.get(key) is not None, f"key {key} missing or deleted in the topic"
-        for field, value in row.items():
-            assert state[key][field] == value, f"key {key} field {field}: {state[key][field]!r} != {value!r}"
-    for key in deleted:
-        assert key in state and state[key] is None, f"deleted key {key} does not end in a tombstone"
 
 
 def drop_slot(dsn: str, config: Path) -> None:

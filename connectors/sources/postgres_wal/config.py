@@ -9,18 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
+from cdc.logsource import SnapshotMode
+
+__all__ = ["SnapshotMode", "UnchangedToast", "WalConfig", "WalStream"]
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-class SnapshotMode(StrEnum):
-    INITIAL = "initial"  # snapshot once when no position is stored, then stream
-    NEVER = "never"  # stream only, from the slot's position (alias: no_data)
-    NO_DATA = "no_data"
-    INITIAL_ONLY = "initial_only"  # snapshot, then stop (temporary slot unless keep_slot)
-    # snapshot whenever no usable position exists: none stored, or the slot is gone or was
-    # invalidated (an invalidated slot is dropped and re-created) - instead of stopping
-    WHEN_NEEDED = "when_needed"
 
 
 class UnchangedToast(StrEnum):

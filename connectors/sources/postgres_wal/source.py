@@ -22,16 +22,15 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from cdc import progress
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
-from cdc.handoff import EventHandoff
+from cdc.logsource import CHUNK, ReaderThread, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
 from cdc.pg import pgoutput as po
 from cdc.pg.confirm import ConfirmTracker
@@ -42,25 +41,21 @@ from cdc.plugin import (
     ChangeEvent,
     CheckResult,
     ColumnInfo,
-    Lease,
     Offset,
     Offsets,
     Op,
     SourceConnector,
     StreamSpec,
 )
-from cdc.sql import engines, lease
 from connectors.sources.postgres_wal import catalog, snapshot
-from connectors.sources.postgres_wal.config import SnapshotMode, UnchangedToast, WalConfig, WalStream
+from connectors.sources.postgres_wal.config import UnchangedToast, WalConfig, WalStream
 from connectors.sources.postgres_wal.decoding import RelationMapper, build_mapper
 from connectors.sources.postgres_wal.incremental import IncrementalSnapshot
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1000
 
-
-class PostgresWalSource(SourceConnector):
+class PostgresWalSource(ReaderThread, SourceConnector):
     """Streams committed changes from PostgreSQL's WAL via logical decoding (pgoutput)."""
 
     config_model: ClassVar[type[BaseModel]] = WalConfig
@@ -75,9 +70,7 @@ class PostgresWalSource(SourceConnector):
         self.specs = {s.name: s for s in streams}
         self.partition = f"slot:{config.slot}"
         self.tables: dict[str, catalog.Table] = {}
-        self._handoff = EventHandoff(config.queue_events, CHUNK)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_reader(config.queue_events)
         self.confirm = ConfirmTracker()
         self._snapshot_started: float | None = None
         self._snapshot_pid = 0
@@ -177,10 +170,6 @@ class PostgresWalSource(SourceConnector):
             )
         return results
 
-    def acquire_lease(self, connector_name: str) -> Lease:
-        self._lease_engine = engines.create_engine(self.dsn, pool_size=1)
-        return lease.acquire(self._lease_engine, connector_name)
-
     # --- start ---
     def start(self, offsets: Offsets) -> None:
         offset = offsets.get(self.partition)
@@ -231,10 +220,7 @@ class PostgresWalSource(SourceConnector):
             (int(offset["commit"]), int(offset["i"])) if offset and offset.get("phase") == "stream" else None
         )
         self._inc_state: dict[str, Any] | None = offset.get("inc") if offset else None
-        self._thread = threading.Thread(
-            target=self._run, args=(slot is None, offset), name="cdc-wal", daemon=True
-        )
-        self._thread.start()
+        self._start_reader(self._run, (slot is None, offset), "cdc-wal")
 
     def _ensure_publications(self, conn: psycopg.Connection[Any]) -> None:
         plan = self._publication_plan(conn)
@@ -262,11 +248,7 @@ class PostgresWalSource(SourceConnector):
         try:
             repl = ReplicationConnection(self.dsn)
             mode = self.cfg.snapshot_mode
-            wants_snapshot = mode in (
-                SnapshotMode.INITIAL,
-                SnapshotMode.INITIAL_ONLY,
-                SnapshotMode.WHEN_NEEDED,
-            )
+            wants_snapshot = mode.snapshots
             if create_slot:
                 if not self.cfg.create_slot:
                     raise SourceConfigError(
@@ -381,50 +363,31 @@ class PostgresWalSource(SourceConnector):
                     continue
                 relations.append((name, (table.schema, table.name), True))
                 relations.extend((name, (s, n), False) for _, s, n in table.children)
-            done: list[str] = list(resume.get("done", [])) if resume else []
             total = snapshot.count_rows(conn, [(s, n, only) for _, (s, n), only in relations])
-            report = progress.reporter("snapshot")
-            emitted = 0
-            for stream, relation, only in relations:
-                qualified = f"{relation[0]}.{relation[1]}"
-                if qualified in done:
-                    continue
-                after = resume.get("after") if resume and resume.get("relation") == qualified else None
-                spec = self.specs[stream]
-                key = tuple(spec.key_columns)
-                chunk: list[ChangeEvent] = []
-                for row in snapshot.read_table(
-                    conn, relation, self.tables[stream], spec.columns, key, self.types, after,
-                    self.cfg.snapshot_fetch_size, only,
-                ):  # fmt: skip
-                    offset = {
-                        "phase": "snapshot",
-                        "relation": qualified,
-                        "after": [row[k] for k in key],
-                        "done": done,
-                    }
-                    chunk.append(
-                        ChangeEvent(stream, Op.READ, {k: row[k] for k in key}, row, self.partition, offset)
-                    )
-                    if len(chunk) >= CHUNK:
-                        emitted += len(chunk)
-                        report(emitted, total)
-                        if not self._put(chunk):
-                            return
-                        chunk = []
-                if chunk:
-                    emitted += len(chunk)
-                    self._put(chunk)
-                done = [*done, qualified]
-                report(emitted, total)
-            report(-1, total)
+            plan = [
+                SnapshotTable(stream, f"{relation[0]}.{relation[1]}", tuple(self.specs[stream].key_columns),
+                              self._table_reader(conn, stream, relation, only))
+                for stream, relation, only in relations
+            ]  # fmt: skip
+            if not run_snapshot(plan, self.partition, resume, self._put, total=total):
+                return
             conn.execute("COMMIT")
         finally:
             self._snapshot_started = None
             conn.close()
 
-    def _put(self, events: list[ChangeEvent]) -> bool:
-        return self._handoff.put(events, self._stop)
+    def _table_reader(
+        self, conn: psycopg.Connection[Any], stream: str, relation: tuple[str, str], only: bool
+    ) -> Callable[[list[Any] | None], Iterable[dict[str, Any]]]:
+        spec = self.specs[stream]
+
+        def read(after: list[Any] | None) -> Iterable[dict[str, Any]]:
+            return snapshot.read_table(
+                conn, relation, self.tables[stream], spec.columns, tuple(spec.key_columns), self.types, after,
+                self.cfg.snapshot_fetch_size, only,
+            )  # fmt: skip
+
+        return read
 
     def _stream(self, repl: ReplicationConnection) -> None:
         options = {"proto_version": "1", "publication_names": ",".join(self._publications())}
@@ -564,17 +527,6 @@ class PostgresWalSource(SourceConnector):
             except psycopg.Error:
                 pass
         return out
-
-    def poll(self, timeout: float) -> list[ChangeEvent]:
-        return self._handoff.take(timeout)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-        engine = getattr(self, "_lease_engine", None)
-        if engine is not None:
-            engine.dispose()
 
 
 class _TxnHandler:

@@ -1,0 +1,244 @@
+"""Benchmarks of the MySQL/MariaDB binlog source (binlog -> Avro -> Kafka), three scenarios:
+
+  --scenario big-txn      drain: ONE transaction inserting N rows (default 1,000,000) committed
+                          before the connector starts; goal >= 40,000 events/s, peak RSS <= 300 MB
+  --scenario small-txns   drain: N single-row transactions (default 200,000) committed before the
+                          connector starts; goal >= 30,000 events/s
+  --scenario live         live: a separate process commits single-row transactions at --rate
+                          (default 5,000/s) for --seconds; reports insert-to-broker latency
+                          percentiles (goal p99 <= 100 ms). The binlog's own timestamps have
+                          whole-second resolution, so each row carries its insert time.
+
+The connector starts from the binlog position taken just before the workload (seeded into a
+file offset store). Drain rate = events / (last broker ack - first read). The last line
+printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pymysql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import KEY, VALUE, drain, env, percentiles, report, rss_mb, start_rss_sampling
+
+from cdc.config import load_config
+from cdc.runtime.runner import Runner
+
+CONFIG = """
+name: {name}
+source:
+  connector: mysql_binlog
+  url: {url}
+  server_id: {server_id}
+  snapshot_mode: never
+streams:
+  - name: rows
+    topic: {name}
+    key_schema: key.avsc
+    value_schema: value.avsc
+    capture: {{table: bench}}
+kafka: {{bootstrap_servers: "{bootstrap}"}}
+schema_registry: {{url: "{registry}", auto_register: true}}
+offsets: {{store: file, path: offsets.json, commit_interval: 100ms}}
+runtime: {{metrics_log_interval: 3600s, capture: {capture}}}
+"""
+
+
+def connect(url: str, database: str | None = None) -> Any:
+    u = urlparse(url)
+    return pymysql.connect(
+        host=u.hostname, port=u.port or 3306, user=u.username, password=u.password or "",
+        database=database, autocommit=True,
+    )  # fmt: skip
+
+
+def setup(dsn: str, name: str) -> str:
+    conn = connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+        cur.execute(f"USE `{name}`")
+        cur.execute(
+            "CREATE TABLE bench (id bigint AUTO_INCREMENT PRIMARY KEY, account int NOT NULL, label varchar(100) "
+            "NOT NULL, amount decimal(12,2) NOT NULL, created_at timestamp(6) NOT NULL DEFAULT current_timestamp(6))"
+        )
+        cur.execute(
+            """CREATE PROCEDURE one_row_txns(n int) BEGIN
+                 DECLARE i int DEFAULT 1;
+                 WHILE i <= n DO
+                   INSERT INTO bench (account, label, amount) VALUES (i % 1000, CONCAT('row ', i), (i % 100000) / 100);
+                   COMMIT;
+                   SET i = i + 1;
+                 END WHILE;
+               END"""
+        )
+    conn.close()
+    return f"{dsn.rsplit('/', 1)[0]}/{name}"
+
+
+def teardown(dsn: str, name: str) -> None:
+    conn = connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.close()
+
+
+def make_runner(tmp: Path, name: str, url: str, capture: str, start: str | None = None) -> Runner:
+    (tmp / "key.avsc").write_text(json.dumps(KEY))
+    (tmp / "value.avsc").write_text(json.dumps(VALUE))
+    (tmp / "c.yaml").write_text(
+        CONFIG.format(
+            name=name, url=url, server_id=int(uuid.uuid4().int % 2**31) + 10_000, capture=capture,
+            bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"), registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
+        )
+    )  # fmt: skip
+    if start is not None:  # stream from just before the workload
+        offset = {"phase": "stream", "start": start, "txn": "", "i": -1}
+        (tmp / "offsets.json").write_text(json.dumps({"connectors": {name: {"binlog": offset}}}))
+    return Runner(load_config(tmp / "c.yaml"))
+
+
+def gtid_position(url: str) -> str:
+    conn = connect(url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        (pos,) = cur.fetchone()
+    conn.close()
+    return str(pos)
+
+
+def writer(url: str, rate: int, seconds: float) -> None:
+    conn = connect(url, url.rsplit("/", 1)[1])
+    interval = 1.0 / rate
+    start = time.monotonic()
+    n = 0
+    with conn.cursor() as cur:
+        while time.monotonic() - start < seconds:
+            cur.execute(
+                "INSERT INTO bench (account, label, amount) VALUES (%s, %s, %s)",
+                (n % 1000, f"{time.time():.6f}", n),
+            )
+            n += 1
+            lag = start + n * interval - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+    conn.close()
+
+
+def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict[str, Any]:
+    from confluent_kafka import Consumer, TopicPartition
+    from fastavro import parse_schema, schemaless_reader
+
+    schema = parse_schema(VALUE)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    time.sleep(3)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": env("CDC_TEST_KAFKA_BOOTSTRAP"),
+            "group.id": f"bench-{name}",
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    consumer.assign([TopicPartition(name, 0, 0)])
+    for _ in range(3):  # connect and fetch once before the writer starts
+        consumer.poll(0.5)
+    proc = multiprocessing.get_context("spawn").Process(target=writer, args=(url, rate, seconds))
+    proc.start()
+    latencies: list[float] = []
+    end = time.monotonic() + seconds + 10
+    while time.monotonic() < end:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            if not proc.is_alive() and msg is None and latencies:
+                break
+            continue
+        received = time.time()
+        row: Any = schemaless_reader(io.BytesIO(msg.value()[5:]), schema, None)
+        latencies.append((received - float(row["label"])) * 1000)
+    proc.join()
+    consumer.close()
+    runner.stop.set()
+    thread.join(30)
+    return percentiles(latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenario", choices=["big-txn", "small-txns", "live", "all"], default="all")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--capture", choices=["auto", "process", "inline"], default="auto")
+    parser.add_argument("--quick", action="store_true", help="small sizes: keeps the script working in CI")
+    args = parser.parse_args()
+    start_rss_sampling()
+    scenarios = ["big-txn", "small-txns", "live"] if args.scenario == "all" else [args.scenario]
+    dsn = env("CDC_TEST_MYSQL_DSN")
+    results: dict[str, Any] = {"bench": "binlog", "quick": args.quick, "capture": args.capture}
+    for scenario in scenarios:
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        url = setup(dsn, name)
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            start = gtid_position(url)
+            if scenario == "live":
+                rate = 500 if args.quick else args.rate
+                seconds = 3 if args.quick else args.seconds
+                out = live(make_runner(tmp, name, url, args.capture, start), name, url, rate, seconds)
+                results["live"] = {"mode": "live", "rate_per_s": rate, **out, "goal_p99_ms": 100}
+                continue
+            rows = args.rows or (
+                (20_000 if args.quick else 1_000_000)
+                if scenario == "big-txn"
+                else (5_000 if args.quick else 200_000)
+            )
+            t0 = time.monotonic()
+            conn = connect(url, name)
+            with conn.cursor() as cur:
+                if scenario == "big-txn":
+                    cur.execute(
+                        "INSERT INTO bench (account, label, amount) SELECT seq % 1000, CONCAT('row ', seq), "
+                        "(seq % 100000) / 100 FROM seq_1_to_" + str(int(rows))
+                    )
+                else:
+                    cur.execute("CALL one_row_txns(%s)", (rows,))
+            conn.close()
+            print(
+                f"{scenario}: workload of {rows} rows committed in {time.monotonic() - t0:.1f}s",
+                file=sys.stderr,
+            )
+            runner = make_runner(tmp, name, url, args.capture, start)
+            first, done = drain(runner, name, rows, timeout=1800)
+            runner.stop.set()
+            results[scenario] = {
+                "mode": "drain",
+                "events": rows,
+                "events_per_s": round(rows / max(done - first, 1e-6)),
+                "seconds": round(done - first, 2),
+                "rss_mb": round(rss_mb(), 1),
+            }
+        finally:
+            time.sleep(1)
+            teardown(dsn, name)
+    results["goals"] = {"big_txn_events_per_s": 40000, "big_txn_rss_mb": 300, "small_txns_events_per_s": 30000,
+                        "live_p99_ms": 100}  # fmt: skip
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""``cdc check`` for the binlog source: server settings, replica identity, privileges, retention.
+
+Every finding names the statement or setting that fixes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymysql
+
+from cdc.plugin import CheckResult
+from connectors.sources.mysql_binlog import server
+from connectors.sources.mysql_binlog.config import BinlogConfig, ResumeBy
+
+_SETTINGS = (
+    ("log_bin", "ON", "enable binary logging: log_bin (server option; restart)"),
+    ("binlog_format", "ROW", "SET GLOBAL binlog_format = 'ROW' (and in the server's option file)"),
+    ("binlog_row_image", "FULL", "SET GLOBAL binlog_row_image = 'FULL' (and in the server's option file)"),
+    (
+        "binlog_row_metadata",
+        "FULL",
+        "SET GLOBAL binlog_row_metadata = 'FULL' (MySQL 8.0.1+, MariaDB 10.5+; and in the option file): "
+        "every TABLE_MAP then carries column names, signedness, charsets and enum/set labels",
+    ),
+)
+
+
+def preflight(conn: Any, cfg: BinlogConfig, mariadb: bool) -> list[CheckResult]:
+    """The findings, in order; a failed one has ok=False, a risk has warning=True."""
+    out: list[CheckResult] = []
+    names = [n for n, _, _ in _SETTINGS] + [
+        "server_id", "gtid_mode", "binlog_expire_logs_seconds", "expire_logs_days",
+    ]  # fmt: skip
+    values = server.variables(conn, *names)
+    for name, wanted, fix in _SETTINGS:
+        got = values.get(name, "")
+        ok = got.upper() == wanted
+        out.append(CheckResult(ok, f"{name} = {wanted}", f"is {got or 'unset'}; {fix}" if not ok else ""))
+    if cfg.resume_by is ResumeBy.GTID and mariadb:
+        pos = str(server.scalar(conn, "SELECT @@GLOBAL.gtid_binlog_pos") or "")
+        out.append(
+            CheckResult(bool(pos), "MariaDB GTID position (resume_by: gtid)",
+                        f"@@gtid_binlog_pos = {pos}" if pos else "empty: write one transaction first, or resume_by: file")
+        )  # fmt: skip
+    if cfg.resume_by is ResumeBy.GTID and not mariadb:
+        ok = values.get("gtid_mode", "").upper() == "ON"
+        out.append(
+            CheckResult(ok, "gtid_mode = ON (resume_by: gtid)",
+                        "" if ok else "SET GLOBAL gtid_mode = ON (after enforce_gtid_consistency = ON), or resume_by: file")
+        )  # fmt: skip
+    out.append(_server_id(conn, cfg, values.get("server_id", "")))
+    out.append(_privileges(conn, mariadb))
+    out.append(_retention(values))
+    return out
+
+
+def _server_id(conn: Any, cfg: BinlogConfig, own: str) -> CheckResult:
+    taken = {own}
+    for statement in ("SHOW REPLICA HOSTS", "SHOW SLAVE HOSTS"):
+        try:
+            taken |= {str(r[0]) for r in server.rows(conn, statement)}
+            break
+        except pymysql.MySQLError:
+            continue
+    ok = str(cfg.server_id) not in taken
+    return CheckResult(
+        ok,
+        f"server_id {cfg.server_id} is distinct from the server's and other replicas'",
+        "" if ok else f"in use ({', '.join(sorted(taken))}): set source.server_id to an unused value",
+    )
+
+
+def _privileges(conn: Any, mariadb: bool) -> CheckResult:
+    grants = " ".join(str(r[0]).upper() for r in server.rows(conn, "SHOW GRANTS"))
+    needed = ["REPLICATION SLAVE", "REPLICATION CLIENT" if not mariadb else "BINLOG MONITOR", "SELECT"]
+    if mariadb and "REPLICATION CLIENT" in grants:
+        grants += " BINLOG MONITOR"  # the pre-10.5 name of the same privilege
+    if "ALL PRIVILEGES ON *.*" in grants:
+        missing: list[str] = []
+    else:
+        missing = [p for p in needed if p not in grants]
+    return CheckResult(
+        not missing,
+        "privileges: " + ", ".join(needed),
+        "" if not missing else f"GRANT {', '.join(missing)} ON *.* TO <connector user>",
+    )
+
+
+def _retention(values: dict[str, str]) -> CheckResult:
+    seconds = int(values.get("binlog_expire_logs_seconds") or 0)
+    if not seconds:
+        seconds = int(float(values.get("expire_logs_days") or 0) * 86400)
+    if not seconds:
+        return CheckResult(True, "binlog retention", "binary logs are never expired automatically")
+    ok = seconds >= 86400
+    return CheckResult(
+        ok,
+        "binlog retention",
+        f"binary logs expire after {seconds} s"
+        + ("" if ok else "; a connector stopped longer than that loses its position: "
+                         "SET GLOBAL binlog_expire_logs_seconds = 604800"),
+        warning=not ok,
+    )  # fmt: skip
