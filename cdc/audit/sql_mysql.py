@@ -21,7 +21,8 @@ from cdc.errors import SourceConfigError
 EVENTS = (("INSERT", "ai", "c"), ("UPDATE", "au", "u"), ("DELETE", "ad", "d"))
 
 BINARY = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
-TEXTUAL = frozenset({"json", "uuid", "inet6", "inet4"})
+# MariaDB's JSON is a LONGTEXT that JSON_OBJECT would embed as JSON, not as its stored text.
+TEXTUAL = frozenset({"json", "longtext", "uuid", "inet6", "inet4"})
 UNSUPPORTED = frozenset(
     {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
      "geometrycollection", "vector"}

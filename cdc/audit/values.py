@@ -133,7 +133,7 @@ def sqlite_decoders(table: sa.Table, dialect: sa.Dialect) -> dict[str, Decoder |
     out: dict[str, Decoder | None] = {}
     for col in table.c:
         try:
-            out[col.name] = col.type.result_processor(dialect, None)
+            out[col.name] = col.type.dialect_impl(dialect).result_processor(dialect, None)
         except NotImplementedError:
             out[col.name] = None
     return out
