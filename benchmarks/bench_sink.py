@@ -136,7 +136,7 @@ def main() -> None:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([name, f"{name}.dlq"])
+        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([name, f"{name}.sink-dlq"])
     # Steady rate: from the first committed batch on (group join and table creation excluded).
     started, counted = first if first is not None else (launched, 0)
     seconds = done_at - started

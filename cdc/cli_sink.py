@@ -48,7 +48,7 @@ def run(config: ConfigArg, log_level: LogLevel = "INFO", log_format: LogFormat =
 
     Several instances with the same config split the partitions. Retriable failures (the
     database or the broker down) are retried with backoff; poison messages stop the sink
-    (on_error: fail, with the error's exit code) or go to <topic>.dlq (on_error: dead_letter).
+    (on_error: fail, with the error's exit code) or go to <topic>.sink-dlq (on_error: dead_letter).
     """
     from cdc import logs
     from cdc.sink.loader import load_sink_config

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from cdc.config.model import KafkaConfig
@@ -82,3 +83,42 @@ def ensure_topics(kafka: KafkaConfig, specs: list[TopicSpec], timeout: float = 3
                     hint=f"kafka-configs --alter --entity-type topics --entity-name {res.name} "
                     "--add-config cleanup.policy=compact (or use format: envelope)",
                 )
+
+
+def read_topic(
+    kafka: KafkaConfig, topic: str, group: str, handle: Callable[[Message], None], timeout: float = 30.0
+) -> None:
+    """Pass every committed record of ``topic``, from its start to its end as of now, to ``handle``
+    (in offset order per partition; read_committed, so aborted transactions are skipped)."""
+    conf: dict[str, Any] = {
+        **client_config(kafka),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+    }
+    consumer = Consumer(conf)
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout)
+        parts = list(meta.topics[topic].partitions)
+        pending = {
+            p
+            for p in parts
+            if consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] > 0
+        }
+        consumer.assign([TopicPartition(topic, p, 0) for p in pending])
+        while pending:
+            msg = consumer.poll(5.0)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.name() == "_PARTITION_EOF":
+                    pending.discard(msg.partition())
+                    continue
+                raise BrokerUnavailableError(f"reading topic {topic}: {err.str()}")
+            handle(msg)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"reading topic {topic}: {exc.args[0]}") from None
+    finally:
+        consumer.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -90,7 +90,16 @@ class ColumnInfo:
     precision: int | None = None
     scale: int | None = None
     timezone_aware: bool | None = None  # True for timestamptz / MySQL TIMESTAMP
-    enum_labels: tuple[str, ...] | None = None
+    enum_labels: tuple[str, ...] | None = None  # ENUM labels; for a MySQL SET its members, in order
+    #: the base type without parameters, lower case ("bigint", "time", "set"), where the source
+    #: knows it; lets the start-up check judge source types a Python type cannot tell apart
+    data_type: str | None = None
+    #: the smallest and largest value of an integer column (BIGINT UNSIGNED: 0..2**64-1, BIT(3):
+    #: 0..7), so a narrower Avro type is a start-up problem instead of a row error at run time
+    value_range: tuple[int, int] | None = None
+    length: int | None = None  # BINARY(n)/CHAR(n): n (bytes or characters); BIT(n): n bits
+    fsp: int | None = None  # fractional-second digits of TIME/DATETIME/TIMESTAMP columns
+    charset: str | None = None  # MySQL character set of a text column ("utf8mb4", "latin1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +180,26 @@ class SourceConnector(abc.ABC):
     @abc.abstractmethod
     def poll(self, timeout: float) -> list[ChangeEvent]:
         """Return the next events (possibly none) within about ``timeout`` seconds."""
+
+    def key_set_streams(self) -> list[str]:
+        """Streams whose deletes this source finds by comparing key sets (a row whose key vanished
+        was deleted). Before ``start`` the runtime then calls :meth:`restore_keys` with the keys
+        the stream's entity topic still holds, so deletes made while the connector was stopped
+        are found too. Default: none."""
+        return []
+
+    def restore_keys(  # noqa: B027 - optional hook
+        self,
+        stream: str,
+        emitted: Mapping[bytes, dict[str, Any]],
+        encode_key: Callable[[dict[str, Any]], bytes],
+    ) -> None:
+        """Called before ``start`` for each stream of :meth:`key_set_streams` (only with a Kafka
+        output, entity format): ``emitted`` maps the Avro body of every key live in the stream's
+        topic (latest record not a tombstone) to that key as source column values;
+        ``encode_key`` encodes a key of source column values the same way, so the source
+        compares keys byte for byte, never by Python value. Runs in the process the source
+        runs in."""
 
     def acknowledge(self, offsets: Offsets) -> None:  # noqa: B027 - optional hook
         """Everything up to these offsets is committed downstream; the source may release it."""

@@ -133,18 +133,33 @@ def _mysql_connect(dsn: str, database: str | None = None):  # type: ignore[no-un
     )
 
 
-@pytest.fixture
-def mysql_database(mysql_dsn: str) -> Iterator[str]:
-    """A fresh MariaDB database; yields its DSN and drops it afterwards."""
+@contextlib.contextmanager
+def _fresh_mysql_database(mysql_dsn: str) -> Iterator[str]:
     name = unique("test")
     conn = _mysql_connect(mysql_dsn)
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}`")
     base, _, _ = mysql_dsn.rpartition("/")
-    yield f"{base}/{name}"
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    conn.close()
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def mysql_database(mysql_dsn: str) -> Iterator[str]:
+    """A fresh MariaDB database; yields its DSN and drops it afterwards."""
+    with _fresh_mysql_database(mysql_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def mysql_target(mysql_dsn: str) -> Iterator[str]:
+    """A second fresh MariaDB database (a sink's target next to a captured one)."""
+    with _fresh_mysql_database(mysql_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")

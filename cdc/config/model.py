@@ -79,7 +79,10 @@ class StreamConfig(Strict):
     )
     format: EventFormat = Field(EventFormat.ENTITY, description="entity (compacted) or envelope")
     on_error: OnError = Field(OnError.FAIL, description="what a row that does not fit its schema does")
-    dead_letter_topic: str | None = Field(None, description="default <topic>.dlq when on_error=dead_letter")
+    dead_letter_topic: str | None = Field(
+        None,
+        description="default <topic>.source-dlq when on_error=dead_letter (distinct from a sink's <topic>.sink-dlq)",
+    )
     capture: dict[str, Any] = Field(default_factory=dict, description="connector-specific options")
 
 
@@ -201,7 +204,7 @@ class AppConfig(Strict):
         return stream.topic or f"{prefix}.{stream.name}"
 
     def dead_letter_topic_of(self, stream: StreamConfig) -> str:
-        return stream.dead_letter_topic or f"{self.topic_of(stream)}.dlq"
+        return stream.dead_letter_topic or f"{self.topic_of(stream)}.source-dlq"
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.base_dir / path).resolve()

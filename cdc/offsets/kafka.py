@@ -10,11 +10,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 
 from cdc.config.model import KafkaConfig
-from cdc.errors import BrokerUnavailableError, DeliveryError
-from cdc.kafka_clients import TopicSpec, client_config, ensure_topics, producer_config
+from cdc.errors import DeliveryError
+from cdc.kafka_clients import TopicSpec, ensure_topics, producer_config, read_topic
 from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
 from cdc.plugin import Offsets
@@ -45,45 +45,18 @@ class KafkaOffsetStore(OffsetStore):
 
     def load(self) -> Offsets:
         self._producer_now()
-        conf: dict[str, Any] = {
-            **client_config(self.kafka),
-            "group.id": f"cdc-offsets-reader-{self.connector}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-        consumer = Consumer(conf)
         offsets: Offsets = {}
-        try:
-            meta = consumer.list_topics(self.topic, timeout=30)
-            parts = list(meta.topics[self.topic].partitions)
-            ends = {}
-            for p in parts:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)
-                ends[p] = high
-            pending = {p for p in parts if ends[p] > 0}
-            consumer.assign([TopicPartition(self.topic, p, 0) for p in pending])
-            while pending:
-                msg = consumer.poll(5.0)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.name() == "_PARTITION_EOF":
-                        pending.discard(msg.partition())
-                        continue
-                    raise BrokerUnavailableError(f"reading offsets topic {self.topic}: {err.str()}")
-                key = json.loads(msg.key() or b"null")
-                if key[0] == self.connector:
-                    value = msg.value()
-                    if value is None:
-                        offsets.pop(key[1], None)
-                    else:
-                        offsets[key[1]] = json.loads(value)
-        except KafkaException as exc:
-            raise BrokerUnavailableError(f"reading offsets topic {self.topic}: {exc.args[0]}") from None
-        finally:
-            consumer.close()
+
+        def handle(msg: Message) -> None:
+            key = json.loads(msg.key() or b"null")
+            if key[0] == self.connector:
+                value = msg.value()
+                if value is None:
+                    offsets.pop(key[1], None)
+                else:
+                    offsets[key[1]] = json.loads(value)
+
+        read_topic(self.kafka, self.topic, f"cdc-offsets-reader-{self.connector}", handle)
         return offsets
 
     def _producer_now(self) -> Producer:

@@ -42,6 +42,7 @@ from cdc.config.model import AppConfig
 from cdc.errors import CdcError, SourceUnavailableError
 from cdc.plugin import ChangeEvent, Offsets
 from cdc.runtime.encoding import RecordEncoder, SchemaIds
+from cdc.runtime.keyset import LiveKeys, restore
 from cdc.runtime.routing import DeadLetter, Encoded, Router
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,24 @@ class CaptureSettings:
     log_level: int
     log_format: str
     lag_interval: float
+    #: the baseline of key-set delete detection (cdc.runtime.keyset), restored before start
+    live_keys: LiveKeys
 
 
 class CaptureProcess:
     """The source, started in a child process; has the pipeline's ``Feed`` interface."""
 
-    def __init__(self, app: AppConfig, stop: threading.Event, schema_ids: SchemaIds | None = None) -> None:
+    def __init__(
+        self,
+        app: AppConfig,
+        stop: threading.Event,
+        schema_ids: SchemaIds | None = None,
+        live_keys: LiveKeys | None = None,
+    ) -> None:
         self.app = app
         self.stop = stop
         self.schema_ids = schema_ids
+        self.live_keys = live_keys or {}
         self._lag: dict[str, float] = {}
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -116,6 +126,7 @@ class CaptureProcess:
             logging.getLogger().level,
             os.environ.get("CDC_LOG_FORMAT") or _current_log_format(),
             self.app.runtime.metrics_log_interval,
+            self.live_keys,
         )
         process = ctx.Process(
             target=_child_main, args=(child_end, settings, os.getpid()), name=f"cdc-capture-{self.app.name}"
@@ -265,6 +276,7 @@ def _capture(conn: Connection, settings: CaptureSettings) -> None:
     committed = dict(settings.offsets)
     try:
         source.describe()
+        restore(source, eventifiers, settings.live_keys)
         source.start(committed)
         conn.send(("started",))
         next_lag = time.monotonic()

@@ -16,6 +16,7 @@ from cdc.errors import CdcError, SchemaError
 from cdc.offsets import make_offset_store
 from cdc.plugin import Lease, SourceConnector, StreamSpec
 from cdc.registry import load_source_class
+from cdc.runtime import keyset
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.capture import CaptureProcess
 from cdc.runtime.metrics import Metrics, serve
@@ -70,6 +71,7 @@ def prepare(app: AppConfig) -> Prepared:
             )
             problems += found
             warnings += warned
+    warnings += keyset.unrestorable(app, source)
     for warning in warnings:
         log.warning("%s", warning)
     if problems:
@@ -108,9 +110,17 @@ class Runner:
             output = make_output(self.app, prepared.eventifiers, tracker, txn_id, source.encodes_values)
             output.prepare()
             feed: Feed = source
+            live: keyset.LiveKeys = {}
+            if isinstance(output, KafkaRecordOutput):
+                # the baseline of key-set delete detection: what the entity topics still hold
+                live = keyset.read_live_keys(
+                    self.app, prepared.eventifiers, keyset.streams_to_restore(self.app, source)
+                )
             if isinstance(output, KafkaRecordOutput) and self._capture_process(source):
                 ids = output.schema_ids if source.encode_in_capture else None
-                feed = capture = CaptureProcess(self.app, self.stop, ids)
+                feed = capture = CaptureProcess(self.app, self.stop, ids, live)
+            else:
+                keyset.restore(source, prepared.eventifiers, live)
             Pipeline(
                 self.app, feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop
             ).run()

@@ -86,7 +86,12 @@ def _int(bits: int) -> Conv:
         if _is_int(v):
             if lo <= v <= hi:
                 return int(v)
-            raise _Reject(f"{v} overflows {kind} (range {lo}..{hi})")
+            hint = "; declare decimal(20,0) or string" if v > hi and bits == 64 else ""
+            raise _Reject(f"{v} overflows {kind} (range {lo}..{hi}){hint}")
+        if bits == 64 and isinstance(v, dt.timedelta):
+            # MySQL TIME is a signed interval (-838:59:59..838:59:59): exact signed microseconds,
+            # like Debezium's MicroTime. Never folded into a time of day.
+            return v // _US
         raise _bad(v, "an integer", "declare a decimal" if isinstance(v, decimal.Decimal | float) else "")
 
     return conv
@@ -132,6 +137,10 @@ def _string(v: Any) -> str:
         return str(v)  # exact: a Decimal keeps its digits (NaN, Infinity included)
     if _is_int(v) and not isinstance(v, enum.Enum):
         return int.__repr__(v)
+    if isinstance(v, float):
+        # repr() is the shortest text that reads back as the same double (-0.0, inf, nan
+        # included); never a Decimal with fixed places, which loses small magnitudes.
+        return float.__repr__(v)
     if isinstance(v, dict | list):
         try:
             return json.dumps(v, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -143,7 +152,7 @@ def _string(v: Any) -> str:
         bytes: "declare bytes",
     }
     hint = next((h for t, h in hints.items() if isinstance(v, t)), "")
-    raise _bad(v, "a string", hint or ("declare double" if isinstance(v, float) else ""))
+    raise _bad(v, "a string", hint or ("declare long (microseconds)" if isinstance(v, dt.timedelta) else ""))
 
 
 def _bytes(v: Any) -> bytes:
@@ -259,15 +268,26 @@ def _time(millis: bool) -> Conv:
             if v.tzinfo is not None:  # a zone on a time of day has no unambiguous meaning
                 raise _Reject(f"aware time {v} into a time field (cast it to time without time zone)")
             us = ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
-        elif isinstance(v, dt.timedelta):  # pymysql returns TIME as a timedelta
+        elif isinstance(v, dt.timedelta):  # MySQL TIME arrives as a (signed) timedelta
             if not _ZERO <= v < _DAY:
-                raise _Reject(f"time {v} is outside [00:00, 24:00)")
+                raise _Reject(
+                    f"time {_clock(v)} is outside [00:00, 24:00) and would wrap into a time of day; "
+                    "declare long (signed microseconds) for a MySQL TIME"
+                )
             us = v // _US
         else:
             raise _bad(v, "a time or timedelta")
         return _millis(us, v, "time-millis") if millis else us
 
     return conv
+
+
+def _clock(v: dt.timedelta) -> str:
+    """MySQL's rendering of a TIME value (``-838:59:59.000000``), for error messages."""
+    us = v // _US
+    sign, us = ("-" if us < 0 else ""), abs(us)
+    s, frac = divmod(us, 1_000_000)
+    return f"{sign}{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" + (f".{frac:06d}" if frac else "")
 
 
 def _uuid(v: Any) -> str:
@@ -291,10 +311,10 @@ _LEAVES: dict[str, tuple[Conv, tuple[type, ...], tuple[type, ...]]] = {
     "null": (_null, (type(None),), ()),
     "boolean": (_boolean, (bool,), (int,)),
     "int": (_int(32), (int,), ()),
-    "long": (_int(64), (int,), ()),
+    "long": (_int(64), (int,), (dt.timedelta,)),
     "float": (_float(False), (float,), (int,)),
     "double": (_float(True), (float,), (int,)),
-    "string": (_string, (str,), (uuid.UUID, decimal.Decimal, int, dict, list, enum.Enum)),
+    "string": (_string, (str,), (uuid.UUID, decimal.Decimal, int, float, dict, list, enum.Enum)),
     "bytes": (_bytes, (bytes,), (bytearray, memoryview)),
     "int/date": (_date, (dt.date,), (str,)),
     "int/time-millis": (_time(True), _TIMES, ()),

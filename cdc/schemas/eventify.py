@@ -6,11 +6,13 @@ their contract names. A row that does not fit raises RowError (stream, key, fiel
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from fastavro import parse_schema, schemaless_writer
 
 from cdc.config.model import AppConfig, EventFormat, StreamConfig
 from cdc.plugin import ChangeEvent, EncodedValue, Op
@@ -62,9 +64,22 @@ class StreamEventifier:
             dict.fromkeys(self._key.source_columns + self._row.source_columns)
         )
         self._envelope = stream.format is EventFormat.ENVELOPE
+        self._key_parsed: Any = None
 
     def key_of(self, event: ChangeEvent) -> dict[str, Any]:
         return self._key(event.key, event.key)
+
+    def key_body(self, key: dict[str, Any]) -> bytes:
+        """The Avro body (no wire header) of a key given as source column values."""
+        if self._key_parsed is None:
+            self._key_parsed = parse_schema(self.key_schema)
+        buf = io.BytesIO()
+        schemaless_writer(buf, self._key_parsed, self._key(key, key))
+        return buf.getvalue()
+
+    def key_columns_of(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A decoded key record (Avro field names) as source column values."""
+        return {self.stream.fields.get(name, name): value for name, value in record.items()}
 
     def __call__(self, event: ChangeEvent) -> Record:
         key = self._key(event.key, event.key)

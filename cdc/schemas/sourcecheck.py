@@ -18,10 +18,10 @@ from cdc.plugin import ColumnInfo
 _ACCEPTS: dict[str, tuple[type, ...]] = {
     "boolean": (bool, int),
     "int": (int,),
-    "long": (int,),
+    "long": (int, dt.timedelta),  # a MySQL TIME as signed microseconds
     "float": (float, int),
     "double": (float, int),
-    "string": (str, uuid.UUID, dict, list, decimal.Decimal, int),
+    "string": (str, uuid.UUID, dict, list, decimal.Decimal, int, float),  # a float via repr()
     "bytes": (bytes, bytearray, memoryview),
     "enum": (str,),
     "decimal": (decimal.Decimal, int),
@@ -51,6 +51,75 @@ def _kind(avro_type: Any) -> str:
     if isinstance(avro_type, dict):
         return str(avro_type.get("logicalType") or avro_type.get("type"))
     return str(avro_type)
+
+
+_INT_LIMITS = {
+    "int": (-(1 << 31), (1 << 31) - 1),
+    "long": (-(1 << 63), (1 << 63) - 1),
+    "boolean": (0, 1),
+}
+
+
+def _mysql_checks(
+    where: str,
+    column: str,
+    info: ColumnInfo,
+    avro_type: Any,
+    kind: str,
+    symbol_map: Mapping[str, str],
+) -> tuple[list[str], list[str]]:
+    """Checks that need what the source knows beyond the Python type: an integer column's range,
+    a DOUBLE's width, a TIME's interval semantics, a SET's members, a BINARY's size."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    what = f"column {column!r} ({info.type_name})"
+    lo_hi = info.value_range
+    if lo_hi is not None and kind in _INT_LIMITS:
+        lo, hi = _INT_LIMITS[kind]
+        if lo_hi[0] < lo or lo_hi[1] > hi:
+            if kind == "boolean" and info.type_name.lower().startswith("tinyint(1)"):
+                warnings.append(f"{where}: {what} may hold values other than 0/1; those are row errors")
+            else:
+                wider = "long" if kind == "int" and lo_hi[1] < 1 << 63 else "decimal(20,0) or string"
+                problems.append(
+                    f"{where}: {what} holds {lo_hi[0]}..{lo_hi[1]}, beyond Avro {kind}; declare {wider}"
+                )
+    if lo_hi is not None and kind == "decimal" and isinstance(avro_type, dict):
+        p, s = int(avro_type["precision"]), int(avro_type.get("scale", 0))
+        if len(str(max(-lo_hi[0], lo_hi[1]))) > p - s:
+            problems.append(f"{where}: {what} holds {lo_hi[0]}..{lo_hi[1]}, beyond decimal({p},{s})")
+    if info.data_type in ("double", "real", "double precision") and kind == "float":
+        problems.append(f"{where}: {what} is 64-bit; Avro float would round it, declare double")
+    if info.python_type is dt.timedelta and kind == "long" and info.data_type != "time":
+        problems.append(
+            f"{where}: {what} is an interval whose driver value folds months into days; "
+            "declare the {months, days, micros} record (long is for a MySQL TIME)"
+        )
+    if info.data_type == "time" and kind in ("time-micros", "time-millis"):
+        warnings.append(
+            f"{where}: {what} is an interval (-838:59:59..838:59:59); values outside [00:00, 24:00) "
+            "are row errors in a time-of-day field (declare long for signed microseconds)"
+        )
+    if kind.endswith("-millis") and (info.fsp or 0) > 3:
+        warnings.append(
+            f"{where}: {what} keeps {info.fsp} fractional digits; values with sub-millisecond digits "
+            f"are row errors in {kind} (declare the -micros type)"
+        )
+    if info.data_type == "set" and kind == "array" and isinstance(avro_type, dict):
+        items, _ = _unwrap(avro_type["items"])
+        item_kind = _kind(items)
+        if item_kind == "enum" and isinstance(items, dict):
+            symbols = set(items["symbols"])
+            missing = [m for m in info.enum_labels or () if symbol_map.get(m, m) not in symbols]
+            if missing:
+                problems.append(f"{where}: SET members {missing} are not symbols of the items' enum")
+        elif item_kind != "string":
+            problems.append(f"{where}: {what} is a SET; declare an array of string (or of enum)")
+    if kind == "fixed" and isinstance(avro_type, dict) and info.python_type is bytes:
+        size = int(avro_type["size"])
+        if info.data_type != "binary" or info.length != size:
+            problems.append(f"{where}: {what} does not always hold exactly {size} bytes; declare bytes")
+    return problems, warnings
 
 
 def check_fields(
@@ -90,6 +159,9 @@ def check_fields(
                 f"{where}: column {column!r} ({info.type_name}) cannot be written as Avro {kind} exactly"
             )
             continue
+        found, warned = _mysql_checks(where, column, info, avro_type, kind, (symbol_maps or {}).get(name, {}))
+        problems += found
+        warnings += warned
         if kind.startswith("timestamp-") and info.timezone_aware is False:
             problems.append(
                 f"{where}: column {column!r} ({info.type_name}) has no time zone; declare local-{kind} "

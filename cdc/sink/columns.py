@@ -5,6 +5,13 @@ DATETIME(6) holding UTC); local-timestamp-* -> timestamp / DATETIME(6); date; ti
 on PostgreSQL, 36 characters elsewhere); string and enum -> text; bytes and fixed -> binary;
 int/long/boolean/float/double; arrays of scalars -> PostgreSQL arrays; maps, records and other
 arrays -> jsonb on PostgreSQL, JSON text elsewhere.
+
+Into existing columns, beyond those: a ``long`` into an interval column (PostgreSQL ``interval``,
+MySQL/MariaDB ``TIME``) is read as signed microseconds (how MySQL-family sources map a TIME), and
+an array of strings into a MySQL ``SET`` column is written as its comma-joined members, a
+decimal of scale 0 into an integer column (BIGINT UNSIGNED) as an int; MySQL YEAR takes an
+int or long, BIT an int, long or boolean; a type the dialect does not know (MariaDB INET6) takes
+the value as it is.
 """
 
 from __future__ import annotations
@@ -209,12 +216,26 @@ def sql_type(spec: FieldSpec, dialect: str, *, key: bool = False) -> sa.types.Ty
     raise SchemaError(f"field {spec.name!r}: no column type for Avro {spec.describe()}")
 
 
+def _interval_column(column_type: sa.types.TypeEngine[Any]) -> bool:
+    return isinstance(column_type, sa.Interval | postgresql.INTERVAL | mysql.TIME)
+
+
 def compatible(spec: FieldSpec, column_type: sa.types.TypeEngine[Any]) -> bool:
     """Whether an existing column can hold the field (coarse: the Python family, decimal scale)."""
+    if spec.kind == "long" and _interval_column(column_type):
+        return True  # signed microseconds (a MySQL TIME) into an interval / MySQL TIME column
+    if spec.kind == "array" and isinstance(column_type, mysql.SET):
+        return spec.item is not None and spec.item.kind == "string"
     try:
         python_type = column_type.python_type
     except NotImplementedError:
         return True  # a type SQLAlchemy cannot describe (SQLite's NullType): do not guess
+    if isinstance(column_type, mysql.YEAR | mysql.BIT):
+        return spec.kind in ("int", "long") or (spec.kind == "boolean" and isinstance(column_type, mysql.BIT))
+    if isinstance(column_type, sa.types.NullType):
+        return True  # a type the dialect does not know (MariaDB INET6): do not guess
+    if spec.kind == "decimal" and spec.scale == 0 and python_type is int:
+        return True  # decimal(20,0) (a BIGINT UNSIGNED) into an integer column
     if not issubclass(python_type, _FAMILIES[spec.kind]):
         return False
     if spec.kind == "decimal" and isinstance(column_type, sa.Numeric) and column_type.scale is not None:
@@ -255,8 +276,26 @@ def _text(value: Any) -> Any:
     return None if value is None else str(value)
 
 
+def _micros(value: Any) -> Any:
+    return None if value is None else dt.timedelta(microseconds=value)
+
+
+def _integer(value: Any) -> Any:
+    return None if value is None else int(value)  # a decimal of scale 0: exact
+
+
+def _set_members(value: Any) -> Any:
+    return None if value is None else ",".join(value)
+
+
 def converter(spec: FieldSpec, column_type: sa.types.TypeEngine[Any], dialect: str) -> Converter | None:
     """How to turn the decoded value into what the column's driver accepts (None: as is)."""
+    if spec.kind == "long" and _interval_column(column_type):
+        return _micros
+    if spec.kind == "array" and isinstance(column_type, mysql.SET):
+        return _set_members
+    if spec.kind == "decimal" and isinstance(column_type, sa.Integer):
+        return _integer
     if spec.kind == "timestamp" and dialect != "postgresql":
         return _utc_naive  # MySQL drivers and SQLite ignore tzinfo: store the UTC wall clock
     if spec.kind == "uuid" and not isinstance(column_type, sa.Uuid):

@@ -72,9 +72,13 @@ class SinkConfig(Strict):
         300_000, ge=1, description="max.poll.interval.ms: a slower batch loses the partitions"
     )
     on_error: OnError = Field(
-        OnError.FAIL, description="a poison message: fail (stop) or dead_letter (to <topic>.dlq, continue)"
+        OnError.FAIL,
+        description="a poison message: fail (stop) or dead_letter (to <topic>.sink-dlq, continue)",
     )
-    dead_letter_suffix: str = Field(".dlq", description="dead-letter topic = <topic><suffix>")
+    dead_letter_suffix: str = Field(
+        ".sink-dlq",
+        description="dead-letter topic = <topic><suffix> (sources default to <topic>.source-dlq: never the same topic)",
+    )
     auto_create: bool = Field(True, description="create missing tables from the Avro schema")
     auto_evolve: bool = Field(True, description="add a nullable column for a new optional field")
     retry_backoff_max: Duration = Field(30.0, description="cap of exponential retry backoff")

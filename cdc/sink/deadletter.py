@@ -1,4 +1,4 @@
-"""The dead-letter producer: a poison message goes, byte for byte, to ``<topic>.dlq``.
+"""The dead-letter producer: a poison message goes, byte for byte, to ``<topic>.sink-dlq``.
 
 Dead letters are flushed before the batch's database transaction commits, so a message whose
 offset is committed as consumed is always in its dead-letter topic (a crash in between may

@@ -29,7 +29,7 @@ class UndecodableMessageError(SchemaError):
         CdcError.__init__(
             self,
             f"{ref}: cannot decode: {reason}",
-            hint="fix the producer, or set on_error: dead_letter to route such messages to <topic>.dlq",
+            hint="fix the producer, or set on_error: dead_letter to route such messages to <topic>.sink-dlq",
         )
 
 
@@ -43,7 +43,7 @@ class RejectedRowError(RowError):
         CdcError.__init__(
             self,
             f"{ref}: the target database refused the row: {reason}",
-            hint="fix the table or the data, or set on_error: dead_letter to route such messages to <topic>.dlq",
+            hint="fix the table or the data, or set on_error: dead_letter to route such messages to <topic>.sink-dlq",
         )
 
 
@@ -56,7 +56,7 @@ class BadMessageError(SchemaError):
         CdcError.__init__(
             self,
             f"{ref}: {reason}",
-            hint="migrate the table by hand, or set on_error: dead_letter to route such messages to <topic>.dlq",
+            hint="migrate the table by hand, or set on_error: dead_letter to route such messages to <topic>.sink-dlq",
         )
 
 

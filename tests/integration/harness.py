@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro import parse_schema, schemaless_reader
 
@@ -177,6 +178,11 @@ class TopicReader:
 
 def key_of(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def topics_exist(bootstrap: str, topics: list[str]) -> bool:
+    present = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    return all(t in present for t in topics)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -220,7 +220,7 @@ def test_row_that_does_not_fit_its_schema(
         from confluent_kafka import Consumer, TopicPartition
 
         dlq = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"dlq-{topic_name}"})
-        dlq.assign([TopicPartition(f"{topic_name}.dlq", 0, 0)])
+        dlq.assign([TopicPartition(f"{topic_name}.source-dlq", 0, 0)])
         msg = None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

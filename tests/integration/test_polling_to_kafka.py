@@ -148,3 +148,39 @@ def test_changes_arrive_keyed_and_equal_after_restart(
         if reader is not None:
             reader.close()
         app.dispose()
+
+
+def test_deletes_after_a_restart_are_detected(
+    tmp_path: Path, mysql_database: str, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """Issue 18: the key baseline after a restart comes from the topic's live keys, so rows deleted
+    while the connector was stopped, and rows deleted after the restart that were not polled
+    since, all end in a tombstone."""
+    app = LegacyApp(mysql_database)
+    ids = app.insert_many(12)
+    config = make_config(tmp_path, mysql_database, topic_name, kafka_bootstrap, registry_url)
+    assert cdc("schemas", "register", str(config)).returncode == 0
+    conn = Connector(config, tmp_path / "run1.log")
+    reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+    try:
+        reader.wait_until(lambda s: len(s) >= len(ids), 60)
+        assert conn.terminate()[0] == 0, conn.log_text()[-3000:]
+        for i in ids[:3]:  # while the connector is stopped
+            app.delete(i)
+        conn = Connector(config, tmp_path / "run2.log")
+        down = {f'{{"id": {i}}}' for i in ids[:3]}
+        state = reader.wait_until(converged(app.expected(), down), timeout=30)
+        assert_equal_field_by_field(state, app.expected(), down)
+        app.update(ids[5], name="polled after the restart")
+        time.sleep(1)
+        for i in ids[3:5]:  # not polled since the restart
+            app.delete(i)
+        deleted = down | {f'{{"id": {i}}}' for i in ids[3:5]}
+        state = reader.wait_until(converged(app.expected(), deleted), timeout=30)
+        assert_equal_field_by_field(state, app.expected(), deleted)
+        assert "3 keys deleted while the connector was stopped" in conn.log_text()
+    finally:
+        conn.terminate()
+        conn.ensure_stopped()
+        reader.close()
+        app.dispose()

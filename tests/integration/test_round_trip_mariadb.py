@@ -34,11 +34,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from tests.conftest import create_pg_database, drop_pg_database, unique
-from tests.integration.harness import Connector, wait_for, write_config
+from tests.integration.harness import Connector, topics_exist, wait_for, write_config
 from tests.integration.sakila import load_postgres
 from tests.integration.sakila_mysql import load_mariadb_from_postgres, mysql_connect
 from tests.integration.sink_harness import ROUND_TRIP_SINK, SinkProcess
@@ -329,11 +328,6 @@ def _target_types(dsn: str) -> dict[tuple[str, str], tuple[str, int | None, int 
     return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
 
 
-def _topics_exist(bootstrap: str, topics: list[str]) -> bool:
-    present = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
-    return all(t in present for t in topics)
-
-
 def _assert_equal(want: Rows, got: Rows) -> None:
     for table, rows in want.items():
         names = [c for c, _, _ in TABLES[table][1]]
@@ -394,7 +388,7 @@ def test_sakila_mariadb_polling_to_kafka_to_postgres(
     sinks: list[SinkProcess] = []
     try:
         wait_for(
-            lambda: not source.alive() or _topics_exist(kafka_bootstrap, topics), 60, "the source's topics"
+            lambda: not source.alive() or topics_exist(kafka_bootstrap, topics), 60, "the source's topics"
         )
         assert source.alive(), source.log_text()[-3000:]
         workload.start()

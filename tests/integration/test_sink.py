@@ -271,7 +271,7 @@ def test_dead_letters_for_undecodable_and_refused_messages(
     try:
         wait_for(lambda: target.consumed(topic_name) >= feed.count, 60, "everything consumed")
         assert_table_matches(target, "things", feed)
-        letters = _dead_letters(kafka_bootstrap, f"{topic_name}.dlq", 2)
+        letters = _dead_letters(kafka_bootstrap, f"{topic_name}.sink-dlq", 2)
         assert [(k, v) for k, v, _ in letters] == [
             (garbage_key, b"raw bytes without the magic byte"),
             (feed.key.encode({"id": 101}), refused_bytes),
@@ -338,7 +338,7 @@ def test_a_refused_row_in_a_copied_batch_is_dead_lettered_and_the_rest_written(
         feed.flush()
         run_until_consumed("everything")
         assert_table_matches(target, "things", feed)
-        letters = _dead_letters(kafka_bootstrap, f"{topic_name}.dlq", 1)
+        letters = _dead_letters(kafka_bootstrap, f"{topic_name}.sink-dlq", 1)
         assert letters[0][1] == refused_bytes and letters[0][2]["cdc.source.offset"] == b"250"
         assert letters[0][2]["cdc.error.class"] == b"RejectedRowError"
     finally:

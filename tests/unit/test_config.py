@@ -129,3 +129,21 @@ def test_secrets_never_show_in_errors_or_repr(tmp_path: Path) -> None:
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     assert "top level must be a mapping" in problems(tmp_path, "- a\n- b\n")[0]
+
+
+def test_source_and_sink_dead_letter_topics_never_collide(tmp_path: Path) -> None:
+    from cdc.sink.config import SinkConfig
+
+    cfg = load_config(write(tmp_path, BASE), env={"DB_URL": "sqlite:///x.db"})
+    topic = cfg.topic_of(cfg.streams[0])
+    sink = SinkConfig.model_validate(
+        {
+            "name": "s",
+            "topics": [{"topic": topic}],
+            "target": {"url": "sqlite:///t.db"},
+            "kafka": {"bootstrap_servers": "k:9092"},
+            "schema_registry": {"url": "http://r:8081"},
+        }
+    )
+    assert cfg.dead_letter_topic_of(cfg.streams[0]) == f"{topic}.source-dlq"
+    assert sink.dead_letter_topic(topic) == f"{topic}.sink-dlq"

@@ -185,7 +185,6 @@ def test_string_rejects_inexact_or_ambiguous_values() -> None:
     assert "timestamp logical type" in err1("string", dt.datetime(2024, 1, 1, tzinfo=UTC)).reason
     assert "date/timestamp" in err1("string", dt.date(2024, 1, 1)).reason
     assert "declare bytes" in err1("string", b"x").reason
-    assert "declare double" in err1("string", 1.5).reason
     err1("string", True)
     assert "serialized exactly" in err1("string", {"x": Decimal("1")}).reason
     assert "serialized exactly" in err1("string", {"x": float("nan")}).reason
@@ -359,6 +358,57 @@ def test_date() -> None:
     assert "datetime" in err1(logical("int", "date"), dt.datetime(2024, 1, 1)).reason
     assert "zero or invalid date '0000-00-00'" in err1(logical("int", "date"), "0000-00-00").reason
     err1(logical("int", "date"), 19000)
+
+
+def test_double_into_string_is_repr_exact() -> None:
+    for v in (
+        -2.2250738585072014e-308,
+        1.7976931348623157e308,
+        -0.0,
+        0.1,
+        5e-324,
+        float("inf"),
+        float("nan"),
+    ):
+        text = roundtrip(record(fld("d", "string")), {"d": v})["d"]
+        assert text == repr(v)
+        assert struct.pack("<d", float(text)) == struct.pack("<d", v)  # the same bits back
+    assert roundtrip(record(fld("d", ["null", "long", "string"])), {"d": 1.5})["d"] == "1.5"
+
+
+def test_mysql_time_into_long_is_signed_microseconds() -> None:
+    cases = {
+        dt.timedelta(hours=-838, minutes=-59, seconds=-59): -3020399000000,
+        dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999): 3020399999999,
+        dt.timedelta(hours=25, microseconds=1): 90000000001,
+        dt.timedelta(hours=24): 86400000000,
+        dt.timedelta(microseconds=-1): -1,
+    }
+    for v, us in cases.items():
+        assert roundtrip(record(fld("t", "long")), {"t": v})["t"] == us
+        assert roundtrip(record(fld("t", ["null", "long"])), {"t": v})["t"] == us
+    assert conv1(["null", "string", "long"], dt.timedelta(hours=-1)) == ("long", -3600000000)
+    assert "expected an integer" in err1("int", dt.timedelta(hours=1)).reason  # int cannot hold 838 h in us
+
+
+def test_time_of_day_never_wraps_an_interval() -> None:
+    t_us = logical("long", "time-micros")
+    for v, shown in (
+        (dt.timedelta(hours=-838, minutes=-59, seconds=-59), "-838:59:59"),
+        (dt.timedelta(hours=25, microseconds=1), "25:00:00.000001"),
+        (dt.timedelta(hours=24), "24:00:00"),
+        (dt.timedelta(microseconds=-1), "-00:00:00.000001"),
+    ):
+        reason = err1(t_us, v).reason
+        assert shown in reason and "outside [00:00, 24:00)" in reason and "declare long" in reason
+
+
+def test_long_overflow_names_the_wider_types() -> None:
+    assert "decimal(20,0) or string" in err1("long", 18446744073709551615).reason
+    assert roundtrip(record(fld("u", dec(20, 0))), {"u": 18446744073709551615})["u"] == Decimal(
+        18446744073709551615
+    )
+    assert roundtrip(record(fld("u", "string")), {"u": 18446744073709551615})["u"] == "18446744073709551615"
 
 
 def test_time_from_time_and_mysql_timedelta() -> None:

@@ -56,7 +56,7 @@ def test_defaults_and_per_topic_options(tmp_path: Path) -> None:
         "update",
         ["order_id"],
     )
-    assert cfg.dead_letter_topic("cdc.items") == "cdc.items.dlq"
+    assert cfg.dead_letter_topic("cdc.items") == "cdc.items.sink-dlq"
     assert "secret" not in str(cfg.target.url) and cfg.target.url.secret.endswith("@db/x")
     assert cfg.on_error.value == "fail" and cfg.auto_create and cfg.batch_size == 5000
 

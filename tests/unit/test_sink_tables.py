@@ -156,3 +156,34 @@ def test_missing_table_without_auto_create_and_a_key_that_is_not_unique(tmp_path
         conn.exec_driver_sql("CREATE TABLE things (id INTEGER, code TEXT)")
     with pytest.raises(SchemaError, match="neither its primary key"):
         strict.plan(None, "things", fields(), ("id",), inserts=True, cache_key=(2,))
+
+
+def test_mysql_value_shapes_into_native_columns() -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    from cdc.sink.columns import FieldSpec, compatible, converter
+
+    micros = FieldSpec("t", "long", True, True)
+    for column in (postgresql.INTERVAL(), mysql.TIME(fsp=6)):
+        assert compatible(micros, column)
+        conv = converter(micros, column, "postgresql")
+        assert conv is not None and conv(-3020399000000) == -dt.timedelta(hours=838, minutes=59, seconds=59)
+        assert conv(None) is None
+    members = FieldSpec("s", "array", True, True, item=FieldSpec("item", "string", False, False))
+    assert compatible(members, mysql.SET("a", "b"))
+    conv = converter(members, mysql.SET("a", "b"), "mysql")
+    assert conv is not None and conv(["a", "b"]) == "a,b" and conv([]) == ""
+    assert not compatible(
+        FieldSpec("s", "array", True, True, item=FieldSpec("i", "long", False, False)), mysql.SET("a")
+    )
+    u64 = FieldSpec("u", "decimal", True, True, precision=20, scale=0)
+    assert compatible(u64, mysql.BIGINT(unsigned=True))
+    conv = converter(u64, mysql.BIGINT(unsigned=True), "mysql")
+    assert conv is not None and conv(Decimal("18446744073709551615")) == 18446744073709551615
+    assert not compatible(FieldSpec("u", "decimal", True, True, precision=20, scale=2), mysql.BIGINT())
+    assert compatible(FieldSpec("y", "int", True, True), mysql.YEAR())
+    assert not compatible(FieldSpec("y", "string", True, True), mysql.YEAR())
+    assert compatible(FieldSpec("b", "boolean", True, True), mysql.BIT(1))
+    assert not compatible(FieldSpec("b", "boolean", True, True), mysql.YEAR())
+    assert compatible(FieldSpec("b", "long", True, True), mysql.BIT(3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,6 +34,10 @@ class PollingConfig(BaseModel):
     fetch_size: int = Field(10_000, ge=1, description="rows fetched per round trip (bounded memory)")
     queue_events: int = Field(50_000, ge=100, description="events buffered between pollers and the pipeline")
     progress: bool = Field(True, description="progress bar / log lines during an initial load")
+    zero_dates: Literal["error", "null"] = Field(
+        "error",
+        description="MySQL/MariaDB zero or invalid dates (0000-00-00): a row error naming the field, or null",
+    )
 
 
 class DeleteDetection(BaseModel):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from cdc.mysql import catalog as mysql_catalog
+from cdc.mysql.types import ZeroDates, row_normalizer
 from cdc.offsets import jsonvalues as cursorvalues
 from cdc.plugin import ChangeEvent, ColumnInfo, Offset, Op, StreamSpec
 from cdc.sql import bounds
@@ -28,12 +31,22 @@ def _split_name(name: str) -> tuple[str | None, str]:
 class StreamReader:
     """Reads one stream's new rows strictly after its cursor and below the safe upper bound."""
 
-    def __init__(self, spec: StreamSpec, capture: PollingStream, engine: sa.Engine, zone: dt.tzinfo) -> None:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        capture: PollingStream,
+        engine: sa.Engine,
+        zone: dt.tzinfo,
+        zero_dates: ZeroDates = "error",
+    ) -> None:
         self.spec = spec
         self.capture = capture
         self.engine = engine
         self.zone = zone
         self.selectable = self._reflect()
+        # MySQL/MariaDB tables and views: the catalog's exact column descriptions, values read
+        # raw and made canonical by cdc.mysql.types (the contract every MySQL source shares).
+        self.mysql_columns = self._mysql_catalog()
         self.ts_col = capture.timestamp_column
         self.inc_col = capture.incrementing_column
         wanted = list(dict.fromkeys([*spec.columns, *(c for c in (self.ts_col, self.inc_col) if c)]))
@@ -46,8 +59,13 @@ class StreamReader:
                 hint=f"available: {', '.join(self.selectable.c.keys())}",
             )
         self.columns = wanted
-        # MySQL TIMESTAMP comes back as naive UTC wall clock (sessions run in UTC): attach the zone.
-        self._utc_columns = [c for c in wanted if isinstance(self.selectable.c[c].type, mysql.TIMESTAMP)]
+        # Sessions run in UTC, so a MySQL TIMESTAMP arrives as naive UTC wall clock: the
+        # normalizer attaches the zone (and makes SET, BIT, FLOAT, BINARY(n) values canonical).
+        self._normalize = (
+            row_normalizer({c: self.mysql_columns[c] for c in wanted if c in self.mysql_columns}, zero_dates)
+            if self.mysql_columns
+            else None
+        )
         self.last_ts: Any = None
         self.last_id: Any = None
         self.polls = 0
@@ -61,11 +79,14 @@ class StreamReader:
         if self.capture.table:
             schema, table = _split_name(self.capture.table)
             try:
-                # resolve_fks=False: the captured table alone; a dangling or invisible foreign-key
-                # target must not make the captured table look missing.
-                return sa.Table(
-                    table, sa.MetaData(), schema=schema, autoload_with=self.engine, resolve_fks=False
-                )
+                with warnings.catch_warnings():
+                    # MariaDB's UUID/INET types are unknown to SQLAlchemy; the catalog describes them
+                    warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+                    # resolve_fks=False: the captured table alone; a dangling or invisible
+                    # foreign-key target must not make the captured table look missing.
+                    return sa.Table(
+                        table, sa.MetaData(), schema=schema, autoload_with=self.engine, resolve_fks=False
+                    )
             except sa.exc.NoSuchTableError:
                 from cdc.errors import SourceConfigError
 
@@ -78,7 +99,30 @@ class StreamReader:
             names = list(result.keys())
         return sa.text(self.capture.query).columns(*(sa.column(n) for n in names)).subquery("q")
 
+    def _mysql_catalog(self) -> dict[str, ColumnInfo]:
+        if self.engine.dialect.name not in ("mysql", "mariadb") or not self.capture.table:
+            return {}
+        schema, table = _split_name(self.capture.table)
+        with self.engine.connect() as conn:
+            return mysql_catalog.describe_table(conn, schema, table)
+
+    def _column(self, name: str) -> sa.ColumnElement[Any]:
+        """The select-list expression of a column: on MySQL/MariaDB the driver's value, untouched
+        by SQLAlchemy's result processors (its TIME type folds an interval into a time of day,
+        its reflected DOUBLE rounds to 10 decimal places, its SET returns an unordered set)."""
+        col = self.selectable.c[name]
+        info = self.mysql_columns.get(name)
+        if info is None:
+            return col
+        expr: sa.ColumnElement[Any] = col
+        if info.data_type == "float":
+            # the text protocol renders FLOAT with 6 significant digits; as a DOUBLE it is exact
+            expr = sa.cast(col, sa.Double())
+        return sa.type_coerce(expr, sa.types.NullType()).label(name)
+
     def describe(self) -> dict[str, ColumnInfo]:
+        if self.mysql_columns:
+            return dict(self.mysql_columns)
         out: dict[str, ColumnInfo] = {}
         for col in self.selectable.c:
             info = column_info(col) if isinstance(col, sa.Column) and col.table is not None else None
@@ -119,7 +163,7 @@ class StreamReader:
 
     def build_query(self, upper: dt.datetime | None) -> sa.Select[Any]:
         c = self.selectable.c
-        query = sa.select(*(c[n] for n in self.columns))
+        query = sa.select(*(self._column(n) for n in self.columns))
         mode = self.capture.mode
         if self.ts_col and mode in (Mode.TIMESTAMP, Mode.TIMESTAMP_INCREMENTING):
             ts = c[self.ts_col]
@@ -170,7 +214,7 @@ class StreamReader:
             key_idx = [names.index(k) for k in self.spec.key_columns]
             ts_i = names.index(self.ts_col) if self.ts_col else -1
             id_i = names.index(self.inc_col) if self.inc_col else -1
-            utc_idx = [names.index(n) for n in self._utc_columns]
+            normalize = self._normalize
             mode = self.capture.mode
             initial = self.last_ts is None and self.last_id is None
             # Polling cannot tell an insert from an update: the initial load and bulk polls are
@@ -191,12 +235,10 @@ class StreamReader:
                     self.last_ts = raw[ts_i]
                 if id_i >= 0:
                     self.last_id = raw[id_i]
-                values = list(raw)
-                for i in utc_idx:
-                    if values[i] is not None:
-                        values[i] = values[i].replace(tzinfo=dt.UTC)
-                row = dict(zip(names, values, strict=True))
-                key = {names[i]: values[i] for i in key_idx}
+                row = dict(zip(names, raw, strict=True))
+                if normalize is not None:
+                    row = normalize(row)
+                key = {names[i]: row[names[i]] for i in key_idx}
                 n += 1
                 if progress is not None and n % 1000 == 0:
                     progress(n, total)
@@ -208,9 +250,13 @@ class StreamReader:
                 log.debug("stream %s: %d rows in %.2fs", stream, n, time.monotonic() - started)
 
     def all_keys(self) -> set[tuple[Any, ...]]:
-        c = self.selectable.c
+        """Every key present now, as the values the events carry."""
+        keys = self.spec.key_columns
         with self.engine.connect() as conn:
             rows = conn.execution_options(stream_results=True, yield_per=10_000).execute(
-                sa.select(*(c[k] for k in self.spec.key_columns))
+                sa.select(*(self._column(k) for k in keys))
             )
-            return {tuple(r) for r in rows}
+            if self._normalize is None:
+                return {tuple(r) for r in rows}
+            normalize = self._normalize
+            return {tuple(normalize(dict(zip(keys, r, strict=True))).values()) for r in rows}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -56,7 +56,11 @@ class PollingSource(SourceConnector):
         self._handoff = EventHandoff(config.queue_events)
         self._scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
+        # Per stream with delete_detection: every key emitted and not deleted since, as source
+        # values; seeded before start from the topic (restore_keys) or, without one, from the
+        # table at start. Deletes found at start-up wait in _restored_deletes until start().
         self._known_keys: dict[str, set[tuple[Any, ...]]] = {}
+        self._restored_deletes: dict[str, list[dict[str, Any]]] = {}
         self._locks = {s.name: threading.Lock() for s in streams}
 
     # --- set-up ---
@@ -76,7 +80,9 @@ class PollingSource(SourceConnector):
                         if self.cfg.timestamp_zone
                         else bounds.default_zone(conn)
                     )
-                self._readers[name] = StreamReader(spec, self.captures[name], self.engine, zone)
+                self._readers[name] = StreamReader(
+                    spec, self.captures[name], self.engine, zone, self.cfg.zero_dates
+                )
             except sa.exc.SQLAlchemyError as exc:
                 raise engines.translate(exc, f"stream {name!r}") from None
         return self._readers[name]
@@ -156,10 +162,45 @@ class PollingSource(SourceConnector):
         return lease.acquire(self.engine, connector_name)
 
     # --- running ---
+    def key_set_streams(self) -> list[str]:
+        return [name for name, cap in self.captures.items() if cap.delete_detection is not None]
+
+    def restore_keys(
+        self,
+        stream: str,
+        emitted: Mapping[bytes, dict[str, Any]],
+        encode_key: Callable[[dict[str, Any]], bytes],
+    ) -> None:
+        """Baseline = the table's keys now; a key the topic holds live but the table no longer
+        has was deleted while the connector was stopped: its delete is emitted at start."""
+        reader = self._reader(stream)
+        columns = reader.spec.key_columns
+        try:
+            present = reader.all_keys()
+        except sa.exc.SQLAlchemyError as exc:
+            raise engines.translate(exc, f"delete detection baseline of {stream!r}") from None
+        bodies = {encode_key(dict(zip(columns, k, strict=True))) for k in present}
+        self._known_keys[stream] = present
+        self._restored_deletes[stream] = [key for body, key in emitted.items() if body not in bodies]
+        if self._restored_deletes[stream]:
+            log.info(
+                "stream %s: %d keys deleted while the connector was stopped",
+                stream,
+                len(self._restored_deletes[stream]),
+            )
+
     def start(self, offsets: Offsets) -> None:
         for spec in self.streams:
             reader = self._reader(spec.name)
             reader.restore(offsets.get(spec.name))
+            if self.captures[spec.name].delete_detection is not None:
+                if spec.name not in self._known_keys:
+                    # No emitted keys to start from (no Kafka output): the table's keys now.
+                    # Deletes made while the connector was stopped cannot be seen (cdc check warns).
+                    self._known_keys[spec.name] = reader.all_keys()
+                gone = self._restored_deletes.pop(spec.name, [])
+                if gone:
+                    self._put([self._delete_event(reader, key) for key in gone])
             ts_col = self.captures[spec.name].timestamp_column
             if ts_col and reader.describe()[ts_col].nullable:
                 log.warning(
@@ -231,21 +272,9 @@ class PollingSource(SourceConnector):
             with self._locks[name]:
                 present = reader.all_keys()
                 known = self._known_keys.setdefault(name, set())
-                if not known:
-                    # First comparison after a (re)start: the baseline is what exists now.
-                    known.update(present)
-                    return
                 gone = known - present
-                offset = reader._offset()
                 events = [
-                    ChangeEvent(
-                        name,
-                        Op.DELETE,
-                        dict(zip(reader.spec.key_columns, k, strict=True)),
-                        None,
-                        name,
-                        offset,
-                    )
+                    self._delete_event(reader, dict(zip(reader.spec.key_columns, k, strict=True)))
                     for k in sorted(gone, key=repr)
                 ]
                 known.difference_update(gone)
@@ -254,6 +283,12 @@ class PollingSource(SourceConnector):
                 self._put(events)
         except sa.exc.SQLAlchemyError as exc:
             self._handoff.fail(engines.translate(exc, f"delete detection for {name!r}"))
+
+    @staticmethod
+    def _delete_event(reader: StreamReader, key: dict[str, Any]) -> ChangeEvent:
+        # the cursor does not move: a delete is found by absence, not read at a position
+        name = reader.spec.name
+        return ChangeEvent(name, Op.DELETE, key, None, name, reader._offset())
 
     def _progress(self, name: str) -> progress.Progress:
         return progress.reporter(f"{name} initial load")
