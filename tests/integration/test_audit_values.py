@@ -56,6 +56,15 @@ def _relayed(engine: sa.Engine, columns: list[str], dialect: str) -> dict[Any, A
     return {r.after["id"]: r.after for r in rows if r.after is not None}
 
 
+def _same(relayed: dict[Any, Any], polled: dict[Any, Any]) -> None:
+    """Field by field, value and type (Decimal vs float would compare equal)."""
+    assert relayed.keys() == polled.keys()
+    for key, row in polled.items():
+        for name, value in row.items():
+            got = relayed[key][name]
+            assert got == value and type(got) is type(value), f"key {key}, {name}: {got!r} != {value!r}"
+
+
 def test_postgres_values_equal_polling(pg_database: str) -> None:
     engine = create_engine(pg_database)
     with engine.begin() as conn:
@@ -66,10 +75,7 @@ def test_postgres_values_equal_polling(pg_database: str) -> None:
             conn.exec_driver_sql(row)
     columns = [c.name for c in sa.Table("typed", sa.MetaData(), autoload_with=engine).c]
     polled, relayed = _polled(engine, columns), _relayed(engine, columns, "postgresql")
-    assert relayed == polled
-    for key in polled:
-        for name in columns:  # same types too (Decimal vs float would compare equal)
-            assert type(relayed[key][name]) is type(polled[key][name]), (key, name)
+    _same(relayed, polled)
     assert relayed[1]["n"] == Decimal("12345678901234567890.0123456789")
     assert relayed[1]["tz"] == dt.datetime(2020, 6, 1, 10, 0, 0, 500000, dt.UTC)
     assert relayed[1]["ts"].tzinfo is None and relayed[1]["b"] == b"\x00\xff\x10"
@@ -93,7 +99,7 @@ def test_sqlite_values_equal_polling(tmp_path: Path) -> None:
         conn.exec_driver_sql("INSERT INTO typed (id, r) VALUES (2, 1e300 / 3)")
     columns = [c.name for c in sa.Table("typed", sa.MetaData(), autoload_with=engine).c]
     polled, relayed = _polled(engine, columns), _relayed(engine, columns, "sqlite")
-    assert relayed == polled
+    _same(relayed, polled)
     assert relayed[1]["r"] == 0.1 + 0.2 and relayed[2]["r"] == 1e300 / 3
     assert relayed[1]["b"] == b"\x00\xff" and isinstance(relayed[1]["ts"], dt.datetime)
     engine.dispose()
@@ -110,7 +116,8 @@ def test_mariadb_values_follow_the_contract(mysql_database: str) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(MYSQL_DDL)
     generator.apply(engine, ["typed"])
-    with engine.begin() as conn:
+    writer = create_engine(mysql_database)  # its own pool: the zone below stays in its sessions
+    with writer.begin() as conn:
         conn.exec_driver_sql("SET time_zone = '+05:00'")  # the writer's zone must not matter
         conn.exec_driver_sql(
             "INSERT INTO typed VALUES (1, 12345678901234567890.0123456789, 1.1, 1e300/3, 'naïve', 'a\\nb', "
@@ -119,8 +126,10 @@ def test_mariadb_values_follow_the_contract(mysql_database: str) -> None:
             '\'{"a": 1,  "b":[1,2]}\', 18446744073709551615, 1)'
         )
         conn.exec_driver_sql("INSERT INTO typed (id) VALUES (2)")
+    writer.dispose()
     columns = [c.name for c in sa.Table("typed", sa.MetaData(), autoload_with=engine).c]
     relayed = _relayed(engine, columns, "mysql")
+    _same(relayed, _polled(engine, columns))  # the polling source follows the same contract
     import struct
 
     assert relayed[1] == {

@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from cdc.audit import values
 from cdc.audit.catalog import LOG_TABLE, AuditedTable, inspect_table
 from cdc.errors import SourceConfigError
+from cdc.mysql import catalog as mysql_catalog
+from cdc.mysql.types import row_normalizer
 from cdc.plugin import ColumnInfo, StreamSpec
 from cdc.sql.columns import column_info
 
@@ -69,12 +71,19 @@ class TableReader:
             else prep.quote_identifier(LOG_TABLE)
         )
         self._q = prep.quote_identifier
+        self.mysql_columns: dict[str, ColumnInfo] = {}
         if dialect == "mysql":
             self._decoders = values.mysql_decoders(self.audited.columns)
+            with engine.connect() as conn:
+                self.mysql_columns = mysql_catalog.describe_table(conn, None, self.audited.name)
+            # the shared contract's last word (SET order, BINARY padding, ENUM '', UUID case)
+            self._canonical = row_normalizer({n: self.mysql_columns[n] for n in self.names})
         elif dialect == "sqlite":
             self._decoders = values.sqlite_decoders(self.table, engine.dialect)
 
     def describe(self) -> dict[str, ColumnInfo]:
+        if self.mysql_columns:  # the catalog's exact descriptions, as every MySQL source gives
+            return dict(self.mysql_columns)
         return {c.name: column_info(c) for c in self.table.c}
 
     @property
@@ -106,20 +115,19 @@ class TableReader:
             "WHERE id IN :ids ORDER BY id"
         ).bindparams(sa.bindparam("ids", expanding=True))
         out = []
-        decode = values.decode_mysql if self.dialect == "mysql" else values.decode_sqlite
         for r in conn.execute(sql, {"ids": ids}):
             before, after = values.parse_image(r[2]), values.parse_image(r[3])
             out.append(
-                AuditRow(
-                    int(r[0]),
-                    str(r[1]),
-                    None if before is None else decode(before, self.names, self._decoders),
-                    None if after is None else decode(after, self.names, self._decoders),
-                    _ts_ms(r[4]),
-                    None,
-                )
+                AuditRow(int(r[0]), str(r[1]), self._decode(before), self._decode(after), _ts_ms(r[4]), None)
             )
         return out
+
+    def _decode(self, image: dict[str, Any] | None) -> dict[str, Any] | None:
+        if image is None:
+            return None
+        if self.dialect == "mysql":
+            return self._canonical(values.decode_mysql(image, self.names, self._decoders))
+        return values.decode_sqlite(image, self.names, self._decoders)
 
     def _pg_images(self, conn: sa.Connection, ids: list[int]) -> list[AuditRow]:
         q = self._q
