@@ -248,6 +248,20 @@ def audit_apply(
             typer.echo(f"audited {t.qualified} ({len(t.columns)} columns, key {', '.join(t.key)})")
 
 
+@audit_app.command("backfill")
+def audit_backfill(target: TargetArg, table: TablesOption = None, schema: SchemaOption = None) -> None:
+    """Record every current row of audited tables as a read, so the relay publishes an initial copy.
+
+    Runs after apply (a change made meanwhile is also recorded). Each table is read under a share lock (PostgreSQL: LOCK TABLE ... IN SHARE MODE; MySQL: LOCK IN SHARE MODE), which holds writers off for the duration.
+    """
+    from cdc.audit import generator
+
+    with _errors():
+        url, tables, schema = _audit_target(target, table, schema)
+        for name, count in generator.backfill(url, tables, schema=schema).items():
+            typer.echo(f"recorded {count} row(s) of {name}")
+
+
 @audit_app.command("drop")
 def audit_drop(
     target: TargetArg,

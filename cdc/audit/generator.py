@@ -195,6 +195,27 @@ def apply(
         return audited
 
 
+def backfill(url: str | sa.Engine, tables: Sequence[str], *, schema: str | None = None) -> dict[str, int]:
+    """Record every current row of each (audited) table as a read, so the relay publishes an
+    initial copy through the same path and value encoding as the changes; rows per table."""
+    with open_target(url, schema) as target:
+        audited = _tables(target, tables)
+        recorded = registered(target)
+        if missing := [t.qualified for t in audited if (t.schema, t.name) not in recorded]:
+            raise SourceConfigError(
+                f"not audited: {', '.join(missing)}",
+                hint="apply the audit triggers first (a later change would be missed)",
+            )
+        counts: dict[str, int] = {}
+        for t in audited:
+            with target.engine.begin() as conn:  # one transaction per table: its lock, its rows
+                result = None
+                for stmt in target.sql.backfill(target.schema, t):
+                    result = conn.exec_driver_sql(stmt, execution_options={"no_parameters": True})
+                counts[t.qualified] = result.rowcount if result is not None else 0
+        return counts
+
+
 def registered(target: Target) -> dict[tuple[str, str], list[list[str]]]:
     """The registry: (schema, table) -> [[column, type], ...] as recorded at apply."""
     with target.engine.connect() as conn:

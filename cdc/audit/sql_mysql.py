@@ -143,3 +143,14 @@ def remove(table: AuditedTable) -> list[str]:
 
 def teardown(schema: str) -> list[str]:
     return [f"DROP TABLE IF EXISTS {q(LOG_TABLE)}", f"DROP TABLE IF EXISTS {q(REGISTRY_TABLE)}"]
+
+
+def backfill(schema: str, table: AuditedTable) -> list[str]:
+    """Every current row as a read ('r') record, its rows share-locked until the commit, so no
+    change can commit between this read and these ids (it would be published before them)."""
+    order = ", ".join(f"x.{q(k)}" for k in table.key)
+    return [
+        f"INSERT INTO {q(LOG_TABLE)} (table_schema, table_name, op, `before`, `after`) "  # noqa: S608 - quoted names
+        f"SELECT DATABASE(), {literal(table.name)}, 'r', NULL, {image('x', table)} FROM {q(table.name)} x "
+        f"ORDER BY {order} LOCK IN SHARE MODE"
+    ]

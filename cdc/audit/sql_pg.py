@@ -95,3 +95,19 @@ def teardown(schema: str) -> list[str]:
         f"DROP TABLE IF EXISTS {q(schema)}.{q(LOG_TABLE)}",
         f"DROP TABLE IF EXISTS {q(schema)}.{q(REGISTRY_TABLE)}",
     ]
+
+
+def backfill(schema: str, table: AuditedTable) -> list[str]:
+    """Every current row as a read ('r') record. SHARE mode holds writers off meanwhile, so no
+    change can commit between this snapshot and these ids (it would be published before them)."""
+    target = f"{q(table.schema)}.{q(table.name)}"
+    order = ", ".join(f"x.{q(k)}" for k in table.key)
+    return [
+        f"LOCK TABLE {target} IN SHARE MODE",
+        f"INSERT INTO {q(schema)}.{q(LOG_TABLE)} (table_schema, table_name, op, after) "  # noqa: S608 - quoted names
+        f"SELECT {literal(table.schema)}, {literal(table.name)}, 'r', to_jsonb(x) FROM {target} x ORDER BY {order}",
+    ]
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

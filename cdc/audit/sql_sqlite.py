@@ -88,3 +88,11 @@ def remove(table: AuditedTable) -> list[str]:
 
 def teardown(schema: str) -> list[str]:
     return [f"DROP TABLE IF EXISTS {q(LOG_TABLE)}", f"DROP TABLE IF EXISTS {q(REGISTRY_TABLE)}"]
+
+
+def backfill(schema: str, table: AuditedTable) -> list[str]:
+    """Every current row as a read ('r') record (SQLite has one writer: nothing interleaves)."""
+    order = ", ".join(f"x.{q(k)}" for k in table.key)
+    insert = f'INSERT INTO {q(LOG_TABLE)} (table_schema, table_name, op, "before", "after")'
+    select = f"SELECT 'main', {literal(table.name)}, 'r', NULL, {image('x', table)}"
+    return [f"{insert} {select} FROM {q(table.name)} x ORDER BY {order}"]

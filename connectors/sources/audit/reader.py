@@ -22,6 +22,7 @@ from cdc.audit.catalog import LOG_TABLE, AuditedTable, inspect_table
 from cdc.errors import SourceConfigError
 from cdc.mysql import catalog as mysql_catalog
 from cdc.mysql.types import row_normalizer
+from cdc.pg import columns as pg_columns
 from cdc.plugin import ColumnInfo, StreamSpec
 from cdc.sql.columns import column_info
 
@@ -72,6 +73,14 @@ class TableReader:
         )
         self._q = prep.quote_identifier
         self.mysql_columns: dict[str, ColumnInfo] = {}
+        self.pg_columns: dict[str, ColumnInfo] = {}
+        if dialect == "postgresql":  # the catalog's view (domains, enums, tsvector), as the WAL source's
+            with engine.connect() as conn:
+                raw = conn.connection.driver_connection
+                oid = conn.execute(
+                    sa.text("SELECT CAST(:t AS regclass)::oid"), {"t": self._regclass()}
+                ).scalar()
+                self.pg_columns = pg_columns.column_infos(pg_columns.load_columns(raw, int(oid)).values())  # type: ignore[arg-type]
         if dialect == "mysql":
             self._decoders = values.mysql_decoders(self.audited.columns)
             with engine.connect() as conn:
@@ -82,9 +91,12 @@ class TableReader:
             self._decoders = values.sqlite_decoders(self.table, engine.dialect)
 
     def describe(self) -> dict[str, ColumnInfo]:
-        if self.mysql_columns:  # the catalog's exact descriptions, as every MySQL source gives
-            return dict(self.mysql_columns)
+        if self.mysql_columns or self.pg_columns:  # the catalogs' exact descriptions
+            return dict(self.mysql_columns or self.pg_columns)
         return {c.name: column_info(c) for c in self.table.c}
+
+    def _regclass(self) -> str:
+        return f"{self._q(self.audited.schema)}.{self._q(self.audited.name)}"
 
     @property
     def _where(self) -> str:

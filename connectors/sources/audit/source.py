@@ -195,8 +195,8 @@ class AuditRelay(SourceConnector):
                 before=before, ts_ms=row.ts_ms, txid=row.txid, source={"audit_id": row.id},
             )  # fmt: skip
 
-        if row.op == "c" and row.after is not None:
-            return [event(Op.CREATE, row.after, None, row.after)]
+        if row.op in ("c", "r") and row.after is not None:  # r: a backfilled row
+            return [event(Op.CREATE if row.op == "c" else Op.READ, row.after, None, row.after)]
         if row.op == "d" and row.before is not None:
             return [event(Op.DELETE, row.before, row.before, None)]
         if row.op == "u" and row.before is not None and row.after is not None:
