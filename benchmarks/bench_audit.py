@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,11 +28,9 @@ from urllib.parse import urlparse
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env, report, rss_mb, start_rss_sampling
+from _common import drain, env, report, rss_mb, start_rss_sampling
 
 from cdc.audit import generator
-from cdc.config import load_config
-from cdc.runtime.runner import Runner
 from cdc.sql.engines import create_engine
 
 KEY = {"type": "record", "name": "RowKey", "fields": [{"name": "id", "type": "long"}]}
@@ -59,7 +56,7 @@ FILL = {
 }
 CONFIG = """
 name: {name}
-source: {{connector: audit, url: "{url}", batch_size: 5000, max_pending: 40000, poll_interval: 50ms}}
+source: {{connector: audit, url: "{url}", batch_size: 2000, max_pending: 6000, poll_interval: 50ms}}
 streams:
   - {{name: item, topic: {name}, key_schema: key.avsc, value_schema: value.avsc, capture: {{table: item}}}}
 kafka: {{bootstrap_servers: "{bootstrap}"}}
@@ -187,30 +184,14 @@ def relay(url: str, dialect: str, events: int, name: str) -> dict[str, float]:
             registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
         )
     )
-    runner = Runner(load_config(tmp / "c.yaml"))
-    counter = runner.metrics.events.labels(name, "item")
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    first = None
-    while True:
-        produced = counter._value.get()
-        if first is None and produced > 0:
-            first = time.monotonic()
-        if produced >= events and runner.metrics.in_flight.labels(name)._value.get() == 0:
-            with engine.connect() as conn:
-                left = conn.exec_driver_sql(
-                    "SELECT count(*) FROM cdc_audit_log WHERE table_name = 'item'"
-                ).scalar()
-            if left == 0:
-                done = time.monotonic()
-                break
-        if not thread.is_alive():
-            sys.exit("benchmark: the relay stopped early")
-        time.sleep(0.05)
-    runner.stop.set()
-    thread.join(30)
+
+    def remaining() -> int:
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM cdc_audit_log WHERE table_name = 'item'"
+            return int(conn.exec_driver_sql(query).scalar() or 0)
+
+    first, done = drain(tmp / "c.yaml", "item", events, remaining)
     engine.dispose()
-    assert first is not None
     return {
         "events": events,
         "events_per_s": round(events / (done - first)),

@@ -245,15 +245,19 @@ class AuditRelay(SourceConnector):
         )
         try:
             with self.engine.begin() as conn:
-                for i in range(0, len(done), 1000):
-                    chunk = done[i : i + 1000]
+                for i in range(0, len(done), 5000):
+                    chunk = done[i : i + 5000]
+                    # PostgreSQL: one array parameter, not a thousand (planning them costs more)
+                    match = (
+                        log_table.c.id == sa.func.any(sa.cast(chunk, sa.ARRAY(sa.BigInteger)))
+                        if self.dialect == "postgresql"
+                        else log_table.c.id.in_(chunk)
+                    )
                     if self.cfg.after_relay == "delete":
-                        conn.execute(sa.delete(log_table).where(log_table.c.id.in_(chunk)))
+                        conn.execute(sa.delete(log_table).where(match))
                     else:
                         conn.execute(
-                            sa.update(log_table)
-                            .where(log_table.c.id.in_(chunk))
-                            .values(relayed_at=sa.func.current_timestamp())
+                            sa.update(log_table).where(match).values(relayed_at=sa.func.current_timestamp())
                         )
         except sa.exc.SQLAlchemyError as exc:
             raise engines.translate(exc, "releasing relayed audit rows") from None
