@@ -51,7 +51,7 @@ DDL = {
 FILL = {
     "postgresql": "INSERT INTO item SELECT g, 'item ' || g, (g % 100000) / 100.0, TIMESTAMP '2024-01-01' + g * INTERVAL '1 second' "
     "FROM generate_series(CAST(:a AS bigint), CAST(:b AS bigint)) g",
-    "mysql": "INSERT INTO item SELECT seq, CONCAT('item ', seq), (seq % 100000) / 100, TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND "
+    "mysql": "INSERT INTO item SELECT seq, CONCAT('item ', seq), MOD(seq, 100000) / 100, TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND "
     "FROM seq_{a}_to_{b}",  # MariaDB's sequence engine
 }
 CONFIG = """
