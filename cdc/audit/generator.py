@@ -13,6 +13,7 @@ unrelayed audit row).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,7 +125,9 @@ def _check_log_table(conn: sa.Connection, target: Target) -> None:
     inspector = sa.inspect(conn)
     schema = target.schema if target.dialect == "postgresql" else None
     if inspector.has_table(LOG_TABLE, schema=schema):
-        have = {c["name"].lower() for c in inspector.get_columns(LOG_TABLE, schema=schema)}
+        with warnings.catch_warnings():  # SQLAlchemy does not know xid8; only the names matter here
+            warnings.simplefilter("ignore", sa.exc.SAWarning)
+            have = {c["name"].lower() for c in inspector.get_columns(LOG_TABLE, schema=schema)}
         if missing := sorted(_LOG_COLUMNS - have):
             raise SourceConfigError(
                 f"a table {LOG_TABLE} already exists without the columns {', '.join(missing)}",
