@@ -130,3 +130,36 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1) if latencies else -1.0
 
     return {"events": len(latencies), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+
+
+def drain_until_empty(config: Any, stream: str, events: int, remaining: Any) -> tuple[float, float]:
+    """Run the connector of ``config`` (a Path) until it produced ``events`` events of ``stream``,
+    nothing is in flight and ``remaining()`` (rows left at the source) is 0; then stop it.
+    Returns (first event, drained) monotonic times."""
+    from cdc.config import load_config
+    from cdc.runtime.runner import Runner
+
+    runner = Runner(load_config(config))
+    name = runner.app.name
+    counter = runner.metrics.events.labels(name, stream)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    first = None
+    while True:
+        produced = counter._value.get()
+        if first is None and produced > 0:
+            first = time.monotonic()
+        if (
+            produced >= events
+            and runner.metrics.in_flight.labels(name)._value.get() == 0
+            and remaining() == 0
+        ):
+            done = time.monotonic()
+            break
+        if not thread.is_alive():
+            sys.exit("benchmark: the connector stopped early")
+        time.sleep(0.05)
+    runner.stop.set()
+    thread.join(30)
+    assert first is not None
+    return first, done

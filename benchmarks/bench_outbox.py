@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env, report, rss_mb, start_rss_sampling
+from _common import drain_until_empty, env, report, rss_mb, start_rss_sampling
 
 from cdc import migrations
 from cdc.config import load_config
@@ -131,26 +131,12 @@ def main() -> None:
                 plain.append(business - started)
                 with_outbox.append(done - business)
         print(f"workload: {events} events in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-        runner = Runner(load_config(tmp / "c.yaml"))
-        counter = runner.metrics.events.labels(name, "order")
-        thread = threading.Thread(target=runner.run, daemon=True)
-        thread.start()
-        first = None
-        while True:
-            produced = counter._value.get()
-            if first is None and produced > 0:
-                first = time.monotonic()
-            if produced >= events and runner.metrics.in_flight.labels(name)._value.get() == 0:
-                with psycopg.connect(url) as conn:
-                    left = conn.execute("SELECT count(*) FROM cdc_outbox").fetchone()
-                if left == (0,):
-                    done_at = time.monotonic()
-                    break
-            if not thread.is_alive():
-                sys.exit("benchmark: the relay stopped early")
-            time.sleep(0.05)
-        runner.stop.set()
-        thread.join(30)
+
+        def remaining() -> int:
+            with psycopg.connect(url) as conn:
+                return int(conn.execute("SELECT count(*) FROM cdc_outbox").fetchone()[0])  # type: ignore[index]
+
+        first, done_at = drain_until_empty(tmp / "c.yaml", "order", events, remaining)
     finally:
         time.sleep(1)
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -159,7 +145,6 @@ def main() -> None:
                 (name,),
             )
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    assert first is not None
     report(
         {
             "bench": f"outbox_{args.mode}_relay",

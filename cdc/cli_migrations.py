@@ -162,3 +162,137 @@ def undo(
             typer.echo(result.sql.rstrip())
         else:
             typer.echo(f"undone {result.migrations[0].script} ({result.dialect})")
+
+
+audit_app = typer.Typer(
+    help=(
+        "Trigger audit capture: an audit table and triggers that record every row change of the chosen "
+        "tables (for databases whose log is out of reach). The 'audit' source relays them to Kafka.\n\n"
+        "TARGET is the application database's URL (postgresql://, mysql://, sqlite:///path) or an audit "
+        "connector's config file (its source.url and its streams' capture.table are used)."
+    ),
+    no_args_is_help=True,
+)
+migrations_app.add_typer(audit_app, name="audit")
+
+TargetArg = Annotated[
+    str, typer.Argument(help="database URL or an audit connector's config file", show_default=False)
+]
+TablesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--table", help="a table to audit, schema-qualified where needed (repeatable)", show_default=False
+    ),
+]
+SchemaOption = Annotated[
+    str | None,
+    typer.Option(
+        "--schema", help="PostgreSQL: schema of the audit table and function (default: current schema)"
+    ),
+]
+TruncateOption = Annotated[
+    bool, typer.Option("--truncate", help="PostgreSQL: also record TRUNCATE (a statement trigger)")
+]
+
+
+def _audit_target(
+    target: str, tables: list[str] | None, schema: str | None
+) -> tuple[str, list[str], str | None]:
+    """URL, tables and schema from the command line, or from an audit connector's config."""
+    path = Path(target)
+    if "://" in target or not path.is_file():
+        return target, list(tables or []), schema
+    from cdc.config import load_config
+
+    cfg = load_config(path)
+    options = cfg.source.options()
+    url = options.get("url")
+    if not url:
+        from cdc.errors import ConfigError
+
+        raise ConfigError([f"{path}: source.url is missing"], source="audit")
+    configured = [
+        str(s.capture["table"]) for s in cfg.streams if isinstance(s.capture, dict) and "table" in s.capture
+    ]
+    return str(getattr(url, "secret", url)), list(tables or configured), schema or options.get("audit_schema")
+
+
+@audit_app.command("render")
+def audit_render(
+    target: TargetArg,
+    table: TablesOption = None,
+    schema: SchemaOption = None,
+    truncate: TruncateOption = False,
+) -> None:
+    """Print the SQL that apply runs (audit table, function, triggers) for review; change nothing."""
+    from cdc.audit import generator
+
+    with _errors():
+        url, tables, schema = _audit_target(target, table, schema)
+        typer.echo(generator.render(url, tables, schema=schema, truncate=truncate).rstrip())
+
+
+@audit_app.command("apply")
+def audit_apply(
+    target: TargetArg,
+    table: TablesOption = None,
+    schema: SchemaOption = None,
+    truncate: TruncateOption = False,
+) -> None:
+    """Create the audit table (if missing) and install or refresh the tables' triggers. Idempotent."""
+    from cdc.audit import generator
+
+    with _errors():
+        url, tables, schema = _audit_target(target, table, schema)
+        for t in generator.apply(url, tables, schema=schema, truncate=truncate):
+            typer.echo(f"audited {t.qualified} ({len(t.columns)} columns, key {', '.join(t.key)})")
+
+
+@audit_app.command("backfill")
+def audit_backfill(target: TargetArg, table: TablesOption = None, schema: SchemaOption = None) -> None:
+    """Record every current row of audited tables as a read, so the relay publishes an initial copy.
+
+    Runs after apply (a change made meanwhile is also recorded). Each table is read under a share lock (PostgreSQL: LOCK TABLE ... IN SHARE MODE; MySQL: LOCK IN SHARE MODE), which holds writers off for the duration.
+    """
+    from cdc.audit import generator
+
+    with _errors():
+        url, tables, schema = _audit_target(target, table, schema)
+        for name, count in generator.backfill(url, tables, schema=schema).items():
+            typer.echo(f"recorded {count} row(s) of {name}")
+
+
+@audit_app.command("drop")
+def audit_drop(
+    target: TargetArg,
+    table: TablesOption = None,
+    schema: SchemaOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="also drop an audit table that still holds unrelayed rows")
+    ] = False,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Remove the tables' triggers; the audit table and function too once no audited table remains."""
+    from cdc.audit import generator
+
+    with _errors():
+        url, tables, schema = _audit_target(target, table, schema)
+        sql = generator.drop(url, tables, schema=schema, force=force, dry_run=dry_run)
+        typer.echo(sql.rstrip() if dry_run else f"dropped the audit triggers of {', '.join(tables)}")
+
+
+@audit_app.command("check")
+def audit_check(target: TargetArg, table: TablesOption = None, schema: SchemaOption = None) -> None:
+    """Report per table whether its triggers are installed, enabled and current (exit 7 if not)."""
+    from cdc.audit import generator
+
+    with _errors():
+        url, tables, schema = _audit_target(target, table, schema)
+        findings = generator.check(url, tables, schema=schema)
+    failed = False
+    for f in findings:
+        mark = "ok  " if f.ok else ("warn" if f.warning else "FAIL")
+        failed |= not f.ok and not f.warning
+        typer.echo(f"[{mark}] {f.what}" + (f": {f.detail}" if f.detail else ""))
+    if failed:
+        raise typer.Exit(7)

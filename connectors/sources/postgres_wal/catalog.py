@@ -9,40 +9,16 @@ is created or altered, unless their stream is insert-only (those go to a separat
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from cdc.errors import SourceConfigError
+from cdc.pg.columns import Column, column_infos, load_columns
 from cdc.plugin import ColumnInfo
-
-_PY_TYPES: dict[str, type] = {
-    "int2": int, "int4": int, "int8": int, "oid": int,
-    "numeric": Decimal, "float4": float, "float8": float, "bool": bool,
-    "text": str, "varchar": str, "bpchar": str, "name": str, "citext": str, "json": str, "jsonb": str,
-    "tsvector": str, "xml": str, "inet": str, "cidr": str, "macaddr": str,
-    "bytea": bytes, "date": dt.date, "time": dt.time, "timetz": dt.time,
-    "timestamp": dt.datetime, "timestamptz": dt.datetime, "interval": tuple, "uuid": uuid.UUID,
-}  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    name: str
-    type_oid: int
-    type_name: str  # format_type(): e.g. numeric(10,2), public.mpaa_rating, text[]
-    base_name: str  # pg_type.typname after resolving domains
-    category: str  # pg_type.typcategory of the base type (A array, E enum, ...)
-    not_null: bool
-    precision: int | None
-    scale: int | None
-    enum_labels: tuple[str, ...] | None
 
 
 @dataclass(slots=True)
@@ -61,50 +37,12 @@ class Table:
         return f"{self.schema}.{self.name}"
 
     def column_infos(self) -> dict[str, ColumnInfo]:
-        out = {}
-        for c in self.columns.values():
-            py = list if c.category == "A" else str if c.category == "E" else _PY_TYPES.get(c.base_name)
-            out[c.name] = ColumnInfo(
-                name=c.name,
-                type_name=c.type_name,
-                nullable=not c.not_null,
-                python_type=py,
-                precision=c.precision,
-                scale=c.scale,
-                timezone_aware={"timestamptz": True, "timestamp": False}.get(c.base_name),
-                enum_labels=c.enum_labels,
-            )
-        return out
+        return column_infos(self.columns.values())
 
 
 def split_name(qualified: str) -> tuple[str, str]:
     schema, _, name = qualified.rpartition(".")
     return schema or "public", name
-
-
-_COLUMNS = """
-WITH RECURSIVE base(oid, root) AS (
-    SELECT t.oid, t.oid FROM pg_type t
-    UNION ALL
-    SELECT b.oid, t.typbasetype FROM base b JOIN pg_type t ON t.oid = b.root WHERE t.typtype = 'd'
-)
-SELECT a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), bt.typname, bt.typcategory,
-       a.attnotnull, a.atttypmod, bt.oid,
-       (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = bt.oid)
-FROM pg_attribute a
-JOIN LATERAL (SELECT root FROM base WHERE base.oid = a.atttypid
-              AND NOT EXISTS (SELECT 1 FROM pg_type x WHERE x.oid = base.root AND x.typtype = 'd')) r ON true
-JOIN pg_type bt ON bt.oid = r.root
-WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
-
-
-def _numeric_typmod(typmod: int) -> tuple[int | None, int | None]:
-    if typmod < 4:
-        return None, None
-    value = typmod - 4
-    return (value >> 16) & 0xFFFF, value & 0xFFFF
 
 
 def load_table(conn: psycopg.Connection[Any], qualified: str, children: str | None = None) -> Table:
@@ -117,15 +55,7 @@ def load_table(conn: psycopg.Connection[Any], qualified: str, children: str | No
     if row is None:
         raise SourceConfigError(f"table {qualified!r} does not exist (or is not a table)")
     oid, replident, kind = int(row[0]), str(row[1]), str(row[2])
-    columns: dict[str, Column] = {}
-    for attname, typoid, typename, basename, category, notnull, typmod, _bt, labels in conn.execute(
-        _COLUMNS, (oid,)
-    ):
-        precision, scale = _numeric_typmod(int(typmod)) if basename == "numeric" else (None, None)
-        columns[attname] = Column(
-            attname, int(typoid), typename, basename, category, bool(notnull), precision, scale,
-            tuple(labels) if labels else None,
-        )  # fmt: skip
+    columns = load_columns(conn, oid)
     key = tuple(
         r[0]
         for r in conn.execute(

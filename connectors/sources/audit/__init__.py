@@ -1,0 +1,1 @@
+"""Audit relay: publishes the row changes that generated audit triggers recorded, then deletes them."""
