@@ -34,7 +34,11 @@ def _ts(micros: int, zone: str) -> str:
 
 def _clock_text(v: dt.datetime | dt.time, sep: str = "") -> str:
     """PostgreSQL's ISO text of a wall-clock value: fractional seconds without trailing zeros."""
-    text = v.isoformat(sep=sep, timespec="microseconds") if isinstance(v, dt.datetime) else v.isoformat("microseconds")
+    text = (
+        v.isoformat(sep=sep, timespec="microseconds")
+        if isinstance(v, dt.datetime)
+        else v.isoformat("microseconds")
+    )
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
@@ -90,7 +94,11 @@ def _logical(base: str, logical: str, **extra: Any) -> dict[str, Any]:
 INTERVAL = {
     "type": "record",
     "name": "Interval",
-    "fields": [{"name": "months", "type": "int"}, {"name": "days", "type": "int"}, {"name": "micros", "type": "long"}],
+    "fields": [
+        {"name": "months", "type": "int"},
+        {"name": "days", "type": "int"},
+        {"name": "micros", "type": "long"},
+    ],
 }
 MOOD = {"type": "enum", "name": "Mood", "symbols": ["sad", "ok", "happy"]}
 
@@ -108,7 +116,12 @@ COLUMNS: list[Col] = [
     Col("f4", "real", "float", same=_float_bits("<f")),
     Col("f8", "double precision", "double", same=_float_bits("<d")),
     Col("b", "bytea", "bytes", render=lambda v: "\\x" + v.hex()),
-    Col("d", "date", _logical("int", "date"), render=lambda v: (dt.date(1970, 1, 1) + dt.timedelta(days=v)).isoformat()),
+    Col(
+        "d",
+        "date",
+        _logical("int", "date"),
+        render=lambda v: (dt.date(1970, 1, 1) + dt.timedelta(days=v)).isoformat(),
+    ),
     Col("ts", "timestamp", _logical("long", "local-timestamp-micros"), render=lambda v: _ts(v, "")),
     Col("tstz", "timestamptz", _logical("long", "timestamp-micros"), render=lambda v: _ts(v, "+00")),
     Col("t", "time", _logical("long", "time-micros"), render=_time),
@@ -168,8 +181,8 @@ ROWS: list[dict[str, str]] = [
         "ttz": "'12:34:56.5+05:30'",
         "iv": "'1 year 2 mons -3 days 04:05:06.789'",
         "u": "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'",
-        "j": "'{\"b\": 1,  \"a\": [1, 2.50]}'",
-        "jb": "'{\"b\": 1, \"a\": [1, 2.50], \"u\": \"é\"}'",
+        "j": '\'{"b": 1,  "a": [1, 2.50]}\'',
+        "jb": '\'{"b": 1, "a": [1, 2.50], "u": "é"}\'',
         "a_text": """E'{"a,b", "c\\\\"d", NULL, "NULL", "", " x "}'""",
         "a_int": "'{1,NULL,-3}'",
         "e": "'happy'",
@@ -236,9 +249,7 @@ def insert_sql(table: str, first_id: int) -> str:
     """One INSERT of every row of :data:`ROWS`, ids from ``first_id``."""
     values = []
     for i, row in enumerate(ROWS):
-        values.append(
-            "(" + ", ".join([str(first_id + i)] + [row.get(c.name, "NULL") for c in COLUMNS]) + ")"
-        )
+        values.append("(" + ", ".join([str(first_id + i)] + [row.get(c.name, "NULL") for c in COLUMNS]) + ")")
     return f"INSERT INTO {table} (id, {', '.join(c.name for c in COLUMNS)}) VALUES " + ", ".join(values)
 
 
@@ -253,7 +264,12 @@ def value_schema(name: str = "Matrix") -> dict[str, Any]:
     }
 
 
-KEY_SCHEMA = {"type": "record", "name": "MatrixKey", "namespace": "test.matrix", "fields": [{"name": "id", "type": "long"}]}
+KEY_SCHEMA = {
+    "type": "record",
+    "name": "MatrixKey",
+    "namespace": "test.matrix",
+    "fields": [{"name": "id", "type": "long"}],
+}
 
 
 def _strip_logical(schema: Any) -> Any:
@@ -268,7 +284,9 @@ class RawDecoder:
     """Apache avro's DatumReader over the value schema without logical types (raw ints and bytes)."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
-        self.reader = avro.io.DatumReader(avro.schema.parse(json.dumps(_strip_logical(copy.deepcopy(schema)))))
+        self.reader = avro.io.DatumReader(
+            avro.schema.parse(json.dumps(_strip_logical(copy.deepcopy(schema))))
+        )
 
     def __call__(self, body: bytes) -> dict[str, Any]:
         decoder = avro.io.BinaryDecoder(io.BytesIO(body))
@@ -279,7 +297,10 @@ class RawDecoder:
 def pg_texts(conn: psycopg.Connection[Any], table: str) -> dict[int, dict[str, str | None]]:
     """PostgreSQL's own text of every column of every row: format('%s') calls the type's output
     function (``::text`` is not always that: it trims char(n), spells booleans out, adds /32)."""
-    exprs = [sql.SQL("CASE WHEN {0} IS NOT NULL THEN format('%s', {0}) END").format(sql.Identifier(c.name)) for c in COLUMNS]
+    exprs = [
+        sql.SQL("CASE WHEN {0} IS NOT NULL THEN format('%s', {0}) END").format(sql.Identifier(c.name))
+        for c in COLUMNS
+    ]
     query = sql.SQL("SELECT id, {} FROM {}").format(sql.SQL(", ").join(exprs), sql.Identifier(table))
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute("SET lc_monetary = 'C'")  # as the WAL source's sessions (SESSION_OPTIONS)
@@ -288,7 +309,9 @@ def pg_texts(conn: psycopg.Connection[Any], table: str) -> dict[int, dict[str, s
     }
 
 
-def mismatches(conn: psycopg.Connection[Any], decoded: dict[str, Any], texts: dict[str, str | None]) -> list[str]:
+def mismatches(
+    conn: psycopg.Connection[Any], decoded: dict[str, Any], texts: dict[str, str | None]
+) -> list[str]:
     """Every field whose decoded Avro value is not the database's text, as readable lines."""
     out = []
     for c in COLUMNS:

@@ -172,7 +172,7 @@ def _check_sink(dsn: str, tmp_path: Path, topic: str, bootstrap: str, registry: 
 
             def copied() -> bool:
                 row = db.execute("SELECT count(*) FROM matrix_copy").fetchone()
-                return row is not None and row[0] == 2 * len(m.ROWS) or sink.proc.poll() is not None
+                return (row is not None and row[0] == 2 * len(m.ROWS)) or sink.proc.poll() is not None
 
             wait_for(copied, 60, "the sink")
             assert sink.proc.poll() is None, sink.log_text()[-3000:]
