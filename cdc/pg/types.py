@@ -491,15 +491,22 @@ def _lenient(base: type[Loader]) -> type[Loader]:
     return Lenient
 
 
+#: Built-in range and multirange types: query connections know no user-defined ones.
+_BUILTIN_RANGES: Final = frozenset({3904, 3906, 3908, 3910, 3912, 3926, 4451, 4532, 4533, 4534, 4535, 4536})
+
+
 def register_lenient_loaders(adapters: AdaptersMap) -> None:
     """For query connections (the polling source): date/time values Python cannot hold load as
-    their text, like the WAL loaders above, instead of failing the whole result set."""
+    their text, like the WAL loaders above, instead of failing the whole result set; the types
+    the WAL source reads as PostgreSQL's text (json, inet, timetz, ranges ...) load as text too,
+    so both sources write the same values."""
     from psycopg.types import datetime as pgdt
 
+    for oid in _AS_TEXT | _BUILTIN_RANGES:
+        adapters.register_loader(oid, TextLoader)
     for name, base in (
         ("date", pgdt.DateLoader),
         ("time", pgdt.TimeLoader),
-        ("timetz", pgdt.TimetzLoader),
         ("timestamp", pgdt.TimestampLoader),
         ("timestamptz", pgdt.TimestamptzLoader),
         ("interval", pgdt.IntervalLoader),

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 from cdc.mysql import catalog as mysql_catalog
 from cdc.mysql.types import ZeroDates, row_normalizer
@@ -29,6 +29,13 @@ def _split_name(name: str) -> tuple[str | None, str]:
     return (schema or None), table
 
 
+def _pg_text(t: sa.types.TypeEngine[Any]) -> bool:
+    """A PostgreSQL type the query connections load as its text: timetz and ranges."""
+    return (isinstance(t, postgresql.TIME) and bool(t.timezone)) or isinstance(
+        t, postgresql.ranges.AbstractRange | postgresql.ranges.AbstractMultiRange
+    )
+
+
 def column_info(col: sa.Column[Any]) -> ColumnInfo:
     """Describe a reflected column for the start-up schema check."""
     t = col.type
@@ -39,6 +46,8 @@ def column_info(col: sa.Column[Any]) -> ColumnInfo:
         py = None
     if py is object:  # SQLAlchemy 2.1 says object where 2.0 raised: the driver's type is unknown
         py = None
+    if _pg_text(t):
+        py = str  # loaded as PostgreSQL's text (cdc.pg.types.register_lenient_loaders)
     aware: bool | None = None
     if isinstance(t, sa.DateTime):
         aware = bool(getattr(t, "timezone", False)) or isinstance(t, mysql.TIMESTAMP)
@@ -158,7 +167,8 @@ class StreamReader:
         col = self.selectable.c[name]
         info = self.mysql_columns.get(name)
         if info is None:
-            return col
+            # SQLAlchemy's range result processor expects psycopg Range objects, not the text
+            return sa.type_coerce(col, sa.types.NullType()).label(name) if _pg_text(col.type) else col
         expr: sa.ColumnElement[Any] = col
         if info.data_type == "float":
             # the text protocol renders FLOAT with 6 significant digits; as a DOUBLE it is exact
