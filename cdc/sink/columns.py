@@ -254,7 +254,16 @@ def database_text(spec: FieldSpec, column_type: sa.types.TypeEngine[Any], dialec
         return False
     if spec.interval:
         return isinstance(column_type, sa.Interval | postgresql.INTERVAL)
-    return spec.kind == "string" and not isinstance(column_type, sa.String | DatabaseText)
+    if spec.kind != "string" or isinstance(column_type, sa.String | DatabaseText):
+        return False
+    if isinstance(column_type, sa.Time):
+        return bool(column_type.timezone)  # timetz has no Avro type; time has time-micros
+    try:
+        python_type = column_type.python_type
+    except NotImplementedError:
+        return True
+    # Types with an exact Avro counterpart keep refusing a string: a mistake is found at start-up.
+    return not issubclass(python_type, int | float | bytes | dt.date)
 
 
 def compatible(spec: FieldSpec, column_type: sa.types.TypeEngine[Any], dialect: str = "") -> bool:

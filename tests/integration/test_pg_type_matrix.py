@@ -120,14 +120,19 @@ def test_snapshot_incremental_snapshot_and_stream_write_the_same_bytes(
     config = write_config(tmp_path, text, {"key.avsc": m.KEY_SCHEMA, "value.avsc": schema})
     conn = Connector(config, tmp_path / "source.log")
     raw = RawTopic(kafka_bootstrap, topic_name, m.RawDecoder(schema))
+
+    def until(count: int, what: str) -> None:
+        wait_for(lambda: raw.drain() >= count or not conn.alive(), 60, what)
+        assert conn.alive(), conn.log_text()[-3000:]
+
     try:
-        wait_for(lambda: raw.drain() >= n, 60, "the initial snapshot")
+        until(n, "the initial snapshot")
         with psycopg.connect(matrix_db, autocommit=True) as db:
             db.execute(m.insert_sql("matrix", STREAMED + 1))
-        wait_for(lambda: raw.drain() >= 2 * n, 60, "the streamed rows")
+        until(2 * n, "the streamed rows")
         result = cdc("snapshot", str(config))
         assert result.returncode == 0, result.stderr
-        wait_for(lambda: raw.drain() >= 4 * n, 60, "the incremental snapshot")
+        until(4 * n, "the incremental snapshot")
         time.sleep(1)
         assert raw.drain() == 4 * n, "records beyond the three captures"
         _check_captures(matrix_db, raw.records, raw.decode)
@@ -208,6 +213,16 @@ def _check_polling(
     polled_topic = f"{topic}.polled"
     schema = m.value_schema(without=("iv",))  # README: no exact interval record from polling
     (tmp_path / "polling").mkdir()
+    # The documented difference (README, type mapping): with the interval field, refused up front.
+    full = write_config(
+        tmp_path / "polling",
+        POLLING.format(name=polled_topic, url=dsn, bootstrap=bootstrap, registry=registry),
+        {"key.avsc": m.KEY_SCHEMA, "value.avsc": m.value_schema()},
+    )
+    refused = cdc("check", str(full))
+    assert refused.returncode != 0
+    assert "column 'iv' (INTERVAL) cannot be written as Avro record exactly" in refused.stderr, refused.stderr
+    assert "'ttz'" not in refused.stderr and "'r_ts'" not in refused.stderr
     config = write_config(
         tmp_path / "polling",
         POLLING.format(name=polled_topic, url=dsn, bootstrap=bootstrap, registry=registry),
