@@ -3,8 +3,8 @@
 
 The check decodes Avro with the Apache ``avro`` library (not fastavro, which the project writes
 with), with every ``logicalType`` stripped so the raw encoding is seen, and compares each field
-with PostgreSQL's own text of the column (``col::text``, ``bpcharout`` for ``char(n)``) in a
-TimeZone=UTC session. Where the text has no single rendering (floats) it is parsed and compared
+with PostgreSQL's own text of the column (its type's output function, through ``format('%s')``)
+in a TimeZone=UTC, lc_monetary=C session. Where the text has no single rendering (floats) it is parsed and compared
 bit for bit; intervals are rendered by PostgreSQL from the decoded parts.
 """
 
@@ -241,6 +241,20 @@ ROWS: list[dict[str, str]] = [
         "f4": "'3.4028235e+38'",
         "f8": "'5e-324'",
         "tstz": "'1999-12-31 23:59:59.000001+14'",
+    },
+    {
+        "c_char": "'abcdef'",
+        "n_any": "'-Infinity'",
+        "f4": "'-Infinity'",
+        "f8": "'Infinity'",
+        "ts": "'2000-01-01 00:00:00'",
+        "iv": "'0'",
+        "j": "'{\"k\": \"\\u00e9\"}'",
+        "tsv": "''::tsvector",
+        "ip": "'10.0.0.1'",
+        "net": "'192.168.0.0/24'",
+        "r_int": "'(,5]'",
+        "a_text": "ARRAY['NuLL', 'a b', E'back\\\\slash', '{', 'é']",
     },
     {},  # every column NULL
 ]
