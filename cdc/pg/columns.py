@@ -18,8 +18,9 @@ _PY_TYPES: dict[str, type] = {
     "int2": int, "int4": int, "int8": int, "oid": int,
     "numeric": Decimal, "float4": float, "float8": float, "bool": bool,
     "text": str, "varchar": str, "bpchar": str, "name": str, "citext": str, "json": str, "jsonb": str,
-    "tsvector": str, "xml": str, "inet": str, "cidr": str, "macaddr": str,
-    "bytea": bytes, "date": dt.date, "time": dt.time, "timetz": dt.time,
+    "tsvector": str, "xml": str, "inet": str, "cidr": str, "macaddr": str, "macaddr8": str,
+    "money": str, "bit": str, "varbit": str,
+    "bytea": bytes, "date": dt.date, "time": dt.time, "timetz": str,
     "timestamp": dt.datetime, "timestamptz": dt.datetime, "interval": tuple, "uuid": uuid.UUID,
 }  # fmt: skip
 
@@ -80,7 +81,7 @@ def column_infos(columns: Iterable[Column]) -> dict[str, ColumnInfo]:
     """The start-up check's view of the columns."""
     out = {}
     for c in columns:
-        py = list if c.category == "A" else str if c.category == "E" else _PY_TYPES.get(c.base_name)
+        py = list if c.category == "A" else str if c.category in ("E", "R") else _PY_TYPES.get(c.base_name)
         out[c.name] = ColumnInfo(
             name=c.name,
             type_name=c.type_name,

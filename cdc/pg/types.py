@@ -8,16 +8,17 @@ that decodes and the psycopg connection the :class:`TypeMap` is built from — u
 :data:`SESSION_OPTIONS`, and :meth:`TypeMap.load` refuses a connection whose settings differ.
 
 Types are resolved once, at start-up: domains to their base type, enums to ``str`` (labels
-kept), arrays to lists of their element type. A type we cannot load (composite, range,
-multirange, pseudo, or a base type psycopg has no loader for) is a :class:`SourceConfigError`
-at start-up, not a failure at row 1,000,000.
+kept), arrays to lists of their element type. A type we cannot load (composite,
+pseudo, or a base type psycopg has no loader for) is a :class:`SourceConfigError` at start-up,
+not a failure at row 1,000,000.
 
 What comes out, by type: integers ``int``; numeric ``Decimal`` (NaN/Infinity included, the
 Avro converter rejects them); float4/float8 ``float``; bool ``bool``; text/varchar/bpchar/name
-``str``; bytea ``bytes``; date/time/timetz/timestamp/timestamptz ``date``/``time``/
+``str``; bytea ``bytes``; date/time/timestamp/timestamptz ``date``/``time``/
 ``datetime`` (timestamptz aware, in UTC); interval ``timedelta`` (months folded into days by
 psycopg; ask for ``interval_as_tuple=True`` to get exact ``(months, days, microseconds)``);
-uuid ``uuid.UUID``; json/jsonb/tsvector ``str`` (unparsed); enums ``str``; arrays ``list``.
+uuid ``uuid.UUID``; json/jsonb/tsvector/xml, inet/cidr/macaddr, money, bit/varbit, timetz,
+ranges and multiranges ``str`` (PostgreSQL's own text, unparsed); enums ``str``; arrays ``list``.
 """
 
 from __future__ import annotations
@@ -50,21 +51,41 @@ __all__ = [
 #: replication connection and the connection a :class:`TypeMap` is loaded from.
 #: (extra_float_digits=3 is what PostgreSQL 12+ does by default — shortest exact output —
 #: but says so explicitly for older servers and odd postgresql.conf files.)
+#: lc_monetary=C: money's text ('$1,234.56') must not depend on the server's locale.
 SESSION_OPTIONS: Final = (
     "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
-    " -c client_encoding=UTF8"
+    " -c client_encoding=UTF8 -c lc_monetary=C"
 )
 
 Load = Callable[[bytes], Any]
 
 _INTERVAL_OID: Final = 1186
-_BPCHAR_OID: Final = 1042
 # Loaders whose psycopg implementation raises DataError for values PostgreSQL can hold but
 # Python cannot ('infinity', year 10000+, BC dates, 24:00:00, intervals beyond timedelta).
-_RANGE_LIMITED: Final = frozenset({1082, 1083, 1266, 1114, 1184, _INTERVAL_OID})
-# Loaded as the plain text PostgreSQL sent: the Avro contract maps them to strings, and
-# parsing JSON only to serialise it again would be slow and could reorder keys.
-_AS_TEXT: Final = frozenset({114, 3802, 3614})  # json, jsonb, tsvector
+_RANGE_LIMITED: Final = frozenset({1082, 1083, 1114, 1184, _INTERVAL_OID})
+# Loaded as the plain text PostgreSQL sent: the Avro contract maps them to strings (README,
+# type mapping: a type without an exact Avro mapping is a string with the database's own text).
+# Parsing JSON only to serialise it again would be slow and could reorder keys; psycopg's inet
+# and cidr objects print differently from PostgreSQL ('::ffff:1.2.3.4' comes back as
+# '::ffff:102:304'); an aware time of day (timetz) fits no Avro time type; macaddr, money and
+# bit strings have no loader at all. Ranges and multiranges (any OID) are text too.
+_AS_TEXT: Final = frozenset(
+    {
+        114,  # json
+        3802,  # jsonb
+        3614,  # tsvector
+        142,  # xml
+        869,  # inet
+        650,  # cidr
+        829,  # macaddr
+        774,  # macaddr8
+        790,  # money
+        1560,  # bit
+        1562,  # varbit
+        1266,  # timetz
+    }
+)
+_TEXT_KINDS: Final = frozenset({"r", "m"})  # range, multirange
 
 _KIND_NAMES: Final = {
     "c": "composite",
@@ -136,6 +157,7 @@ class PgType:
     ``element_oid`` the element type of an array, or of the array a domain stands for
     (possibly itself a domain or enum).
     ``labels`` are an enum's labels in sort order (also for a domain over an enum).
+    ``output`` is the type's output function (schema, name): what pgoutput sends is its result.
     """
 
     oid: int
@@ -146,6 +168,7 @@ class PgType:
     base_oid: int
     element_oid: int | None
     labels: tuple[str, ...] | None
+    output: tuple[str, str] = ("pg_catalog", "textout")
 
     @property
     def qualified_name(self) -> str:
@@ -164,13 +187,15 @@ class _Row:
     elem: int
     delim: str
     is_array: bool
+    output: tuple[str, str]
 
 
 _TYPES_SQL: Final = """
 SELECT t.oid::int8, n.nspname::text, t.typname::text, pg_catalog.format_type(t.oid, NULL),
        t.typtype::text, t.typbasetype::int8, t.typelem::int8, t.typdelim::text,
-       t.typinput = 'pg_catalog.array_in'::pg_catalog.regproc
+       t.typinput = 'pg_catalog.array_in'::pg_catalog.regproc, pn.nspname::text, p.proname::text
 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = t.typoutput JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
 WHERE t.oid = ANY(%s::int8[]::pg_catalog.oid[])
 """
 
@@ -227,7 +252,7 @@ def _fetch_rows(conn: psycopg.Connection[Any], oids: set[int]) -> dict[int, _Row
     wanted = set(oids)
     while wanted:
         for r in conn.execute(_TYPES_SQL, (sorted(wanted),)).fetchall():
-            rows[r[0]] = _Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+            rows[r[0]] = _Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), (r[9], r[10]))
         missing = wanted - rows.keys()
         if missing:
             raise SourceConfigError(
@@ -286,6 +311,9 @@ class TypeMap:
             normal.register_loader(oid, TextLoader)
         for oid in enum_oids:
             normal.register_loader(oid, TextLoader)
+        for oid, r in rows.items():
+            if r.typtype in _TEXT_KINDS:
+                normal.register_loader(oid, TextLoader)
 
         def base_of(oid: int) -> int:
             while rows[oid].typtype == "d":
@@ -295,7 +323,7 @@ class TypeMap:
         def check(oid: int) -> None:
             """Raise _UnsupportedTypeError unless ``oid`` (a non-domain) can be loaded."""
             row = rows[oid]
-            if row.typtype == "e":
+            if row.typtype == "e" or row.typtype in _TEXT_KINDS:
                 return
             if row.typtype != "b":
                 raise _UnsupportedTypeError(
@@ -346,6 +374,7 @@ class TypeMap:
                 base_oid=base,
                 element_oid=rows[base].elem if rows[base].is_array else None,
                 labels=tuple(enum_labels) if enum_labels is not None else None,
+                output=row.output,
             )
         if problems:
             raise SourceConfigError(
@@ -408,15 +437,17 @@ class TypeMap:
     def as_text(self, column: str, oid: int) -> sql.Composable:
         """``column`` selected as the text the walsender would send for it, byte for byte.
 
-        ``::text`` strips the trailing blanks of ``char(n)`` (bpchar's cast to text trims), while
-        pgoutput sends them: for bpchar (and domains over it) the type's own output function is
-        used instead, so snapshot, incremental snapshot, TOAST re-select and stream agree.
+        pgoutput sends what the column type's output function returns; ``::text`` is not always
+        that: for types with their own cast to text it strips the blanks of ``char(n)``, spells
+        booleans ``true``/``false`` and adds ``/128`` to an ``inet`` host. So the output
+        function is called itself, and snapshot, incremental snapshot, TOAST re-select and
+        stream agree for every type.
         """
         ident = sql.Identifier(column)
         t = self._types.get(oid)
-        if t is not None and t.base_oid == _BPCHAR_OID:
-            return sql.SQL("textin(bpcharout({}))").format(ident)
-        return sql.SQL("{}::text").format(ident)
+        if t is None:
+            return sql.SQL("{}::text").format(ident)
+        return sql.SQL("pg_catalog.textin({}({}))").format(sql.Identifier(*t.output), ident)
 
     @property
     def oids(self) -> frozenset[int]:
@@ -460,15 +491,22 @@ def _lenient(base: type[Loader]) -> type[Loader]:
     return Lenient
 
 
+#: Built-in range and multirange types: query connections know no user-defined ones.
+_BUILTIN_RANGES: Final = frozenset({3904, 3906, 3908, 3910, 3912, 3926, 4451, 4532, 4533, 4534, 4535, 4536})
+
+
 def register_lenient_loaders(adapters: AdaptersMap) -> None:
     """For query connections (the polling source): date/time values Python cannot hold load as
-    their text, like the WAL loaders above, instead of failing the whole result set."""
+    their text, like the WAL loaders above, instead of failing the whole result set; the types
+    the WAL source reads as PostgreSQL's text (json, inet, timetz, ranges ...) load as text too,
+    so both sources write the same values."""
     from psycopg.types import datetime as pgdt
 
+    for oid in _AS_TEXT | _BUILTIN_RANGES:
+        adapters.register_loader(oid, TextLoader)
     for name, base in (
         ("date", pgdt.DateLoader),
         ("time", pgdt.TimeLoader),
-        ("timetz", pgdt.TimetzLoader),
         ("timestamp", pgdt.TimestampLoader),
         ("timestamptz", pgdt.TimestamptzLoader),
         ("interval", pgdt.IntervalLoader),

@@ -133,8 +133,12 @@ def _string(v: Any) -> str:
         return v.value
     if isinstance(v, str):
         return str.__str__(v)
-    if isinstance(v, uuid.UUID | decimal.Decimal):
-        return str(v)  # exact: a Decimal keeps its digits (NaN, Infinity included)
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, decimal.Decimal):
+        # Positional notation, as databases print numbers: str() would turn PostgreSQL's
+        # '0.0000001' into '1E-7'. Exact either way (NaN, Infinity, trailing zeros kept).
+        return format(v, "f")
     if _is_int(v) and not isinstance(v, enum.Enum):
         return int.__repr__(v)
     if isinstance(v, float):

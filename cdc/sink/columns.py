@@ -11,7 +11,11 @@ MySQL/MariaDB ``TIME``) is read as signed microseconds (how MySQL-family sources
 an array of strings into a MySQL ``SET`` column is written as its comma-joined members, a
 decimal of scale 0 into an integer column (BIGINT UNSIGNED) as an int; MySQL YEAR takes an
 int or long, BIT an int, long or boolean; a type the dialect does not know (MariaDB INET6) takes
-the value as it is.
+the value as it is. On PostgreSQL a ``string`` into a column of any other type (numeric, json,
+timetz, inet, money, bit, ranges ...) is that type's text, as the WAL source sends it: bound as
+text and cast by the database (:class:`DatabaseText`), so it is parsed by the type's own input
+function, never re-serialised; an interval record ``{months, days, micros}`` goes into an
+``interval`` column exactly.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class FieldSpec:
     precision: int | None = None
     scale: int | None = None
     item: FieldSpec | None = None  # the element of an array of scalars
+    interval: bool = False  # a record {months, days, micros}: PostgreSQL's interval, exactly
 
     def describe(self) -> str:
         if self.kind == "decimal":
@@ -134,8 +139,14 @@ def field_spec(field: dict[str, Any], names: dict[str, Any], where: str) -> Fiel
                 hint="use [null, X], or a record per alternative",
             )
         avro_type = branches[0]
-    kind, precision, scale, item = _kind(resolve(avro_type, names), names)
-    return FieldSpec(name, kind, nullable, nullable or "default" in field, precision, scale, item)
+    resolved = resolve(avro_type, names)
+    kind, precision, scale, item = _kind(resolved, names)
+    interval = (
+        isinstance(resolved, dict)
+        and resolved.get("type") == "record"
+        and sorted(f.get("name") for f in resolved.get("fields", [])) == ["days", "micros", "months"]
+    )
+    return FieldSpec(name, kind, nullable, nullable or "default" in field, precision, scale, item, interval)
 
 
 def _kind(avro_type: Any, names: dict[str, Any]) -> tuple[str, int | None, int | None, FieldSpec | None]:
@@ -156,7 +167,10 @@ def _kind(avro_type: Any, names: dict[str, Any]) -> tuple[str, int | None, int |
     if base == "fixed":
         return "bytes", None, None, None
     if base == "array":
-        items = resolve(avro_type["items"], names)
+        items = avro_type["items"]
+        if isinstance(items, list) and len(others := [b for b in items if b != "null"]) == 1:
+            items = others[0]  # [null, X] items: a PostgreSQL array's elements may be NULL
+        items = resolve(items, names)
         try:
             kind, precision, scale, nested = _kind(items, names)
         except SchemaError:
@@ -220,8 +234,42 @@ def _interval_column(column_type: sa.types.TypeEngine[Any]) -> bool:
     return isinstance(column_type, sa.Interval | postgresql.INTERVAL | mysql.TIME)
 
 
-def compatible(spec: FieldSpec, column_type: sa.types.TypeEngine[Any]) -> bool:
+class DatabaseText(sa.types.TypeDecorator[str]):
+    """A column bound as text and cast to its real type by the database (see the module doc)."""
+
+    impl = sa.Text
+    cache_ok = False  # the wrapped type need not be hashable; statements are cached by the writer
+
+    def __init__(self, target: sa.types.TypeEngine[Any]) -> None:
+        super().__init__()
+        self.target = target
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return sa.cast(bindvalue, self.target)
+
+
+def database_text(spec: FieldSpec, column_type: sa.types.TypeEngine[Any], dialect: str) -> bool:
+    """Whether the field's values are written as the column type's text, cast by the database."""
+    if dialect != "postgresql":
+        return False
+    if spec.interval:
+        return isinstance(column_type, sa.Interval | postgresql.INTERVAL)
+    if spec.kind != "string" or isinstance(column_type, sa.String | DatabaseText):
+        return False
+    if isinstance(column_type, sa.Time):
+        return bool(column_type.timezone)  # timetz has no Avro type; time has time-micros
+    try:
+        python_type = column_type.python_type
+    except NotImplementedError:
+        return True
+    # Types with an exact Avro counterpart keep refusing a string: a mistake is found at start-up.
+    return not issubclass(python_type, int | float | bytes | dt.date)
+
+
+def compatible(spec: FieldSpec, column_type: sa.types.TypeEngine[Any], dialect: str = "") -> bool:
     """Whether an existing column can hold the field (coarse: the Python family, decimal scale)."""
+    if database_text(spec, column_type, dialect):
+        return True
     if spec.kind == "long" and _interval_column(column_type):
         return True  # signed microseconds (a MySQL TIME) into an interval / MySQL TIME column
     if spec.kind == "array" and isinstance(column_type, mysql.SET):
@@ -292,8 +340,18 @@ def _set_members(value: Any) -> Any:
     return None if value is None else ",".join(value)
 
 
+def _interval_text(value: Any) -> Any:
+    if value is None:
+        return None
+    return f"{value['months']} mons {value['days']} days {value['micros']} microseconds"
+
+
 def converter(spec: FieldSpec, column_type: sa.types.TypeEngine[Any], dialect: str) -> Converter | None:
     """How to turn the decoded value into what the column's driver accepts (None: as is)."""
+    if spec.interval and database_text(spec, column_type, dialect):
+        return _interval_text
+    if database_text(spec, column_type, dialect):
+        return None
     if spec.kind == "long" and _interval_column(column_type):
         return _micros
     if spec.kind == "array" and isinstance(column_type, mysql.SET):

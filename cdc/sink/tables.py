@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from cdc.errors import SchemaError
-from cdc.sink.columns import Converter, FieldSpec, compatible, converter, sql_type
+from cdc.sink.columns import (
+    Converter,
+    DatabaseText,
+    FieldSpec,
+    compatible,
+    converter,
+    database_text,
+    sql_type,
+)
 from cdc.sink.errors import TableMismatchError
 
 log = logging.getLogger(__name__)
@@ -104,7 +112,7 @@ class TableManager:
         problems = [
             f"column {f.name!r} is {table.c[f.name].type} but the field is Avro {f.describe()}"
             for f in fields
-            if not compatible(f, table.c[f.name].type)
+            if not compatible(f, table.c[f.name].type, self.dialect)
         ]
         if inserts:
             problems += [
@@ -125,7 +133,8 @@ class TableManager:
             for f in fields
             if (conv := converter(f, table.c[f.name].type, self.dialect)) is not None
         }
-        return TablePlan(table, keys, tuple(f.name for f in fields), convs)
+        texts = {f.name for f in fields if database_text(f, table.c[f.name].type, self.dialect)}
+        return TablePlan(_bound_as_text(table, texts), keys, tuple(f.name for f in fields), convs)
 
     def _check_keys(self, table: sa.Table, keys: tuple[str, ...]) -> None:
         """Upserts and deletes address rows by key: the key must be the primary key or unique."""
@@ -204,3 +213,19 @@ class TableManager:
         if table is None:
             raise SchemaError(f"table {name!r} vanished right after DDL")
         return table
+
+
+def _bound_as_text(table: sa.Table, columns: set[str]) -> sa.Table:
+    """``table`` with ``columns`` bound as text and cast by the database (a copy: the reflected
+    table keeps its real types for the next compatibility check)."""
+    if not columns:
+        return table
+    copy = sa.Table(
+        table.name,
+        sa.MetaData(),
+        *(c._copy() for c in table.c),
+        schema=table.schema,
+    )
+    for name in columns:
+        copy.c[name].type = DatabaseText(table.c[name].type)
+    return copy

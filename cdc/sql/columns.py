@@ -6,9 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 from cdc.plugin import ColumnInfo
+
+
+def pg_text(t: sa.types.TypeEngine[Any]) -> bool:
+    """A PostgreSQL type the query connections load as its text: timetz and ranges."""
+    return (isinstance(t, postgresql.TIME) and bool(t.timezone)) or isinstance(
+        t, postgresql.ranges.AbstractRange | postgresql.ranges.AbstractMultiRange
+    )
 
 
 def column_info(col: sa.Column[Any]) -> ColumnInfo:
@@ -21,6 +28,8 @@ def column_info(col: sa.Column[Any]) -> ColumnInfo:
         py = None
     if py is object:  # SQLAlchemy 2.1 says object where 2.0 raised: the driver's type is unknown
         py = None
+    if pg_text(t):
+        py = str  # loaded as PostgreSQL's text (cdc.pg.types.register_lenient_loaders)
     aware: bool | None = None
     if isinstance(t, sa.DateTime):
         aware = bool(getattr(t, "timezone", False)) or isinstance(t, mysql.TIMESTAMP)

@@ -176,6 +176,7 @@ def test_string_conversions() -> None:
     assert conv1("string", Decimal("1.10")) == "1.10"
     assert conv1("string", Decimal("NaN")) == "NaN"
     assert conv1("string", Decimal("-Infinity")) == "-Infinity"
+    assert conv1("string", Decimal("0.0000001")) == "0.0000001"  # as the database prints it, not 1E-7
     assert conv1("string", 42) == "42"
     assert conv1("string", Color.RED) == "red"
     assert type(conv1("string", Size.XL)) is str

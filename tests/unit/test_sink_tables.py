@@ -187,3 +187,60 @@ def test_mysql_value_shapes_into_native_columns() -> None:
     assert compatible(FieldSpec("b", "boolean", True, True), mysql.BIT(1))
     assert not compatible(FieldSpec("b", "boolean", True, True), mysql.YEAR())
     assert compatible(FieldSpec("b", "long", True, True), mysql.BIT(3))
+
+
+def test_database_text_into_typed_postgresql_columns() -> None:
+    from cdc.sink.columns import FieldSpec, compatible, converter, database_text
+
+    text = FieldSpec("x", "string", True, True)
+    for column in (
+        sa.Numeric(),
+        sa.Time(timezone=True),
+        postgresql.JSONB(),
+        postgresql.INET(),
+        postgresql.INT4RANGE(),
+    ):
+        assert database_text(text, column, "postgresql") and compatible(text, column, "postgresql"), column
+        assert not database_text(text, column, "mysql")
+    # a type with an exact Avro counterpart still refuses a string at start-up
+    for column in (sa.Integer(), sa.Boolean(), sa.Double(), sa.Time(), sa.DateTime(), sa.LargeBinary()):
+        assert not compatible(text, column, "postgresql"), column
+    (interval,) = record_fields(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {
+                    "name": "iv",
+                    "type": {
+                        "type": "record",
+                        "name": "Interval",
+                        "fields": [
+                            {"name": "months", "type": "int"},
+                            {"name": "days", "type": "int"},
+                            {"name": "micros", "type": "long"},
+                        ],
+                    },
+                }
+            ],
+        },
+        "t",
+    )
+    assert interval.interval and compatible(interval, postgresql.INTERVAL(), "postgresql")
+    conv = converter(interval, postgresql.INTERVAL(), "postgresql")
+    assert (
+        conv is not None and conv({"months": 14, "days": -3, "micros": 1}) == "14 mons -3 days 1 microseconds"
+    )
+    (nullable_items,) = record_fields(
+        {
+            "type": "record",
+            "name": "A",
+            "fields": [{"name": "a", "type": {"type": "array", "items": ["null", "int"]}}],
+        },
+        "t",
+    )
+    assert (
+        nullable_items.kind == "array"
+        and nullable_items.item is not None
+        and nullable_items.item.kind == "int"
+    )

@@ -19,7 +19,7 @@ from cdc.mysql.types import ZeroDates, row_normalizer
 from cdc.offsets import jsonvalues as cursorvalues
 from cdc.plugin import ChangeEvent, ColumnInfo, Offset, Op, StreamSpec
 from cdc.sql import bounds, txsample
-from cdc.sql.columns import column_info
+from cdc.sql.columns import column_info, pg_text
 from connectors.sources.polling.config import Mode, PollingStream
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class StreamReader:
         col = self.selectable.c[name]
         info = self.mysql_columns.get(name)
         if info is None:
-            return col
+            # SQLAlchemy's range result processor expects psycopg Range objects, not the text
+            return sa.type_coerce(col, sa.types.NullType()).label(name) if pg_text(col.type) else col
         expr: sa.ColumnElement[Any] = col
         if info.data_type == "float":
             # the text protocol renders FLOAT with 6 significant digits; as a DOUBLE it is exact
