@@ -358,6 +358,11 @@ def test_kill_minus_9_during_the_snapshot_loses_nothing(
     reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
     try:
         wait_for(lambda: reader.drain(0.05) and len(reader.records) > 2_000, 60, "part of the snapshot")
+        # Kill only once a snapshot position is durable: before that a restart rightly takes a new
+        # snapshot instead, and this test would not test the resume (a loaded machine gets there).
+        wait_for(
+            lambda: _committed(kafka_bootstrap, f"{topic_name}.offsets"), 60, "a committed snapshot position"
+        )
         conn.kill9()
         assert len(reader.drain(0.5)) < 150_000, "the snapshot finished before the kill; nothing was tested"
         run_sql(  # changes while the connector is down
@@ -375,3 +380,17 @@ def test_kill_minus_9_during_the_snapshot_loses_nothing(
     finally:
         conn.ensure_stopped()
         reader.close()
+
+
+def _committed(bootstrap: str, topic: str) -> bool:
+    """Whether the connector's offsets topic holds a committed position yet."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{time.monotonic_ns()}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        msg = consumer.poll(1.0)
+        return msg is not None and msg.error() is None and b"snapshot" in (msg.value() or b"")
+    finally:
+        consumer.close()
