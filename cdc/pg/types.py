@@ -69,6 +69,7 @@ _RANGE_LIMITED: Final = frozenset({1082, 1083, 1114, 1184, _INTERVAL_OID})
 # and cidr objects print differently from PostgreSQL ('::ffff:1.2.3.4' comes back as
 # '::ffff:102:304'); an aware time of day (timetz) fits no Avro time type; macaddr, money and
 # bit strings have no loader at all. Ranges and multiranges (any OID) are text too.
+_JSON_OIDS: Final = frozenset({114, 3802})
 _AS_TEXT: Final = frozenset(
     {
         114,  # json
@@ -502,7 +503,10 @@ def register_lenient_loaders(adapters: AdaptersMap) -> None:
     so both sources write the same values."""
     from psycopg.types import datetime as pgdt
 
-    for oid in _AS_TEXT | _BUILTIN_RANGES:
+    # json and jsonb stay parsed on these connections: SQLAlchemy's own reflection reads json
+    # (a column's identity options) and needs the parsed value. The polling reader and the
+    # audit relay select their json columns as ``::text`` instead (json's and jsonb's output).
+    for oid in (_AS_TEXT - _JSON_OIDS) | _BUILTIN_RANGES:
         adapters.register_loader(oid, TextLoader)
     for name, base in (
         ("date", pgdt.DateLoader),

@@ -144,10 +144,17 @@ class TableReader:
     def _pg_images(self, conn: sa.Connection, ids: list[int]) -> list[AuditRow]:
         q = self._q
         rowtype = f"{q(self.audited.schema)}.{q(self.audited.name)}"
-        picks = [f"b.{q(n)} AS b{i}" for i, n in enumerate(self.names)]
-        picks += [f"n.{q(n)} AS n{i}" for i, n in enumerate(self.names)]
+        # json/jsonb as their output text (::text), like the WAL and polling sources
+        json_cols = {n for n in self.names if isinstance(self.table.c[n].type, sa.JSON)}
+        picks = [
+            f"{side}.{q(n)}{'::text' if n in json_cols else ''} AS {side}{i}"
+            for side in "bn"
+            for i, n in enumerate(self.names)
+        ]
         typed = [
-            sa.column(f"{side}{i}", self.table.c[n].type) for side in "bn" for i, n in enumerate(self.names)
+            sa.column(f"{side}{i}", sa.Text() if n in json_cols else self.table.c[n].type)
+            for side in "bn"
+            for i, n in enumerate(self.names)
         ]
         sql = sa.text(
             f"SELECT a.id, a.op, a.xid::text, (extract(epoch FROM a.ts) * 1000)::bigint, "  # noqa: S608 - quoted names

@@ -122,6 +122,9 @@ class StreamReader:
         col = self.selectable.c[name]
         info = self.mysql_columns.get(name)
         if info is None:
+            if isinstance(col.type, sa.JSON) and self.engine.dialect.name == "postgresql":
+                # json::text and jsonb::text are the types' output text, as the WAL source sends it
+                return sa.cast(col, sa.Text()).label(name)
             # SQLAlchemy's range result processor expects psycopg Range objects, not the text
             return sa.type_coerce(col, sa.types.NullType()).label(name) if pg_text(col.type) else col
         expr: sa.ColumnElement[Any] = col
