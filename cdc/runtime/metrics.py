@@ -13,10 +13,39 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 log = logging.getLogger(__name__)
 
 
-class Metrics:
+class Health:
+    """Liveness and readiness, shared by a source connector's Metrics and the sink's SinkMetrics."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.alive = True
+        #: monotonic time of the first retriable failure of the current outage (None: healthy)
+        self.failing_since: float | None = None
+        self.unhealthy_after = float("inf")
+
+    def healthy(self) -> bool:
+        """Alive, and not retrying an outage for longer than ``unhealthy_after``."""
+        since = self.failing_since
+        return self.alive and (since is None or time.monotonic() - since < self.unhealthy_after)
+
+    def failed(self, retriable: bool) -> None:
+        """An attempt failed: a fatal error ends liveness, a retriable one starts (or continues) an outage."""
+        self.ready = False
+        if not retriable:
+            self.alive = False
+        elif self.failing_since is None:
+            self.failing_since = time.monotonic()
+
+    def running(self) -> None:
+        """Started (again): ready, and any outage is over."""
+        self.ready, self.failing_since = True, None
+
+
+class Metrics(Health):
     """The connector's metrics, in a registry of their own (several connectors per process in tests)."""
 
     def __init__(self, connector: str) -> None:
+        super().__init__()
         self.registry = CollectorRegistry()
         labels = ["connector"]
         self.events = Counter(
@@ -42,17 +71,7 @@ class Metrics:
             "cdc_source_lag", "source lag gauges (see name)", [*labels, "name"], registry=self.registry
         )
         self.connector = connector
-        self.ready = False
-        self.alive = True
-        #: monotonic time of the first retriable failure of the current outage (None: healthy)
-        self.failing_since: float | None = None
-        self.unhealthy_after = float("inf")
         self.committed_text = "{}"
-
-    def healthy(self) -> bool:
-        """Alive, and not retrying an outage for longer than ``unhealthy_after``."""
-        since = self.failing_since
-        return self.alive and (since is None or time.monotonic() - since < self.unhealthy_after)
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))

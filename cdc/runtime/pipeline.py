@@ -138,8 +138,7 @@ class Pipeline:
         self.committed = self.store.load()
         self._saving = dict(self.committed)  # committed plus what is being saved
         self.source.start(self.committed)
-        self.metrics.ready = True
-        self.metrics.failing_since = None  # started again: the outage (if any) is over
+        self.metrics.running()
         next_commit = time.monotonic() + self.app.offsets.commit_interval
         next_log = time.monotonic() + rt.metrics_log_interval
         try:
@@ -199,8 +198,7 @@ class Pipeline:
         output.init_transactions()
         self.committed = store.load()
         self.source.start(self.committed)
-        self.metrics.ready = True
-        self.metrics.failing_since = None  # started again: the outage (if any) is over
+        self.metrics.running()
         next_log = time.monotonic() + rt.metrics_log_interval
         try:
             while not self.stop.is_set():

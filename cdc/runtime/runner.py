@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from cdc.config.model import AppConfig, Delivery
@@ -157,10 +156,7 @@ class Runner:
 
         def count(exc: CdcError) -> None:
             self.metrics.errors.labels(self.app.name, type(exc).__name__).inc()
-            if not exc.retriable:
-                self.metrics.alive = False
-            elif self.metrics.failing_since is None:
-                self.metrics.failing_since = time.monotonic()
+            self.metrics.failed(exc.retriable)
 
         try:
             return run_with_retries(

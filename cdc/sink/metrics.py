@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from cdc.runtime.metrics import Health
 
-class SinkMetrics:
+
+class SinkMetrics(Health):
     """Records/s, rows written, dead letters, fenced batches, batch latency and lag per partition."""
 
     def __init__(self, sink: str) -> None:
+        super().__init__()
         self.registry = CollectorRegistry()
         self.sink = sink
         self.records = Counter(
@@ -39,15 +40,6 @@ class SinkMetrics:
             "cdc_sink_lag_messages", "messages behind the partition's high watermark", ["sink", "topic", "partition"],
             registry=self.registry,
         )  # fmt: skip
-        self.ready = False
-        self.alive = True
-        self.failing_since: float | None = None
-        self.unhealthy_after = float("inf")
-
-    def healthy(self) -> bool:
-        """Alive, and not retrying an outage for longer than ``unhealthy_after``."""
-        since = self.failing_since
-        return self.alive and (since is None or time.monotonic() - since < self.unhealthy_after)
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -106,11 +106,7 @@ class SinkRunner:
 
         def count(exc: CdcError) -> None:
             m.errors.labels(cfg.name, type(exc).__name__).inc()
-            m.ready = False
-            if not exc.retriable:
-                m.alive = False
-            elif m.failing_since is None:
-                m.failing_since = time.monotonic()
+            m.failed(exc.retriable)
 
         try:
             return run_with_retries(
@@ -151,7 +147,7 @@ class SinkRunner:
                 on_lost=self._on_revoke,
             )
             log.info("sink %s: consuming %s as group %s", cfg.name, [t.topic for t in cfg.topics], cfg.group)
-            self.metrics.ready, self.metrics.failing_since = True, None
+            self.metrics.running()
             self._loop(self.consumer)
         finally:
             if self.consumer is not None:
