@@ -155,6 +155,18 @@ class TopicReader:
             headers = dict(msg.headers() or [])
             self.records.append((self._decode(msg.key()), self._decode(msg.value()), headers))
 
+    def written(self) -> int:
+        """How many records the broker holds for the topic (its high watermarks), read without consuming.
+
+        Tests that must kill a producer mid-stream time the kill with this: draining blocks until the
+        stream is idle, so a reader that drains can only see a stream that has already ended.
+        """
+        total = 0
+        for tp in self.consumer.assignment():
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            total += high
+        return total
+
     def latest(self) -> dict[Any, Any]:
         """The last value per key (None for a tombstone)."""
         out: dict[Any, Any] = {}
