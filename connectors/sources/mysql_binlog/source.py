@@ -220,8 +220,16 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
                 for name, t in self.tables.items()
                 if self.captures[name].snapshot
             ]
-            total = server.count_rows(conn, [(t.db, t.name) for t in self.tables.values()])
-            ok = run_snapshot(plan, PARTITION, resume, self._put, total=total, extra={"start": start})
+            tables = [(t.db, t.name) for t in self.tables.values()]
+            if resume is None:
+                # The snapshot's position is made durable before its first row: rows produced by
+                # a run killed before its first commit would otherwise be orphaned, since the
+                # next run would snapshot from a later position and never see their deletes.
+                resume = {"phase": "snapshot", "start": start, "total": server.count_rows(conn, tables),
+                          "relation": None, "after": None, "done": []}  # fmt: skip
+                if not self._checkpoint(PARTITION, resume):
+                    return None
+            ok = run_snapshot(plan, PARTITION, resume, self._put, extra={"start": start})
             with conn.cursor() as cur:
                 cur.execute("COMMIT")
             return start if ok else None

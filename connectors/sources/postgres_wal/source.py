@@ -363,13 +363,14 @@ class PostgresWalSource(ReaderThread, SourceConnector):
                     continue
                 relations.append((name, (table.schema, table.name), True))
                 relations.extend((name, (s, n), False) for _, s, n in table.children)
-            total = snapshot.count_rows(conn, [(s, n, only) for _, (s, n), only in relations])
+            counted = [(s, n, only) for _, (s, n), only in relations]
             plan = [
                 SnapshotTable(stream, f"{relation[0]}.{relation[1]}", tuple(self.specs[stream].key_columns),
                               self._table_reader(conn, stream, relation, only))
                 for stream, relation, only in relations
             ]  # fmt: skip
-            if not run_snapshot(plan, self.partition, resume, self._put, total=total):
+            count = lambda: snapshot.count_rows(conn, counted)  # noqa: E731
+            if not run_snapshot(plan, self.partition, resume, self._put, count=count):
                 return
             conn.execute("COMMIT")
         finally:
