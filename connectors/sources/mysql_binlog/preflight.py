@@ -9,8 +9,8 @@ from typing import Any
 
 import pymysql
 
+from cdc.mysql import server
 from cdc.plugin import CheckResult
-from connectors.sources.mysql_binlog import server
 from connectors.sources.mysql_binlog.config import BinlogConfig, ResumeBy
 
 _SETTINGS = (

@@ -41,6 +41,17 @@ from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUna
 from cdc.logsource import CHUNK, ReaderThread, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
 from cdc.mysql import catalog as mysql_catalog
+from cdc.mysql import rowevents, server
+from cdc.mysql.decoding import RowMapper, build_mapper
+from cdc.mysql.positions import (
+    FilePositions,
+    MariadbGtids,
+    MysqlGtids,
+    PositionTracker,
+    Resume,
+    resume_of,
+    split_file_pos,
+)
 from cdc.mysql.types import row_normalizer
 from cdc.plugin import (
     ChangeEvent,
@@ -53,18 +64,7 @@ from cdc.plugin import (
     StreamSpec,
 )
 from cdc.sql import engines
-from connectors.sources.mysql_binlog import rowevents, server
 from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, ResumeBy
-from connectors.sources.mysql_binlog.decoding import RowMapper, build_mapper
-from connectors.sources.mysql_binlog.positions import (
-    FilePositions,
-    MariadbGtids,
-    MysqlGtids,
-    PositionTracker,
-    Resume,
-    resume_of,
-    split_file_pos,
-)
 from connectors.sources.mysql_binlog.preflight import preflight
 
 log = logging.getLogger(__name__)
