@@ -66,9 +66,11 @@ def open_reader(
     heartbeat: float,
     schemas: list[str],
     tables: list[str],
+    events: list[type] | None = None,
 ) -> BinLogStreamReader:
     """A blocking replication stream from ``start`` (GTID state or file:pos) of the given tables,
-    with this package's exact row-event decoders installed."""
+    with this package's exact row-event decoders installed. ``events``: the event classes to
+    build (default :data:`EVENTS`); others are skipped unparsed."""
     connection = {**settings.replication(), "read_timeout": max(30, int(heartbeat * 4))}
     position: dict[str, Any]
     if by_file:
@@ -90,7 +92,7 @@ def open_reader(
         blocking=True,
         only_schemas=sorted(set(schemas)),
         only_tables=sorted(set(tables)),
-        only_events=EVENTS,
+        only_events=EVENTS if events is None else events,
         slave_heartbeat=heartbeat,
         enable_logging=False,
         **position,

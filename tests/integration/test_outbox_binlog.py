@@ -123,18 +123,19 @@ def outbox_rows(dsn: str) -> int:
         conn.close()
 
 
+def relay_config(dsn: str, tmp: Path, name: str, bootstrap: str, registry: str) -> Path:
+    """The outbox table in ``dsn`` and a log-mode relay config with a fresh replica server_id."""
+    migrations.apply(dsn)
+    text = CONFIG.format(
+        name=name, url=dsn, server_id=random.randint(10_000, 2**31), bootstrap=bootstrap, registry=registry
+    )
+    return write_config(tmp, text, {"key.avsc": KEY, "event.avsc": EVENT})
+
+
 def test_binlog_log_mode_kill9_loses_nothing_and_deletes_relayed_rows(
     mysql_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
 ) -> None:
-    migrations.apply(mysql_database)
-    config = write_config(
-        tmp_path,
-        CONFIG.format(
-            name=topic_name, url=mysql_database, server_id=random.randint(10_000, 2**31),
-            bootstrap=kafka_bootstrap, registry=registry_url,
-        ),
-        {"key.avsc": KEY, "event.avsc": EVENT},
-    )  # fmt: skip
+    config = relay_config(mysql_database, tmp_path, topic_name, kafka_bootstrap, registry_url)
     check = cdc("check", str(config))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "binlog_row_metadata = FULL" in check.stdout and "server_id" in check.stdout, check.stdout
@@ -215,15 +216,7 @@ def test_binlog_log_mode_restart_deletes_rows_published_before_its_position(
     """A row still in the table whose insert lies before the stored position was published and
     acknowledged by an earlier run that died before deleting it: the restart deletes it (it
     is not published again). Simulated by a row inserted without binlog (sql_log_bin = 0)."""
-    migrations.apply(mysql_database)
-    config = write_config(
-        tmp_path,
-        CONFIG.format(
-            name=topic_name, url=mysql_database, server_id=random.randint(10_000, 2**31),
-            bootstrap=kafka_bootstrap, registry=registry_url,
-        ),
-        {"key.avsc": KEY, "event.avsc": EVENT},
-    )  # fmt: skip
+    config = relay_config(mysql_database, tmp_path, topic_name, kafka_bootstrap, registry_url)
     writer = OutboxWriter(EVENT, aggregate_type="order", event_type="OrderPlaced")
     app = App(mysql_database, writer, 0)
     relay = Connector(config, tmp_path / "relay1.log")

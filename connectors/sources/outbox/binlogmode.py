@@ -54,6 +54,8 @@ PARTITION = "binlog"
 _DELETE_BATCH = 500
 _RETRIES = 5
 _TRANSIENT = (1205, 1213)  # lock wait timeout, deadlock
+# Updates and deletes (the relay's own) are skipped unparsed: only inserts are relayed.
+_EVENTS = [e for e in binlog.EVENTS if e not in (rowevents.UpdateRows, rowevents.DeleteRows)]
 
 
 class BinlogReader:
@@ -198,7 +200,7 @@ class BinlogReader:
         tracker = binlog.tracker(start, by_file=self.by_file, mariadb=self.mariadb)
         reader = binlog.open_reader(
             self.settings, server_id=self.server_id, start=start, by_file=self.by_file, mariadb=self.mariadb,
-            heartbeat=self.heartbeat, schemas=[self.db], tables=[self.name],
+            heartbeat=self.heartbeat, schemas=[self.db], tables=[self.name], events=_EVENTS,
         )  # fmt: skip
         log.info(
             "streaming outbox inserts from binlog position %s as replica server_id %d", start, self.server_id
@@ -213,8 +215,6 @@ class BinlogReader:
                     continue
                 seen = txns.handle(event)
                 if seen is Seen.ROWS:
-                    if type(event) is not rowevents.WriteRows:
-                        continue  # the relay's own deletes, or the application's
                     table_obj = reader.table_map.get(event.table_id)
                     if mapper is None or mapper[0] is not table_obj:
                         mapper = (table_obj, self._mapper(table_obj))
