@@ -241,6 +241,8 @@ def test_binlog_log_mode_restart_deletes_rows_published_before_its_position(
         reader.drain(1.0)
         ids = {h["id"].decode() for _, _, h in reader.records}
         assert leaked not in ids and set(app.committed) <= ids
+        status = cdc("status", str(config))
+        assert status.returncode == 0 and "outbox_rows" in status.stdout, status.stdout + status.stderr
         assert relay.terminate()[0] == 0
     finally:
         reader.close()
