@@ -5,7 +5,8 @@ MariaDB (Sakila's own table DDL, rows copied from the PostgreSQL Sakila) -> mysq
 The connector and sink configs and the stream contracts are the user-facing example in
 configs/sakila-mysql (run here as they are, with environment variables). While the source
 streams, a workload inserts, updates (a primary-key change included) and deletes rows of film,
-film_category, staff, customer, rental and payment. Afterwards every row of every captured
+film_category, staff, customer, rental and payment, and the source is killed -9 and restarted.
+Afterwards every row of every captured
 table equals the source row, field by field, in both targets; deleted keys are gone.
 
 Eight tables, chosen for MySQL's awkward types: ENUM (film.rating), SET (film.special_features,
@@ -34,6 +35,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from tests.conftest import create_pg_database, drop_pg_database, unique
@@ -287,6 +289,19 @@ def differences(want: Rows, got: Rows, target: str) -> list[str]:
     return problems
 
 
+def written(bootstrap: str, topics: list[str]) -> int:
+    """Records the broker holds for the topics (their high watermarks)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sakila-watermarks"})
+    try:
+        total = 0
+        for topic in topics:
+            for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                total += consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        return total
+    finally:
+        consumer.close()
+
+
 def create_mariadb_target(dsn: str) -> None:
     """Sakila's own DDL of the captured tables, without foreign keys (the sink writes each topic's
     batches on their own, so a child may arrive before its parent)."""
@@ -313,7 +328,7 @@ def test_sakila_mysql_binlog_round_trip_to_postgres_and_mariadb(
 ) -> None:
     started = time.monotonic()
     load_postgres(pg_database)
-    load_mariadb_from_postgres(pg_database, mysql_database)
+    loaded = load_mariadb_from_postgres(pg_database, mysql_database)
     create_mariadb_target(mysql_target)
     pg_target_name = unique("test")
     pg_target = create_pg_database(pg_dsn, pg_target_name)
@@ -338,7 +353,13 @@ def test_sakila_mysql_binlog_round_trip_to_postgres_and_mariadb(
         wait_for(lambda: topics_exist(kafka_bootstrap, topics), 60, "the source's topics")
         for target in ("postgres", "mariadb"):
             sinks.append(SinkProcess(EXAMPLE / f"sink-{target}.yaml", tmp_path / f"sink-{target}.log"))
-        time.sleep(6)
+        # Past the snapshot by 300 changes: the stored offsets are stream positions now.
+        snapshot_rows = sum(loaded[t] for t in TABLES)
+        wait_for(lambda: written(kafka_bootstrap, topics) >= snapshot_rows + 300, 90, "streamed changes")
+        time.sleep(1.5)  # (commits every 200 ms)
+        source.kill9()  # mid-stream, while both workloads write: the restart must lose nothing
+        source = Connector(EXAMPLE / "connector.yaml", tmp_path / "source2.log")
+        time.sleep(4)
         sales.finish()
         films.finish()
         assert films.counts["key changes"] and films.counts["film deletes"] and sales.deleted["rental"]
