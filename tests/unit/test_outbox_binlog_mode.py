@@ -20,6 +20,12 @@ def test_log_mode_on_mysql_needs_server_id_not_a_slot() -> None:
     assert cfg.mysql and cfg.server_id == 77 and cfg.resume_by == "gtid"
     with pytest.raises(ValidationError, match="needs slot and publication"):
         OutboxConfig.model_validate({"url": "postgresql://u:p@h/app", "mode": "log", "server_id": 77})
+    with pytest.raises(ValidationError, match="server_id is a MySQL/MariaDB setting"):
+        OutboxConfig.model_validate(
+            {"url": "postgresql://u@h/app", "mode": "log", "slot": "s", "publication": "p", "server_id": 7}
+        )
+    with pytest.raises(ValidationError, match="slot and publication are PostgreSQL settings"):
+        OutboxConfig.model_validate({"url": "mysql://u@h/app", "mode": "log", "server_id": 7, "slot": "s"})
     assert not OutboxConfig.model_validate({"url": "postgresql://u@h/app"}).mysql
 
 

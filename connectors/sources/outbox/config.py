@@ -71,8 +71,14 @@ class OutboxConfig(BaseModel):
         if self.mysql:
             if self.server_id is None:
                 raise ValueError("mode log on MySQL/MariaDB needs server_id (the binlog replica id)")
+            if self.slot or self.publication:
+                raise ValueError(
+                    "slot and publication are PostgreSQL settings; MySQL/MariaDB takes server_id"
+                )
         elif not self.slot or not self.publication:
             raise ValueError("mode log on PostgreSQL needs slot and publication")
+        elif self.server_id is not None:
+            raise ValueError("server_id is a MySQL/MariaDB setting; PostgreSQL takes slot and publication")
         return self
 
     @field_validator("table")
