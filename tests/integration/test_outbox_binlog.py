@@ -51,10 +51,12 @@ streams:
     value_schema: event.avsc
     fields: {{aggregate_id: aggregateid}}
     capture: {{aggregate_type: order}}
-kafka: {{bootstrap_servers: "{bootstrap}"}}
+kafka: {{bootstrap_servers: "{bootstrap}", producer: {{linger.ms: 1000}}}}
 schema_registry: {{url: "{registry}", auto_register: true}}
 offsets: {{store: kafka, topic: {name}.offsets, commit_interval: 100ms}}
 """
+# linger.ms 1000: events wait a second in the producer before the broker has them, so at any
+# moment many rows are read but unacknowledged (a delete before the ack would show at the kill).
 
 
 def connect(dsn: str) -> pymysql.connections.Connection[Any]:
@@ -75,6 +77,8 @@ class App(threading.Thread):
         self.rng = random.Random(first)
         self.committed: dict[str, dict[str, Any]] = {}  # event id -> what the consumer must see
         self.rolled_back: set[str] = set()
+        self.deleted_by_app: set[str] = set()
+        self.lock = threading.Lock()  # committed ids are read while the app runs
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -110,7 +114,25 @@ class App(threading.Thread):
             conn.rollback()  # a deadlock victim (against the relay's deletes) is rolled back whole
             self.rolled_back |= set(written)
             return
-        self.committed.update(written)
+        with self.lock:
+            self.committed.update(written)
+            if own_delete:
+                self.deleted_by_app |= set(written)
+
+    def relay_must_hold(self) -> set[str]:
+        """Committed ids whose rows only the relay deletes."""
+        with self.lock:
+            return set(self.committed) - self.deleted_by_app
+
+
+def outbox_ids(dsn: str) -> set[str]:
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT id FROM cdc_outbox")
+            return {str(r[0]) for r in cur.fetchall()}
+    finally:
+        conn.close()
 
 
 def outbox_rows(dsn: str) -> int:
@@ -160,6 +182,15 @@ def test_binlog_log_mode_kill9_loses_nothing_and_deletes_relayed_rows(
         # kill -9 mid-stream: once the broker holds a good part of the stream, while the app writes
         wait_for(lambda: reader.written() >= len(early.committed) + 300, 60, "events relayed")
         first.kill9()
+        # Rows are deleted only after the broker has them: with the relay dead, every committed
+        # row is still in the table or already on the topic.
+        must_hold = early.relay_must_hold() | app.relay_must_hold()
+        in_table = outbox_ids(mysql_database)
+        reader.drain(1.0)
+        on_topic = {h["id"].decode() for _, _, h in reader.records}
+        lost = must_hold - in_table - on_topic
+        assert not lost, f"{len(lost)} rows deleted before the broker had them"
+        assert must_hold - in_table, "the relay deleted nothing before the kill"
         time.sleep(1)
         restarted = Connector(config, tmp_path / "relay2.log")
         wait_for(lambda: "streaming outbox inserts" in restarted.log_text(), 60, "restarted relay streaming")
