@@ -19,7 +19,6 @@ the socket, so many small transactions travel together.
 from __future__ import annotations
 
 import logging
-import select
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
@@ -28,19 +27,22 @@ import pymysql
 import sqlalchemy as sa
 from pydantic import BaseModel
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import (
-    GtidEvent,
-    HeartbeatLogEvent,
-    MariadbGtidEvent,
-    QueryEvent,
-    RotateEvent,
-    XidEvent,
-)
 
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.logsource import CHUNK, ReaderThread, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
 from cdc.mysql import catalog as mysql_catalog
+from cdc.mysql import rowevents, server
+from cdc.mysql import stream as binlog
+from cdc.mysql.decoding import RowMapper, build_mapper
+from cdc.mysql.positions import (
+    MariadbGtids,
+    PositionTracker,
+    Resume,
+    resume_of,
+)
+from cdc.mysql.preflight import preflight
+from cdc.mysql.stream import Seen
 from cdc.mysql.types import row_normalizer
 from cdc.plugin import (
     ChangeEvent,
@@ -53,32 +55,11 @@ from cdc.plugin import (
     StreamSpec,
 )
 from cdc.sql import engines
-from connectors.sources.mysql_binlog import rowevents, server
 from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, ResumeBy
-from connectors.sources.mysql_binlog.decoding import RowMapper, build_mapper
-from connectors.sources.mysql_binlog.positions import (
-    FilePositions,
-    MariadbGtids,
-    MysqlGtids,
-    PositionTracker,
-    Resume,
-    resume_of,
-    split_file_pos,
-)
-from connectors.sources.mysql_binlog.preflight import preflight
 
 log = logging.getLogger(__name__)
 
 PARTITION = "binlog"
-_ANONYMOUS = "00000000-0000-0000-0000-000000000000"
-_CONTINUES = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END")
-_EVENTS = [
-    MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, RotateEvent, HeartbeatLogEvent,
-    rowevents.WriteRows, rowevents.UpdateRows, rowevents.DeleteRows,
-    rowevents.CachedTableMap,  # the library applies it to its table map; handle() ignores it
-]  # fmt: skip
-# 1236: the server cannot serve the requested position (binlog purged, GTID state too old)
-_POSITION_LOST = 1236
 
 
 class _Table:
@@ -148,7 +129,12 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         results = [CheckResult(True, "database reachable; every stream's table and columns resolve")]
         conn = self._connect()
         try:
-            results += preflight(conn, self.cfg, self.mariadb)
+            results += preflight(
+                conn,
+                server_id=self.cfg.server_id,
+                by_gtid=self.cfg.resume_by is ResumeBy.GTID,
+                mariadb=self.mariadb,
+            )
         finally:
             conn.close()
         return results
@@ -200,17 +186,9 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         (None when stopping). A resumed snapshot keeps its first position (in ``resume``)."""
         conn = self._connect()
         try:
-            with conn.cursor() as cur:
-                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                if not self.mariadb:
-                    # MySQL has no binlog_snapshot_* status: a brief global read lock pins the
-                    # position while the snapshot opens (needs RELOAD; documented).
-                    cur.execute("FLUSH TABLES WITH READ LOCK")
-                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            position = self._snapshot_position(conn)
-            if not self.mariadb:
-                with conn.cursor() as cur:
-                    cur.execute("UNLOCK TABLES")
+            position = binlog.open_snapshot(
+                conn, mariadb=self.mariadb, by_file=self.cfg.resume_by is ResumeBy.FILE
+            )
             start = str(resume["start"]) if resume and "start" in resume else position
             log.info("snapshot at binlog position %s (streaming starts at %s)", position, start)
             plan = [
@@ -236,18 +214,6 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         finally:
             conn.close()
 
-    def _snapshot_position(self, conn: Any) -> str:
-        if self.mariadb:
-            status = dict(server.rows(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'"))
-            file, pos = str(status["Binlog_snapshot_file"]), int(status["Binlog_snapshot_position"])
-            if self.cfg.resume_by is ResumeBy.FILE:
-                return f"{file}:{pos}"
-            return str(server.scalar(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos)) or "")
-        if self.cfg.resume_by is ResumeBy.FILE:
-            file, pos = server.master_status(conn)
-            return f"{file}:{pos}"
-        return server.current_gtids(conn, mariadb=False)
-
     def _reader(self, conn: Any, stream: str) -> Callable[[list[Any] | None], Iterable[dict[str, Any]]]:
         table = self.tables[stream]
         spec = self.specs[stream]
@@ -272,47 +238,27 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
 
     # --- streaming ---
     def _tracker(self, start: str) -> PositionTracker:
-        if self.cfg.resume_by is ResumeBy.FILE:
-            return FilePositions(*split_file_pos(start))
-        return MariadbGtids(start) if self.mariadb else MysqlGtids(start)
+        return binlog.tracker(start, by_file=self.cfg.resume_by is ResumeBy.FILE, mariadb=self.mariadb)
 
     def _current_start(self) -> str:
         conn = self._connect()
         try:
-            if self.cfg.resume_by is ResumeBy.FILE:
-                file, pos = server.master_status(conn)
-                return f"{file}:{pos}"
-            return server.current_gtids(conn, self.mariadb)
+            return binlog.current_start(
+                conn, by_file=self.cfg.resume_by is ResumeBy.FILE, mariadb=self.mariadb
+            )
         finally:
             conn.close()
 
     def _open(self, start: str) -> BinLogStreamReader:
-        hb = float(self.cfg.heartbeat_interval)
-        settings = {**self.settings.replication(), "read_timeout": max(30, int(hb * 4))}
-        position: dict[str, Any]
-        if self.cfg.resume_by is ResumeBy.FILE:
-            file, pos = split_file_pos(start)
-            # is_mariadb=True would make the library ignore the file and position and replay
-            # from the server's FIRST binary log: MariaDB takes the plain COM_BINLOG_DUMP too.
-            position = {"log_file": file, "log_pos": pos, "resume_stream": True, "is_mariadb": False}
-        else:
-            if not start and self.mariadb:
-                raise SourceConfigError(
-                    "the server has no GTID position yet (@@gtid_binlog_pos is empty)",
-                    hint="write one transaction on the server, or set resume_by: file",
-                )
-            position = {"auto_position": start, "is_mariadb": self.mariadb}
-        rowevents.install()
-        return BinLogStreamReader(
-            connection_settings=settings,
+        return binlog.open_reader(
+            self.settings,
             server_id=self.cfg.server_id,
-            blocking=True,
-            only_schemas=sorted({t.db for t in self.tables.values()}),
-            only_tables=sorted({t.name for t in self.tables.values()}),
-            only_events=_EVENTS,
-            slave_heartbeat=hb,
-            enable_logging=False,
-            **position,
+            start=start,
+            by_file=self.cfg.resume_by is ResumeBy.FILE,
+            mariadb=self.mariadb,
+            heartbeat=float(self.cfg.heartbeat_interval),
+            schemas=[t.db for t in self.tables.values()],
+            tables=[t.name for t in self.tables.values()],
         )
 
     def _stream(self, start: str | None, resume: Resume | None) -> None:
@@ -325,26 +271,12 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         handler = _TxnAssembler(self, tracker, resume, reader)
         try:
             while not self._stop.is_set():
-                try:
-                    event = reader.fetchone()
-                except pymysql.MySQLError as exc:
-                    if exc.args and exc.args[0] == _POSITION_LOST:
-                        raise self._position_lost(
-                            start, str(exc.args[1] if len(exc.args) > 1 else exc)
-                        ) from None
-                    raise
+                event = binlog.fetch(reader, start)
                 if event is None:
                     continue
                 handler.handle(event)
         finally:
             reader.close()
-
-    def _position_lost(self, start: str, message: str) -> PositionLostError:
-        return PositionLostError(
-            f"the binlog position {start!r} is no longer on the server ({message})",
-            hint="the binary logs holding it were purged (binlog_expire_logs_seconds): re-snapshot by deleting "
-            "this connector's stored offsets (or use a new name), or set snapshot_mode: when_needed",
-        )
 
     # --- positions and lag ---
     def lag(self, offsets: Offsets) -> dict[str, float]:
@@ -390,77 +322,36 @@ class _TxnAssembler:
         self.tracker = tracker
         self.resume = resume
         self.reader = reader
+        self.txns = binlog.Transactions(tracker, reader, by_file=source.cfg.resume_by is ResumeBy.FILE)
         self.by_table = {(t.db, t.name): t for t in source.tables.values()}
         self.mappers: dict[int, tuple[Any, RowMapper]] = {}  # table id -> (its TABLE_MAP table, mapper)
         self.chunk: list[ChangeEvent] = []
-        self.txn: str | None = None
-        self.start = ""
-        self.index = 0
-        self.skip = False
-        self.ts_ms: int | None = None
 
     def handle(self, event: Any) -> None:
-        kind = type(event)
-        if kind is rowevents.WriteRows or kind is rowevents.UpdateRows or kind is rowevents.DeleteRows:
+        seen = self.txns.handle(event)
+        if seen is Seen.ROWS:
             self._rows(event)
-        elif kind is MariadbGtidEvent:
-            self._begin(str(event.gtid), event.timestamp)
-        elif kind is GtidEvent:
-            gtid = str(event.gtid)
-            self._begin(None if gtid.startswith(_ANONYMOUS) else gtid, event.timestamp)
-        elif kind is XidEvent:
-            self._commit()
-        elif kind is QueryEvent:
-            self._query(event)
-        elif kind is HeartbeatLogEvent:
+        elif seen is Seen.BEGIN:
+            self.src._last_event_ts = float(self.txns.timestamp)
+            self.src._caught_up = False
+        elif seen is Seen.COMMIT:
+            self._committed()
+        elif seen is Seen.IDLE:
             self._flush()
-            if self.txn is None:
+            if self.txns.txn is None:
                 self.src._caught_up = True
-        elif kind is RotateEvent and self.txn is None and isinstance(self.tracker, FilePositions):
-            self.tracker.next_at(str(event.next_binlog), int(event.position))
 
-    def _begin(self, gtid: str | None, timestamp: int) -> None:
-        if self.src.cfg.resume_by is ResumeBy.FILE or gtid is None:
-            if not isinstance(self.tracker, FilePositions):
-                raise SourceConfigError(
-                    "the server writes anonymous transactions (gtid_mode OFF) but resume_by is gtid",
-                    hint="set resume_by: file, or enable GTIDs (gtid_mode=ON, enforce_gtid_consistency=ON)",
-                )
-            gtid = self.tracker.start()
-        self.start = self.tracker.start()
-        self.txn = gtid
-        self.index = 0
-        self.skip = self.tracker.applied(gtid)  # a replay of what is already behind us
-        self.ts_ms = timestamp * 1000
-        self.src._last_event_ts = float(timestamp)
-        self.src._caught_up = False
-
-    def _commit(self) -> None:
-        if self.txn is None:
-            return
-        if not self.skip:  # a replayed transaction is already behind the tracked position
-            self.tracker.commit(self.txn)
-        if isinstance(self.tracker, FilePositions):
-            self.tracker.next_at(str(self.reader.log_file), int(self.reader.log_pos))
-        self.txn = None
-        if len(self.chunk) >= CHUNK or not _more_waiting(self.reader):
-            self._flush()
-
-    def _query(self, event: Any) -> None:
-        text = str(event.query).strip()
-        upper = text[:16].upper()
-        if self.txn is None and upper.startswith("BEGIN"):
-            self._begin(None, event.timestamp)  # no GTID event: a server without GTIDs
-            return
-        if upper.startswith(_CONTINUES):
-            return
-        if not upper.startswith(("COMMIT", "ROLLBACK", "XA ")):
+    def _committed(self) -> None:
+        text = self.txns.statement
+        if text:
             mapped = sorted({t.qualified for t in self.by_table.values() if t.name in text})
             if mapped:
                 # The TABLE_MAP of the table's next row event is the truth: a mapped column it
                 # lacks (or retyped) stops the connector there, before that row is produced.
                 log.info("DDL on captured table(s) %s: %s", ", ".join(mapped), text[:200])
-        self._commit()  # DDL commits implicitly; COMMIT/ROLLBACK end non-transactional ones
+            self.txns.statement = ""
+        if len(self.chunk) >= CHUNK or not binlog.more_waiting(self.reader):
+            self._flush()
 
     def _mapper(self, event: Any) -> RowMapper | None:
         table_obj = self.reader.table_map.get(event.table_id)
@@ -480,8 +371,6 @@ class _TxnAssembler:
         return mapper
 
     def _rows(self, event: Any) -> None:
-        if self.txn is None:
-            self._begin(None, event.timestamp)  # only in file mode without a GTID/BEGIN seen
         mapper = self._mapper(event)
         if mapper is None:
             return
@@ -517,35 +406,20 @@ class _TxnAssembler:
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
     ) -> None:
-        assert self.txn is not None
-        index = self.index
-        self.index += 1
-        if self.skip or (self.resume is not None and self.resume.drops(self.txn, index)):
+        txns = self.txns
+        assert txns.txn is not None
+        index = txns.next_index()
+        if txns.skip or (self.resume is not None and self.resume.drops(txns.txn, index)):
             return  # already committed downstream before a restart
-        offset = {"phase": "stream", "start": self.start, "txn": self.txn, "i": index}
+        offset = {"phase": "stream", "start": txns.start, "txn": txns.txn, "i": index}
         self.chunk.append(
             ChangeEvent(
-                stream, op, key, after, PARTITION, offset, before, self.ts_ms, self.txn, {"gtid": self.txn}
+                stream, op, key, after, PARTITION, offset, before, txns.timestamp * 1000, txns.txn,
+                {"gtid": txns.txn},
             )
-        )
+        )  # fmt: skip
 
     def _flush(self) -> None:
         if self.chunk:
             chunk, self.chunk = self.chunk, []
             self.src._put(chunk)
-
-
-def _more_waiting(reader: BinLogStreamReader) -> bool:
-    """True when the stream socket already holds more bytes (so the hand-off can wait for them).
-
-    Reads the stream connection's socket (a private attribute of the library); on any doubt it
-    says False, which only makes a batch smaller."""
-    conn = getattr(reader, "_stream_connection", None)
-    sock = getattr(conn, "_sock", None)
-    if sock is None:
-        return False
-    try:
-        ready, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return bool(ready)
