@@ -55,6 +55,8 @@ from cdc.plugin import (
     StreamSpec,
 )
 from cdc.sql import engines
+from cdc.watermarks import Chunk, WatermarkSnapshot, interrupted_snapshot_state
+from connectors.sources.mysql_binlog import incremental
 from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, ResumeBy
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,11 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         self._last_event_ts: float | None = None  # binlog timestamp of the newest event read
         self._caught_up = False
         self.mariadb = True
+        self.signal_table = (
+            server.split_table(config.signal_table, self.settings.database) if config.signal_table else None
+        )
+        self.incremental: WatermarkSnapshot | None = None
+        self._inc_state: dict[str, Any] | None = None
 
     def _connect(self) -> Any:
         return server.connect(self.settings, self.dsn)
@@ -144,14 +151,51 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         offset = offsets.get(PARTITION)
         if not self.tables:
             self._load_tables()
+        if self.signal_table is not None:
+            conn = self._connect()
+            try:
+                incremental.create_signal_table(conn, *self.signal_table)
+            except pymysql.MySQLError as exc:
+                raise SourceConfigError(
+                    f"cannot create the signal table {'.'.join(self.signal_table)}: {exc}",
+                    hint="create it (id VARCHAR(100) PRIMARY KEY, type VARCHAR(64) NOT NULL, data TEXT) "
+                    "and grant INSERT on it, or unset signal_table",
+                ) from None
+            finally:
+                conn.close()
+        self._inc_state = offset.get("inc") if offset else None
         self._start_reader(self._run, (offset,), "cdc-binlog")
+
+    def signal(self, action: str, args: dict[str, Any]) -> str:
+        """``execute-snapshot``: queue an incremental snapshot of the given streams (default all)."""
+        if self.signal_table is None:
+            raise SourceConfigError(
+                "incremental snapshots need a signal table", hint="set source.signal_table, e.g. cdc_signals"
+            )
+        if action != "execute-snapshot":
+            raise SourceConfigError(f"unknown signal {action!r} (known: execute-snapshot)")
+        streams = list(args.get("streams") or self.captures)
+        unknown = [s for s in streams if s not in self.captures]
+        if unknown:
+            raise SourceConfigError(f"unknown streams {unknown} (known: {', '.join(self.captures)})")
+        conn = self._connect()
+        try:
+            return incremental.request_snapshot(conn, *self.signal_table, streams)
+        finally:
+            conn.close()
 
     def _run(self, offset: Offset | None) -> None:
         try:
             mode = self.cfg.snapshot_mode
             phase = offset.get("phase") if offset else None
             start: str | None = str(offset["start"]) if offset else None
-            if mode.snapshots and phase != "stream":
+            if mode.snapshots and phase != "stream" and offset is not None and self.signal_table:
+                # The consistent read died with the previous process: the remaining chunks are
+                # read between watermarks while streaming from the snapshot's position.
+                log.warning("resuming an interrupted snapshot as an incremental snapshot (watermarks)")
+                streams = {n: t.qualified for n, t in self.tables.items() if self.captures[n].snapshot}
+                self._inc_state = interrupted_snapshot_state(offset, streams)
+            elif mode.snapshots and phase != "stream":
                 if offset is not None:
                     log.warning("resuming an interrupted snapshot: the remaining rows are read anew")
                 taken = self._snapshot(offset)
@@ -257,8 +301,10 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
             by_file=self.cfg.resume_by is ResumeBy.FILE,
             mariadb=self.mariadb,
             heartbeat=float(self.cfg.heartbeat_interval),
-            schemas=[t.db for t in self.tables.values()],
-            tables=[t.name for t in self.tables.values()],
+            schemas=[t.db for t in self.tables.values()]
+            + ([self.signal_table[0]] if self.signal_table else []),
+            tables=[t.name for t in self.tables.values()]
+            + ([self.signal_table[1]] if self.signal_table else []),
         )
 
     def _stream(self, start: str | None, resume: Resume | None) -> None:
@@ -269,6 +315,7 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         reader = self._open(start)
         log.info("streaming the binlog from %s as replica server_id %d", start, self.cfg.server_id)
         handler = _TxnAssembler(self, tracker, resume, reader)
+        inc_conn = self._start_incremental()
         try:
             while not self._stop.is_set():
                 event = binlog.fetch(reader, start)
@@ -277,6 +324,26 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
                 handler.handle(event)
         finally:
             reader.close()
+            if inc_conn is not None:
+                inc_conn.close()
+
+    def _start_incremental(self) -> Any:
+        """The watermark state machine (with a signal table), restored from the offsets; opens
+        the next window of a snapshot in progress. Returns its connection."""
+        if self.signal_table is None:
+            return None
+        conn = self._connect()
+        self.incremental = incremental.incremental_snapshot(
+            conn, self.signal_table, self.cfg.incremental_chunk_size,
+            {n: (t.db, t.name, {c: t.columns[c] for c in self.specs[n].columns}) for n, t in self.tables.items()},
+            {n: tuple(self.specs[n].key_columns) for n in self.tables},
+            {n: row_normalizer({c: t.columns[c] for c in self.specs[n].columns}, self.cfg.zero_dates)
+             for n, t in self.tables.items()},
+        )  # fmt: skip
+        self.incremental.restore(self._inc_state)
+        if self.incremental.busy:
+            self.incremental.open_next_window()
+        return conn
 
     # --- positions and lag ---
     def lag(self, offsets: Offsets) -> dict[str, float]:
@@ -324,6 +391,7 @@ class _TxnAssembler:
         self.reader = reader
         self.txns = binlog.Transactions(tracker, reader, by_file=source.cfg.resume_by is ResumeBy.FILE)
         self.by_table = {(t.db, t.name): t for t in source.tables.values()}
+        self.signal_table = source.signal_table
         self.mappers: dict[int, tuple[Any, RowMapper]] = {}  # table id -> (its TABLE_MAP table, mapper)
         self.chunk: list[ChangeEvent] = []
 
@@ -336,10 +404,17 @@ class _TxnAssembler:
             self.src._caught_up = False
         elif seen is Seen.COMMIT:
             self._committed()
+            self._next_window()
         elif seen is Seen.IDLE:
             self._flush()
             if self.txns.txn is None:
                 self.src._caught_up = True
+            self._next_window()
+
+    def _next_window(self) -> None:
+        inc = self.src.incremental
+        if inc is not None and inc.busy and inc.window is None:
+            inc.open_next_window()
 
     def _committed(self) -> None:
         text = self.txns.statement
@@ -371,6 +446,11 @@ class _TxnAssembler:
         return mapper
 
     def _rows(self, event: Any) -> None:
+        if (event.schema, event.table) == self.signal_table:
+            if type(event) is rowevents.WriteRows:
+                for row in event.rows:
+                    self._signal(row["values"])
+            return
         mapper = self._mapper(event)
         if mapper is None:
             return
@@ -411,13 +491,48 @@ class _TxnAssembler:
         index = txns.next_index()
         if txns.skip or (self.resume is not None and self.resume.drops(txns.txn, index)):
             return  # already committed downstream before a restart
-        offset = {"phase": "stream", "start": txns.start, "txn": txns.txn, "i": index}
+        offset: Offset = {"phase": "stream", "start": txns.start, "txn": txns.txn, "i": index}
+        inc = self.src.incremental
+        if inc is not None:
+            inc.on_change(stream, tuple(key[k] for k in self.src.specs[stream].key_columns))
+            if inc.busy:
+                offset["inc"] = inc.state()
         self.chunk.append(
             ChangeEvent(
                 stream, op, key, after, PARTITION, offset, before, txns.timestamp * 1000, txns.txn,
                 {"gtid": txns.txn},
             )
         )  # fmt: skip
+
+    def _signal(self, values: dict[str, Any]) -> None:
+        """A signal-table row: a snapshot request or one of our watermarks."""
+        inc = self.src.incremental
+        if inc is None or self.txns.skip:
+            return
+        text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in values.items()}
+        chunk = inc.on_signal(str(text.get("type") or ""), text.get("data"))
+        if chunk is not None and chunk.rows:
+            self._emit_chunk(chunk)
+
+    def _emit_chunk(self, chunk: Chunk) -> None:
+        """The rows of a closed window, emitted where its high watermark is in the stream."""
+        txns = self.txns
+        assert txns.txn is not None
+        key_cols = tuple(self.src.specs[chunk.stream].key_columns)
+        last = len(chunk.rows) - 1
+        for n, row in enumerate(chunk.rows):
+            index = txns.next_index()
+            if self.resume is not None and self.resume.drops(txns.txn, index):
+                continue
+            offset = {"phase": "stream", "start": txns.start, "txn": txns.txn, "i": index,
+                      "inc": chunk.state_after if n == last else chunk.state_before}  # fmt: skip
+            key = {k: row[k] for k in key_cols}
+            self.chunk.append(
+                ChangeEvent(chunk.stream, Op.READ, key, row, PARTITION, offset, None, txns.timestamp * 1000,
+                            txns.txn, {"gtid": txns.txn, "incremental_snapshot": True})
+            )  # fmt: skip
+        if len(self.chunk) >= CHUNK:
+            self._flush()
 
     def _flush(self) -> None:
         if self.chunk:

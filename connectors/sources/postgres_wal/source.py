@@ -47,10 +47,11 @@ from cdc.plugin import (
     SourceConnector,
     StreamSpec,
 )
+from cdc.watermarks import WatermarkSnapshot, interrupted_snapshot_state
 from connectors.sources.postgres_wal import catalog, snapshot
 from connectors.sources.postgres_wal.config import UnchangedToast, WalConfig, WalStream
 from connectors.sources.postgres_wal.decoding import RelationMapper, build_mapper
-from connectors.sources.postgres_wal.incremental import IncrementalSnapshot
+from connectors.sources.postgres_wal.incremental import incremental_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -288,16 +289,8 @@ class PostgresWalSource(ReaderThread, SourceConnector):
         inheritance children are read by the plain path)."""
         if not self.cfg.signal_table or any(t.children for t in self.tables.values()):
             return None
-        done = set(offset.get("done", [])) if offset else set()
-        relation = offset.get("relation") if offset else None
-        names = [n for n, t in self.tables.items() if self.captures[n].snapshot and t.qualified not in done]
-        current = next((n for n in names if self.tables[n].qualified == relation), None)
-        queue = [n for n in names if n != current]
-        return {
-            "queue": queue,
-            "current": current,
-            "after": offset.get("after") if current and offset else None,
-        }
+        streams = {n: t.qualified for n, t in self.tables.items() if self.captures[n].snapshot}
+        return interrupted_snapshot_state(offset, streams)
 
     def signal(self, action: str, args: dict[str, Any]) -> str:
         """``execute-snapshot``: queue an incremental snapshot of the given streams (default all)."""
@@ -400,9 +393,9 @@ class PostgresWalSource(ReaderThread, SourceConnector):
             for _, s, n in table.children:
                 by_name[f"{s}.{n}"] = name
         reselect = normal_connection(self.dsn)
-        self.incremental: IncrementalSnapshot | None = None
+        self.incremental: WatermarkSnapshot | None = None
         if self.cfg.signal_table:
-            self.incremental = IncrementalSnapshot(
+            self.incremental = incremental_snapshot(
                 reselect, self.cfg.signal_table, self.cfg.incremental_chunk_size, self.tables,
                 {n: self.specs[n].columns for n in self.tables},
                 {n: tuple(self.specs[n].key_columns) for n in self.tables}, self.types,
@@ -639,7 +632,7 @@ class _TxnHandler:
             for (i, name) in names
             for raw in [msg.new[i]]
         }
-        chunk = inc.on_signal(row.get("type") or "", row.get("id") or "", row.get("data"))
+        chunk = inc.on_signal(row.get("type") or "", row.get("data"))
         if chunk is None or not chunk.rows:
             return
         key_cols = tuple(src.specs[chunk.stream].key_columns)
