@@ -12,6 +12,7 @@ had produced rows, and the next run snapshotted from a later binlog position, pa
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from tests.conftest import unique
 from tests.integration import test_binlog_source as binlog
@@ -34,16 +36,16 @@ from tests.integration.test_wal_source import KEY, VALUE, drop_slot, expected_ro
 
 pytestmark = pytest.mark.integration
 
-ROWS = 30_000
+ROWS = 20_000
+BINLOG_ROWS = ROWS
 #: a run is killed this long after its first record reached the topic
 AFTER_FIRST_ROWS = 0.5
+#: ... or once it wrote this many records
+PER_RUN = 5_000
 #: ... or this long after its start when it produced nothing
 NO_OUTPUT = 20.0
 #: the kill loop gives up after this long: the snapshot then made no (or too little) progress
 KILL_PHASE = 80.0
-#: log lines that say a run finished the snapshot (plain or as an incremental continuation)
-WAL_DONE = ("snapshot of public.docs:", "incremental snapshot of stream docs done")
-BINLOG_DONE = ("streaming the binlog from",)
 
 WAL_CONFIG = """
 name: {name}
@@ -70,15 +72,47 @@ offsets:
 """
 
 
-def kill_until_done(
-    config: Path, tmp_path: Path, open_reader: Any, change: Any, done: tuple[str, ...]
-) -> TopicReader:
-    """Start, kill -9, repeat until a run logs the snapshot done; returns the topic's reader.
+def snapshot_committed(config: Path, last_key: int) -> bool:
+    """Whether the connector's last committed offset covers the whole snapshot: its last key
+    (plain or incremental snapshot), or streaming with no snapshot in progress."""
+    settings = dict(line.strip().split(": ", 1) for line in config.read_text().splitlines() if ": " in line)
+    topic = next(v for k, v in settings.items() if v.endswith(".offsets"))
+    consumer = Consumer(
+        {"bootstrap.servers": settings["bootstrap_servers"], "group.id": f"probe-{time.monotonic_ns()}",
+         "enable.auto.commit": False, "enable.partition.eof": True}
+    )  # fmt: skip
+    last = None
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        while True:
+            msg = consumer.poll(5)
+            if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
+                break
+            if not msg.error():
+                last = json.loads(msg.value() or b"null")
+    finally:
+        consumer.close()
+    if not last:
+        return False
+    progress = last.get("inc") or last
+    return progress.get("after") == [last_key] or (last.get("phase") == "stream" and not last.get("inc"))
 
-    Each run is killed :data:`AFTER_FIRST_ROWS` after its first record reached the topic (or
-    after :data:`NO_OUTPUT` without any): with this machine's start-up that is 3-5 s after its
-    start, and unlike a fixed delay it stays shorter than the time to the first checkpoint
-    before the fix whatever the machine's load, which is the condition that stalled snapshots.
+
+def log_of(tmp_path: Path, runs: int) -> str:
+    """Every run's log so far."""
+    return "".join((tmp_path / f"run{n}.log").read_text(errors="replace") for n in range(1, runs + 1))
+
+
+def kill_until_done(config: Path, tmp_path: Path, open_reader: Any, change: Any, rows: int) -> TopicReader:
+    """Start, kill -9, repeat until the committed position covers the snapshot's last key
+    (``rows``); returns the topic's reader.
+    Asserts that at least one run was killed mid-snapshot and the next one resumed it.
+
+    Each run is killed :data:`AFTER_FIRST_ROWS` after its first record reached the topic, or as
+    soon as it wrote :data:`PER_RUN` records if that comes first (or after :data:`NO_OUTPUT`
+    without any): with this machine's start-up that is 3-5 s after its start. Unlike a fixed
+    delay this stays shorter than the time to the first checkpoint before the fix, and moves
+    about the same number of rows per run, whatever the machine's load.
     """
     started = time.monotonic()
     runs = 0
@@ -91,20 +125,24 @@ def kill_until_done(
             reader = reader or open_reader()  # waits for the topic the first run creates
             base = reader.written()
             while time.monotonic() < deadline:
-                if reader.written() > base:
+                written = reader.written() - base
+                if written >= PER_RUN:
+                    break
+                if written > 0:
                     deadline = min(deadline, time.monotonic() + AFTER_FIRST_ROWS)
-                    base = 1 << 62  # timed: stop asking
-                time.sleep(0.05)
-            log = conn.log_text()
+                time.sleep(0.02)
         finally:
             conn.ensure_stopped()  # SIGKILL
         change(runs)  # the application keeps writing while the connector is down
-        if any(marker in log for marker in done):
+        if snapshot_committed(config, rows):
+            assert runs > 1 and "resuming an interrupted snapshot" in log_of(tmp_path, runs), (
+                "no run was killed mid-snapshot: nothing was tested"
+            )
             return reader
         keys = len(reader.drain(0.2) and reader.latest())
         assert time.monotonic() - started < KILL_PHASE, (
             f"the snapshot did not complete under repeated kill -9: {runs} runs, "
-            f"{keys} of {ROWS} keys delivered so far"
+            f"{keys} of {rows} keys delivered so far"
         )
 
 
@@ -143,7 +181,11 @@ def test_wal_snapshot_completes_under_kill_9_every_few_seconds(
     conn = None
     try:
         reader = kill_until_done(
-            config, tmp_path, lambda: TopicReader(kafka_bootstrap, registry_url, topic_name), change, WAL_DONE
+            config,
+            tmp_path,
+            lambda: TopicReader(kafka_bootstrap, registry_url, topic_name),
+            change,
+            ROWS,
         )
         conn = Connector(config, tmp_path / "final.log")
         expected = expected_rows(pg_database)
@@ -182,20 +224,32 @@ offsets:
 """
 
 
+@pytest.mark.parametrize("signal_table", [False, True])
 def test_binlog_snapshot_completes_under_kill_9_every_few_seconds(
-    mysql_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+    signal_table: bool,
+    mysql_database: str,
+    tmp_path: Path,
+    topic_name: str,
+    kafka_bootstrap: str,
+    registry_url: str,
 ) -> None:
+    """With a signal table the remaining chunks of an interrupted snapshot are read between
+    watermarks (as an incremental snapshot); without one, anew from the current data."""
     binlog.run_sql(
         mysql_database,
         "CREATE TABLE docs (id bigint PRIMARY KEY, title varchar(200) NOT NULL, body text, "
         "amount decimal(10,2) NOT NULL)",
         "INSERT INTO docs (id, title, amount) SELECT seq, CONCAT('doc ', seq), (seq % 100000) / 100 "
-        f"FROM seq_1_to_{ROWS}",
+        f"FROM seq_1_to_{BINLOG_ROWS}",
     )
     text = BINLOG_CONFIG.format(
         name=topic_name, url=mysql_database, server_id=random.randint(10_000, 2**31),
         bootstrap=kafka_bootstrap, registry=registry_url,
     )  # fmt: skip
+    if signal_table:
+        text = text.replace(
+            "  heartbeat_interval: 1s\n", "  heartbeat_interval: 1s\n  signal_table: cdc_signals\n"
+        )
     config = write_config(tmp_path, text, {"key.avsc": binlog.KEY, "value.avsc": binlog.VALUE})
     reader: TopicReader | None = None
     deleted: set[str] = set()
@@ -203,7 +257,7 @@ def test_binlog_snapshot_completes_under_kill_9_every_few_seconds(
     def change(run: int) -> None:
         binlog.run_sql(
             mysql_database,
-            f"UPDATE docs SET title = 'changed in pause {run}' WHERE id IN ({run * 7}, {ROWS - run * 11})",
+            f"UPDATE docs SET title = 'changed in pause {run}' WHERE id IN ({run * 7}, {BINLOG_ROWS - run * 11})",
             f"DELETE FROM docs WHERE id = {run * 13 + 5}",
         )
         deleted.add(key_of({"id": run * 13 + 5}))
@@ -215,7 +269,7 @@ def test_binlog_snapshot_completes_under_kill_9_every_few_seconds(
             tmp_path,
             lambda: TopicReader(kafka_bootstrap, registry_url, topic_name),
             change,
-            BINLOG_DONE,
+            BINLOG_ROWS,
         )
         conn = Connector(config, tmp_path / "final.log")
         expected = binlog.expected_rows(mysql_database)
