@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdc.errors import SourceConfigError
+
 log = logging.getLogger(__name__)
 
 OPEN = "snapshot-window-open"
@@ -163,3 +165,23 @@ def interrupted_snapshot_state(
         "current": current,
         "after": offset.get("after") if current and offset else None,
     }
+
+
+def requested_streams(
+    action: str, args: Mapping[str, Any], known: Iterable[str], signal_table: str | None, example: str
+) -> list[str]:
+    """The streams of a ``signal(action, args)`` call of a source (``execute-snapshot``, default
+    all of ``known``), or a located SourceConfigError: no signal table (``example`` names one),
+    an unknown action or unknown streams."""
+    if not signal_table:
+        raise SourceConfigError(
+            "incremental snapshots need a signal table", hint=f"set source.signal_table, e.g. {example}"
+        )
+    if action != EXECUTE:
+        raise SourceConfigError(f"unknown signal {action!r} (known: {EXECUTE})")
+    names = list(known)
+    streams = list(args.get("streams") or names)
+    unknown = [s for s in streams if s not in names]
+    if unknown:
+        raise SourceConfigError(f"unknown streams {unknown} (known: {', '.join(names)})")
+    return streams

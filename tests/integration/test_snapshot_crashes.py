@@ -13,8 +13,8 @@ had produced rows, and the next run snapshotted from a later binlog position, pa
 from __future__ import annotations
 
 import json
-import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from tests.conftest import unique
 from tests.integration import test_binlog_source as binlog
+from tests.integration import test_wal_source as wal
 from tests.integration.harness import (
     Connector,
     TopicReader,
@@ -32,12 +33,10 @@ from tests.integration.harness import (
     key_of,
     write_config,
 )
-from tests.integration.test_wal_source import KEY, VALUE, drop_slot, expected_rows
 
 pytestmark = pytest.mark.integration
 
 ROWS = 20_000
-BINLOG_ROWS = ROWS
 #: a run is killed this long after its first record reached the topic
 AFTER_FIRST_ROWS = 0.5
 #: ... or once it wrote this many records
@@ -46,30 +45,6 @@ PER_RUN = 5_000
 NO_OUTPUT = 20.0
 #: the kill loop gives up after this long: the snapshot then made no (or too little) progress
 KILL_PHASE = 80.0
-
-WAL_CONFIG = """
-name: {name}
-source:
-  connector: postgres_wal
-  url: {url}
-  slot: {slot}
-  publication: {name}_pub
-{extra}streams:
-  - name: docs
-    topic: {name}
-    key_schema: key.avsc
-    value_schema: value.avsc
-    capture:
-      table: public.docs
-kafka:
-  bootstrap_servers: {bootstrap}
-schema_registry:
-  url: {registry}
-  auto_register: true
-offsets:
-  store: kafka
-  topic: {name}.offsets
-"""
 
 
 def snapshot_committed(config: Path, last_key: int) -> bool:
@@ -103,9 +78,11 @@ def log_of(tmp_path: Path, runs: int) -> str:
     return "".join((tmp_path / f"run{n}.log").read_text(errors="replace") for n in range(1, runs + 1))
 
 
-def kill_until_done(config: Path, tmp_path: Path, open_reader: Any, change: Any, rows: int) -> TopicReader:
+def kill_until_done(
+    config: Path, tmp_path: Path, open_reader: Any, change: Callable[[int], str], rows: int
+) -> tuple[TopicReader, set[str]]:
     """Start, kill -9, repeat until the committed position covers the snapshot's last key
-    (``rows``); returns the topic's reader.
+    (``rows``); returns the topic's reader and the keys ``change`` deleted between runs.
     Asserts that at least one run was killed mid-snapshot and the next one resumed it.
 
     Each run is killed :data:`AFTER_FIRST_ROWS` after its first record reached the topic, or as
@@ -117,6 +94,7 @@ def kill_until_done(config: Path, tmp_path: Path, open_reader: Any, change: Any,
     started = time.monotonic()
     runs = 0
     reader: TopicReader | None = None
+    deleted: set[str] = set()
     while True:
         runs += 1
         conn = Connector(config, tmp_path / f"run{runs}.log")
@@ -133,17 +111,37 @@ def kill_until_done(config: Path, tmp_path: Path, open_reader: Any, change: Any,
                 time.sleep(0.02)
         finally:
             conn.ensure_stopped()  # SIGKILL
-        change(runs)  # the application keeps writing while the connector is down
+        deleted.add(change(runs))  # the application keeps writing while the connector is down
         if snapshot_committed(config, rows):
             assert runs > 1 and "resuming an interrupted snapshot" in log_of(tmp_path, runs), (
                 "no run was killed mid-snapshot: nothing was tested"
             )
-            return reader
+            return reader, deleted
         keys = len(reader.drain(0.2) and reader.latest())
         assert time.monotonic() - started < KILL_PHASE, (
             f"the snapshot did not complete under repeated kill -9: {runs} runs, "
             f"{keys} of {rows} keys delivered so far"
         )
+
+
+def crash_loop_then_compare(
+    config: Path, tmp_path: Path, topic: str, kafka: tuple[str, str], change: Callable[[int], str],
+    rows: int, expected: Callable[[], dict[str, Any]],
+) -> None:  # fmt: skip
+    """:func:`kill_until_done`, then one last run: every key equals its row field by field."""
+    reader: TopicReader | None = None
+    conn = None
+    try:
+        reader, deleted = kill_until_done(config, tmp_path, lambda: TopicReader(*kafka, topic), change, rows)
+        conn = Connector(config, tmp_path / "final.log")
+        want = expected()
+        state = reader.wait_until(converged(want, deleted), 120)
+        assert_matches(state, want, deleted)
+    finally:
+        if conn is not None:
+            conn.ensure_stopped()
+        if reader is not None:
+            reader.close()
 
 
 def test_wal_snapshot_completes_under_kill_9_every_few_seconds(
@@ -160,68 +158,31 @@ def test_wal_snapshot_completes_under_kill_9_every_few_seconds(
             (ROWS,),
         )
     # Not named test_*: other test sessions on the same server drop inactive test_* slots at
-    # their start, and between two runs of this test the slot is inactive.
-    text = WAL_CONFIG.format(
-        name=topic_name, url=pg_database, slot=unique("crashes"), bootstrap=kafka_bootstrap,
-        registry=registry_url, extra="  signal_table: public.cdc_signals\n",
+    # their start, and between two runs of this test the slot is inactive. The default commit
+    # interval (1 s), as users run it.
+    text = wal.CONFIG.format(
+        name=topic_name, url=pg_database, slot=unique("crashes"), bootstrap=kafka_bootstrap, registry=registry_url
+    ).replace("  commit_interval: 200ms\n", "").replace(
+        "  status_interval: 1s\n", "  signal_table: public.cdc_signals\n"
     )  # fmt: skip
-    config = write_config(tmp_path, text, {"key.avsc": KEY, "value.avsc": VALUE})
-    reader: TopicReader | None = None
-    deleted: set[str] = set()
+    config = write_config(tmp_path, text, {"key.avsc": wal.KEY, "value.avsc": wal.VALUE})
 
-    def change(run: int) -> None:
+    def change(run: int) -> str:
         with psycopg.connect(pg_database, autocommit=True) as db:
             db.execute(
                 "UPDATE docs SET title = %s, changed_at = now() WHERE id IN (%s, %s)",
                 (f"changed in pause {run}", run * 7, ROWS - run * 11),
             )
             db.execute("DELETE FROM docs WHERE id = %s", (run * 13 + 5,))
-        deleted.add(key_of({"id": run * 13 + 5}))
+        return key_of({"id": run * 13 + 5})
 
-    conn = None
     try:
-        reader = kill_until_done(
-            config,
-            tmp_path,
-            lambda: TopicReader(kafka_bootstrap, registry_url, topic_name),
-            change,
-            ROWS,
-        )
-        conn = Connector(config, tmp_path / "final.log")
-        expected = expected_rows(pg_database)
-        state = reader.wait_until(converged(expected, deleted), 120)
-        assert_matches(state, expected, deleted)
+        crash_loop_then_compare(
+            config, tmp_path, topic_name, (kafka_bootstrap, registry_url), change, ROWS,
+            lambda: wal.expected_rows(pg_database),
+        )  # fmt: skip
     finally:
-        if conn is not None:
-            conn.ensure_stopped()
-        if reader is not None:
-            reader.close()
-        drop_slot(pg_database, config)
-
-
-BINLOG_CONFIG = """
-name: {name}
-source:
-  connector: mysql_binlog
-  url: {url}
-  server_id: {server_id}
-  heartbeat_interval: 1s
-streams:
-  - name: docs
-    topic: {name}
-    key_schema: key.avsc
-    value_schema: value.avsc
-    capture:
-      table: docs
-kafka:
-  bootstrap_servers: {bootstrap}
-schema_registry:
-  url: {registry}
-  auto_register: true
-offsets:
-  store: kafka
-  topic: {name}.offsets
-"""
+        wal.drop_slot(pg_database, config)
 
 
 @pytest.mark.parametrize("signal_table", [False, True])
@@ -240,43 +201,25 @@ def test_binlog_snapshot_completes_under_kill_9_every_few_seconds(
         "CREATE TABLE docs (id bigint PRIMARY KEY, title varchar(200) NOT NULL, body text, "
         "amount decimal(10,2) NOT NULL)",
         "INSERT INTO docs (id, title, amount) SELECT seq, CONCAT('doc ', seq), (seq % 100000) / 100 "
-        f"FROM seq_1_to_{BINLOG_ROWS}",
+        f"FROM seq_1_to_{ROWS}",
     )
-    text = BINLOG_CONFIG.format(
-        name=topic_name, url=mysql_database, server_id=random.randint(10_000, 2**31),
-        bootstrap=kafka_bootstrap, registry=registry_url,
-    )  # fmt: skip
+    config = binlog.make_config(tmp_path, mysql_database, topic_name, kafka_bootstrap, registry_url)
+    text = config.read_text().replace("  commit_interval: 200ms\n", "")
     if signal_table:
         text = text.replace(
             "  heartbeat_interval: 1s\n", "  heartbeat_interval: 1s\n  signal_table: cdc_signals\n"
         )
-    config = write_config(tmp_path, text, {"key.avsc": binlog.KEY, "value.avsc": binlog.VALUE})
-    reader: TopicReader | None = None
-    deleted: set[str] = set()
+    config.write_text(text)
 
-    def change(run: int) -> None:
+    def change(run: int) -> str:
         binlog.run_sql(
             mysql_database,
-            f"UPDATE docs SET title = 'changed in pause {run}' WHERE id IN ({run * 7}, {BINLOG_ROWS - run * 11})",
+            f"UPDATE docs SET title = 'changed in pause {run}' WHERE id IN ({run * 7}, {ROWS - run * 11})",
             f"DELETE FROM docs WHERE id = {run * 13 + 5}",
         )
-        deleted.add(key_of({"id": run * 13 + 5}))
+        return key_of({"id": run * 13 + 5})
 
-    conn = None
-    try:
-        reader = kill_until_done(
-            config,
-            tmp_path,
-            lambda: TopicReader(kafka_bootstrap, registry_url, topic_name),
-            change,
-            BINLOG_ROWS,
-        )
-        conn = Connector(config, tmp_path / "final.log")
-        expected = binlog.expected_rows(mysql_database)
-        state = reader.wait_until(converged(expected, deleted), 120)
-        assert_matches(state, expected, deleted)
-    finally:
-        if conn is not None:
-            conn.ensure_stopped()
-        if reader is not None:
-            reader.close()
+    crash_loop_then_compare(
+        config, tmp_path, topic_name, (kafka_bootstrap, registry_url), change, ROWS,
+        lambda: binlog.expected_rows(mysql_database),
+    )  # fmt: skip

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdc.watermarks import CLOSE, EXECUTE, OPEN, WatermarkSnapshot, interrupted_snapshot_state
+import pytest
+
+from cdc.errors import SourceConfigError
+from cdc.watermarks import (
+    CLOSE,
+    EXECUTE,
+    OPEN,
+    WatermarkSnapshot,
+    interrupted_snapshot_state,
+    requested_streams,
+)
 
 
 class FakeTable:
@@ -73,3 +83,16 @@ def test_an_interrupted_initial_snapshot_continues_after_its_last_committed_key(
     # the binlog source's first checkpoint: nothing read yet
     checkpoint = {"relation": None, "after": None, "done": []}
     assert interrupted_snapshot_state(checkpoint, streams)["queue"] == ["a", "b", "c"]
+
+
+def test_a_snapshot_request_names_what_is_wrong() -> None:
+    known = ["a", "b"]
+    assert requested_streams(EXECUTE, {"streams": []}, known, "s.t", "x") == ["a", "b"]
+    assert requested_streams(EXECUTE, {"streams": ["b"]}, known, "s.t", "x") == ["b"]
+    with pytest.raises(SourceConfigError, match="need a signal table") as err:
+        requested_streams(EXECUTE, {}, known, None, "public.cdc_signals")
+    assert "public.cdc_signals" in (err.value.hint or "")
+    with pytest.raises(SourceConfigError, match="unknown signal 'pause'"):
+        requested_streams("pause", {}, known, "s.t", "x")
+    with pytest.raises(SourceConfigError, match=r"unknown streams \['c'\]"):
+        requested_streams(EXECUTE, {"streams": ["c"]}, known, "s.t", "x")

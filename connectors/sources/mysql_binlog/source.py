@@ -55,7 +55,7 @@ from cdc.plugin import (
     StreamSpec,
 )
 from cdc.sql import engines
-from cdc.watermarks import Chunk, WatermarkSnapshot, interrupted_snapshot_state
+from cdc.watermarks import Chunk, WatermarkSnapshot, interrupted_snapshot_state, requested_streams
 from connectors.sources.mysql_binlog import incremental
 from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, ResumeBy
 
@@ -168,16 +168,8 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
 
     def signal(self, action: str, args: dict[str, Any]) -> str:
         """``execute-snapshot``: queue an incremental snapshot of the given streams (default all)."""
-        if self.signal_table is None:
-            raise SourceConfigError(
-                "incremental snapshots need a signal table", hint="set source.signal_table, e.g. cdc_signals"
-            )
-        if action != "execute-snapshot":
-            raise SourceConfigError(f"unknown signal {action!r} (known: execute-snapshot)")
-        streams = list(args.get("streams") or self.captures)
-        unknown = [s for s in streams if s not in self.captures]
-        if unknown:
-            raise SourceConfigError(f"unknown streams {unknown} (known: {', '.join(self.captures)})")
+        streams = requested_streams(action, args, self.captures, self.cfg.signal_table, "cdc_signals")
+        assert self.signal_table is not None
         conn = self._connect()
         try:
             return incremental.request_snapshot(conn, *self.signal_table, streams)

@@ -47,7 +47,7 @@ from cdc.plugin import (
     SourceConnector,
     StreamSpec,
 )
-from cdc.watermarks import WatermarkSnapshot, interrupted_snapshot_state
+from cdc.watermarks import WatermarkSnapshot, interrupted_snapshot_state, requested_streams
 from connectors.sources.postgres_wal import catalog, snapshot
 from connectors.sources.postgres_wal.config import UnchangedToast, WalConfig, WalStream
 from connectors.sources.postgres_wal.decoding import RelationMapper, build_mapper
@@ -294,17 +294,8 @@ class PostgresWalSource(ReaderThread, SourceConnector):
 
     def signal(self, action: str, args: dict[str, Any]) -> str:
         """``execute-snapshot``: queue an incremental snapshot of the given streams (default all)."""
-        if not self.cfg.signal_table:
-            raise SourceConfigError(
-                "incremental snapshots need a signal table",
-                hint="set source.signal_table, e.g. public.cdc_signals",
-            )
-        if action != "execute-snapshot":
-            raise SourceConfigError(f"unknown signal {action!r} (known: execute-snapshot)")
-        streams = list(args.get("streams") or self.captures)
-        unknown = [s for s in streams if s not in self.captures]
-        if unknown:
-            raise SourceConfigError(f"unknown streams {unknown} (known: {', '.join(self.captures)})")
+        streams = requested_streams(action, args, self.captures, self.cfg.signal_table, "public.cdc_signals")
+        assert self.cfg.signal_table is not None
         ident = str(uuid.uuid4())
         with normal_connection(self.dsn) as conn:
             conn.execute(
