@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdc import progress
 from cdc.errors import SourceConfigError
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class WatermarkSnapshot:
     buffer: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     chunk_last: list[Any] | None = None
     state_before: dict[str, Any] = field(default_factory=dict)
+    #: rows emitted for the current stream by this process, and its progress report
+    emitted: int = 0
+    report: progress.Progress | None = None
 
     @property
     def busy(self) -> bool:
@@ -99,6 +103,8 @@ class WatermarkSnapshot:
         while self.busy:
             if self.current is None:
                 self.current, self.after = self.queue.pop(0), None
+            if self.report is None:
+                self.report, self.emitted = progress.reporter(f"incremental snapshot of {self.current}"), 0
             stream = self.current
             self.state_before = {"queue": list(self.queue), "current": stream, "after": self.after}
             self.window = str(uuid.uuid4())
@@ -111,8 +117,11 @@ class WatermarkSnapshot:
                 self.chunk_last = [rows[-1][k] for k in key]
                 return
             # The table is exhausted: nothing to reconcile, so its watermarks are ignored.
-            log.info("incremental snapshot of stream %s done", stream)
-            self.current, self.after, self.window = None, None, None
+            self.report(-1, None)
+            log.info(
+                "incremental snapshot of stream %s done (%d rows read by this run)", stream, self.emitted
+            )
+            self.current, self.after, self.window, self.report = None, None, None, None
 
     def on_change(self, stream: str, key: tuple[Any, ...]) -> None:
         """A streamed change: inside the open window it supersedes the chunk's copy."""
@@ -144,6 +153,9 @@ class WatermarkSnapshot:
             {"queue": list(self.queue), "current": self.current, "after": self.after},
         )  # fmt: skip
         self.buffer = {}
+        self.emitted += len(chunk.rows)
+        if self.report is not None:
+            self.report(self.emitted, None)
         return chunk
 
 
