@@ -181,7 +181,8 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
             mode = self.cfg.snapshot_mode
             phase = offset.get("phase") if offset else None
             start: str | None = str(offset["start"]) if offset else None
-            if mode.snapshots and phase != "stream" and offset is not None and self.signal_table:
+            resumable = mode.snapshots and mode is not SnapshotMode.INITIAL_ONLY and self.signal_table
+            if resumable and phase != "stream" and offset is not None:
                 # The consistent read died with the previous process: the remaining chunks are
                 # read between watermarks while streaming from the snapshot's position.
                 log.warning("resuming an interrupted snapshot as an incremental snapshot (watermarks)")
