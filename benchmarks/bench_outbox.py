@@ -7,14 +7,19 @@ first read). Also reports the time one outbox write adds to an application trans
   --mode polling  the relay claims and deletes rows (goal >= 15,000 events/s)
   --mode log      PostgreSQL WAL: the app inserts and deletes in the same transaction, the relay
                   reads the inserts from the WAL (goal >= 25,000 events/s)
+                  MySQL/MariaDB binlog (--db mysql): the app only inserts; the relay reads the
+                  inserts from the binlog and deletes the rows after the broker's ack. A short
+                  first run relays one event, so the drain starts from a stored binlog position
+                  (not from the start-up snapshot of the table).
 
-    python benchmarks/bench_outbox.py [--mode polling|log] [--events N] [--quick]
+    python benchmarks/bench_outbox.py [--mode polling|log] [--db postgresql|mysql] [--events N] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -22,8 +27,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
 
 import psycopg
+import pymysql
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,6 +69,70 @@ runtime: {{metrics_log_interval: 3600s, capture: {capture}}}
 """
 
 
+class PostgresDb:
+    """The benchmark's database on the PostgreSQL test server."""
+
+    def __init__(self) -> None:
+        self.dsn = env("CDC_TEST_POSTGRES_DSN")
+
+    def create(self, name: str) -> str:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return f"{self.dsn.rsplit('/', 1)[0]}/{name}"
+
+    def connect(self, url: str) -> Any:
+        return psycopg.connect(url)
+
+    def execute(self, url: str, statement: str) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement.encode())
+
+    def remaining(self, url: str) -> int:
+        with psycopg.connect(url) as conn:
+            return int(conn.execute("SELECT count(*) FROM cdc_outbox").fetchone()[0])  # type: ignore[index]
+
+    def drop(self, name: str) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (name,),
+            )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+class MysqlDb:
+    """The benchmark's database on the MariaDB test server."""
+
+    def __init__(self) -> None:
+        self.dsn = env("CDC_TEST_MYSQL_DSN")
+
+    def connect(self, url: str) -> Any:
+        u = urlparse(url)
+        return pymysql.connect(
+            host=u.hostname, port=u.port or 3306, user=unquote(u.username or ""),
+            password=unquote(u.password or ""), database=u.path.lstrip("/") or None, charset="utf8mb4",
+        )  # fmt: skip
+
+    def create(self, name: str) -> str:
+        with self.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        return f"{self.dsn.rsplit('/', 1)[0]}/{name}"
+
+    def execute(self, url: str, statement: str) -> None:
+        with self.connect(url) as conn, conn.cursor() as cur:
+            cur.execute(statement.replace(" text", " varchar(20)"))
+            conn.commit()
+
+    def remaining(self, url: str) -> int:
+        with self.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM cdc_outbox")
+            return int(cur.fetchone()[0])  # type: ignore[index]
+
+    def drop(self, name: str) -> None:
+        with self.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,6 +140,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="5,000 events: keeps the script working in CI")
     parser.add_argument("--mode", choices=["polling", "log"], default="polling")
+    parser.add_argument("--db", choices=["postgresql", "mysql"], default="postgresql")
     parser.add_argument(
         "--capture",
         choices=["auto", "process", "inline"],
@@ -77,20 +150,23 @@ def main() -> None:
     args = parser.parse_args()
     start_rss_sampling()
     events = 5_000 if args.quick else args.events
-    dsn = env("CDC_TEST_POSTGRES_DSN")
+    db = PostgresDb() if args.db == "postgresql" else MysqlDb()
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{dsn.rsplit('/', 1)[0]}/{name}"
+    url = db.create(name)
     try:
         migrations.apply(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer text, total numeric(10,2))")
+        db.execute(url, "CREATE TABLE orders (id bigint PRIMARY KEY, customer text, total numeric(10,2))")
         writer = OutboxWriter(EVENT, aggregate_type="order", event_type="OrderPlaced")
         tmp = Path(tempfile.mkdtemp())
         (tmp / "event.avsc").write_text(json.dumps(EVENT))
         (tmp / "key.avsc").write_text(json.dumps(KEY))
-        extra = f", mode: log, slot: {name}, publication: {name}" if args.mode == "log" else ""
+        extra = ""
+        if args.mode == "log":
+            extra = (
+                f", mode: log, slot: {name}, publication: {name}"
+                if args.db == "postgresql"
+                else f", mode: log, server_id: {random.randint(10_000, 2**31)}"
+            )
         (tmp / "c.yaml").write_text(
             CONFIG.format(
                 name=name,
@@ -102,52 +178,54 @@ def main() -> None:
             )
         )
         if args.mode == "log":
-            # A first short run creates the slot and publication, so the workload is captured.
+            # PostgreSQL: a first short run creates the slot and publication, so the workload is
+            # captured. MySQL: it stores a binlog position (one event relayed), so the drain
+            # reads the binlog rather than a start-up snapshot of the table.
             first_run = Runner(load_config(tmp / "c.yaml"))
             t = threading.Thread(target=first_run.run, daemon=True)
             t.start()
             time.sleep(4)
+            if args.db == "mysql":
+                with db.connect(url) as conn:
+                    writer.write(conn, "warm-up", {"order_id": -1, "customer": "warm-up", "total": 0})
+                    conn.commit()
+                while db.remaining(url):
+                    time.sleep(0.1)
+                time.sleep(1)  # the position of that event's ack is saved
             first_run.stop.set()
             t.join(30)
+        own_delete = args.mode == "log" and args.db == "postgresql"
         plain: list[float] = []
         with_outbox: list[float] = []
         t0 = time.monotonic()
-        with psycopg.connect(url) as conn:
+        with db.connect(url) as conn:
+            cur = conn.cursor()
             for txn in range(events // 10):
                 started = time.perf_counter()
                 for i in range(10):
                     n = txn * 10 + i
-                    conn.execute("INSERT INTO orders VALUES (%s, %s, %s)", (n, f"c{n % 500}", n % 10000))
+                    cur.execute("INSERT INTO orders VALUES (%s, %s, %s)", (n, f"c{n % 500}", n % 10000))
                 business = time.perf_counter()
                 for i in range(10):
                     n = txn * 10 + i
                     event_id = writer.write(
                         conn, str(n), {"order_id": n, "customer": f"c{n % 500}", "total": n % 10000}
                     )
-                    if args.mode == "log":
-                        conn.execute("DELETE FROM cdc_outbox WHERE id = %s", (event_id,))
+                    if own_delete:
+                        cur.execute("DELETE FROM cdc_outbox WHERE id = %s", (event_id,))
                 done = time.perf_counter()
                 conn.commit()
                 plain.append(business - started)
                 with_outbox.append(done - business)
         print(f"workload: {events} events in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-
-        def remaining() -> int:
-            with psycopg.connect(url) as conn:
-                return int(conn.execute("SELECT count(*) FROM cdc_outbox").fetchone()[0])  # type: ignore[index]
-
-        first, done_at = drain_until_empty(tmp / "c.yaml", "order", events, remaining)
+        first, done_at = drain_until_empty(tmp / "c.yaml", "order", events, lambda: db.remaining(url))
     finally:
         time.sleep(1)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-                (name,),
-            )
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        db.drop(name)
     report(
         {
             "bench": f"outbox_{args.mode}_relay",
+            "db": args.db,
             "capture": args.capture,
             "mode": "drain",
             "events": events,
@@ -157,7 +235,7 @@ def main() -> None:
             "outbox_write_ms_per_event_median": round(statistics.median(with_outbox) * 1000 / 10, 3),
             "business_insert_ms_per_row_median": round(statistics.median(plain) * 1000 / 10, 3),
             "rss_mb": round(rss_mb(), 1),
-            "goal_events_per_s": 15_000 if args.mode == "polling" else 25_000,
+            "goal_events_per_s": 15_000 if args.mode == "polling" or args.db == "mysql" else 25_000,
         }
     )
 

@@ -218,7 +218,7 @@ def snapshot(
 ) -> None:
     """Ask a running connector for an incremental snapshot of some streams, while it streams.
 
-    The request travels through the source itself (PostgreSQL WAL: a row in source.signal_table),
+    The request travels through the source itself (a row in source.signal_table of the WAL or binlog source),
     so it is picked up in order with the changes; chunks are reconciled with watermarks, so a
     snapshot row never overwrites a newer change. Use it to add a table to a running connector.
     """

@@ -14,6 +14,7 @@ counting rows) stay in each connector and are passed in as callables.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from typing import Any
 
 from cdc import progress
 from cdc.handoff import EventHandoff
-from cdc.plugin import ChangeEvent, Lease, Offset, Op
+from cdc.plugin import ChangeEvent, Lease, Offset, Offsets, Op
 from cdc.sql import engines, lease
+
+log = logging.getLogger(__name__)
 
 #: events handed over per chunk
 CHUNK = 1000
@@ -44,6 +47,8 @@ class ReaderThread:
         self._handoff = EventHandoff(queue_events, CHUNK)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._acked = threading.Condition()
+        self._acked_offsets: Offsets = {}
 
     def _start_reader(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
         self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -52,6 +57,27 @@ class ReaderThread:
     def _put(self, events: list[ChangeEvent]) -> bool:
         """Hand a chunk over (blocking while the pipeline is behind); False when stopping."""
         return self._handoff.put(events, self._stop)
+
+    def _checkpoint(self, partition: str, offset: Offset) -> bool:
+        """Make ``offset`` durable before anything else is handed over: hand over a
+        :attr:`~cdc.plugin.Op.CHECKPOINT` and wait until it is acknowledged (committed). False
+        when stopping. A source that overrides ``acknowledge`` must call :meth:`_note_ack`."""
+        if not self._put([ChangeEvent("", Op.CHECKPOINT, {}, None, partition, offset)]):
+            return False
+        with self._acked:
+            while self._acked_offsets.get(partition) != offset:
+                if self._stop.is_set():
+                    return False
+                self._acked.wait(0.2)
+        return True
+
+    def _note_ack(self, offsets: Offsets) -> None:
+        with self._acked:
+            self._acked_offsets.update(offsets)
+            self._acked.notify_all()
+
+    def acknowledge(self, offsets: Offsets) -> None:
+        self._note_ack(offsets)
 
     def acquire_lease(self, connector_name: str) -> Lease:
         """The single-instance lease, held by a session of the source database."""
@@ -103,7 +129,7 @@ def run_snapshot(
     resume: Offset | None,
     put: Callable[[list[ChangeEvent]], bool],
     *,
-    total: int | None = None,
+    count: Callable[[], int] | None = None,
     extra: Offset | None = None,
     source: dict[str, Any] | None = None,
     stop: threading.Event | None = None,
@@ -112,9 +138,15 @@ def run_snapshot(
 
     ``resume`` is the offset of the last committed snapshot event (``relation``, ``after``,
     ``done``); ``extra`` is merged into every offset (e.g. the log position streaming starts
-    from). Returns False when ``put`` refused (the source is stopping).
+    from). ``count`` gives the number of rows for the progress report; it runs once per
+    snapshot, not per restart: its answer travels in the offsets (a count(*) of a large table
+    is work a restart would otherwise repeat before its first row). Returns False when ``put``
+    refused (the source is stopping).
     """
     done: list[str] = list(resume.get("done", [])) if resume else []
+    total: int | None = resume.get("total") if resume else None
+    if total is None and count is not None:
+        total = count()
     report = progress.reporter("snapshot")
     emitted = 0
     for table in tables:
@@ -127,6 +159,7 @@ def run_snapshot(
             offset: Offset = {
                 **(extra or {}),
                 "phase": "snapshot",
+                "total": total,
                 "relation": table.qualified,
                 "after": list(key.values()),
                 "done": done,
@@ -145,4 +178,5 @@ def run_snapshot(
         done = [*done, table.qualified]
         report(emitted, total)
     report(-1, total)
+    log.info("snapshot done: %d rows read by this run", emitted)
     return True

@@ -38,6 +38,10 @@ class Op(enum.StrEnum):
     UPDATE = "u"
     DELETE = "d"
     READ = "r"  # a row read by a snapshot or a bulk poll
+    #: no row: only a position to commit once every event before it is delivered (nothing is
+    #: produced). A source emits one to make a position durable before its first row, e.g. the
+    #: log position of a snapshot, so a restart continues that snapshot instead of a new one.
+    CHECKPOINT = "checkpoint"
 
 
 @dataclass(frozen=True, slots=True)

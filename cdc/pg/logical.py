@@ -18,6 +18,9 @@ from cdc.pg import pgoutput as po
 from cdc.pg.confirm import ConfirmTracker
 from cdc.pg.replication import Keepalive, ReplicationConnection, XLogData
 
+#: seconds after a committed position moved before it is confirmed to the server
+PROMPT_CONFIRM = 0.25
+
 
 def run_stream(
     repl: ReplicationConnection,
@@ -45,12 +48,17 @@ def run_stream(
     next_status = time.monotonic() + status_interval
     next_heartbeat = time.monotonic() + (heartbeat[2] if heartbeat else 0)
     received = False
+    sent, last_sent = 0, time.monotonic()
     while not stop.is_set():
         now = time.monotonic()
-        if now >= next_status:
+        # Besides every status_interval, confirm soon after the committed position moved: a
+        # process killed before its first status update restarts from the old position and
+        # decodes everything since again (issue #12: short runs redid more work every restart).
+        if now >= next_status or (tracker.flushed > sent and now >= last_sent + PROMPT_CONFIRM):
             idle()
-            repl.send_status(tracker.confirmable(queue_empty()))
-            next_status = now + status_interval
+            sent = tracker.confirmable(queue_empty())
+            repl.send_status(sent)
+            next_status, last_sent = now + status_interval, now
         if heartbeat is not None and now >= next_heartbeat:
             heartbeat[0].execute(heartbeat[1])
             next_heartbeat = now + heartbeat[2]

@@ -40,7 +40,7 @@ from typing import Any
 from cdc import errors
 from cdc.config.model import AppConfig
 from cdc.errors import CdcError, SourceUnavailableError
-from cdc.plugin import ChangeEvent, Offsets
+from cdc.plugin import ChangeEvent, Offsets, Op
 from cdc.runtime import gctuning
 from cdc.runtime.encoding import RecordEncoder, SchemaIds
 from cdc.runtime.keyset import LiveKeys, restore
@@ -183,7 +183,7 @@ class CaptureProcess:
             hint="see its log lines above; the connector resumes from the last committed position",
         )
 
-    def poll(self, timeout: float) -> list[ChangeEvent] | list[Encoded | DeadLetter]:
+    def poll(self, timeout: float) -> list[ChangeEvent] | list[Encoded | DeadLetter | ChangeEvent]:
         deadline = time.monotonic() + timeout
         while True:
             message = self._receive(max(0.0, deadline - time.monotonic()))
@@ -193,7 +193,7 @@ class CaptureProcess:
                 if self.schema_ids is None:
                     return [ChangeEvent(*fields) for fields in message[1]]
                 make = Encoded._make
-                return [item if type(item) is DeadLetter else make(item) for item in message[1]]
+                return [make(item) if type(item) is tuple else item for item in message[1]]
             if time.monotonic() >= deadline:
                 return []
 
@@ -335,6 +335,9 @@ def _encoder(
     def pack(events: list[ChangeEvent]) -> list[Any]:
         items: list[Any] = []
         for event in events:
+            if event.op is Op.CHECKPOINT:  # no record: crosses as the event itself
+                items.append(event)
+                continue
             routed = route(event)  # a RowError under on_error: fail ends the child, reported
             if type(routed) is DeadLetter:
                 items.append(routed)

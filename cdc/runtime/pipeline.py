@@ -19,7 +19,7 @@ from cdc.config.model import AppConfig, Delivery
 from cdc.errors import DeliveryError, RowError
 from cdc.offsets import jsonvalues
 from cdc.offsets.base import OffsetStore
-from cdc.plugin import ChangeEvent, Offsets
+from cdc.plugin import ChangeEvent, Offsets, Op
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.outputs import KafkaRecordOutput, Output
@@ -27,6 +27,10 @@ from cdc.runtime.routing import DeadLetter, Encoded, Router
 from cdc.schemas.eventify import Record, StreamEventifier
 
 log = logging.getLogger(__name__)
+
+#: while snapshot rows are in flight, delivered progress is committed at least this often
+SNAPSHOT_COMMIT_INTERVAL = 0.05
+_PROMPT = (Op.READ, Op.CHECKPOINT)
 
 
 class Feed(Protocol):
@@ -73,6 +77,10 @@ class Pipeline:
 
     # --- shared ---
     def _send(self, event: ChangeEvent | Encoded | DeadLetter, seq: int | None) -> None:
+        if isinstance(event, ChangeEvent) and event.op is Op.CHECKPOINT:
+            if seq is not None:  # nothing to produce: "delivered" once everything before it is
+                self.tracker.delivered(seq)
+            return
         if isinstance(event, Encoded):  # eventified and serialized in the capture process
             self.output.send_encoded(event, seq)
             self._counts[event.stream] += 1
@@ -139,8 +147,13 @@ class Pipeline:
         self._saving = dict(self.committed)  # committed plus what is being saved
         self.source.start(self.committed)
         self.metrics.running()
-        next_commit = time.monotonic() + self.app.offsets.commit_interval
+        last_commit = time.monotonic()
         next_log = time.monotonic() + rt.metrics_log_interval
+        # Snapshot rows (READ events) are committed as soon as they are delivered, not at the
+        # commit interval: a snapshot resumes after its last committed key, and a run killed
+        # before its first commit tick repeated all of its work (issue #12: kill -9 every few
+        # seconds stalled a 500k-row snapshot). Streaming keeps offsets.commit_interval.
+        snapshotting = False
         try:
             while not self.stop.is_set():
                 if self.tracker.failure:
@@ -154,6 +167,8 @@ class Pipeline:
                     self._send(event, self.tracker.add(event.partition, event.offset))
                 if events:
                     self._export_counts()
+                    last = events[-1]
+                    snapshotting = isinstance(last, ChangeEvent) and last.op in _PROMPT
                 self.output.poll(0)
                 # Acknowledge upstream as soon as a save is durable, not at the next commit tick:
                 # what a source releases late (the outbox deletes relayed rows) is replayed after
@@ -161,11 +176,12 @@ class Pipeline:
                 self.store.serve()
                 self.metrics.in_flight.labels(self.app.name).set(self.tracker.in_flight)
                 now = time.monotonic()
-                if now >= next_commit:
+                interval = SNAPSHOT_COMMIT_INTERVAL if snapshotting else self.app.offsets.commit_interval
+                if now >= last_commit + interval:
                     if not events:
                         self.output.flush(0)  # file output: make the trickle durable
                     self._commit_delivered()
-                    next_commit = now + self.app.offsets.commit_interval
+                    last_commit = now
                 if now >= next_log:
                     self._log_metrics()
                     next_log = now + rt.metrics_log_interval

@@ -14,17 +14,17 @@ from pymysqlreplication.event import GtidEvent, QueryEvent, XidEvent
 from pymysqlreplication.table import Table
 
 from cdc.errors import SchemaError
-from cdc.mysql.types import column_info
-from cdc.plugin import Op, StreamSpec
-from connectors.sources.mysql_binlog import decoding, rowevents
-from connectors.sources.mysql_binlog.config import BinlogConfig
-from connectors.sources.mysql_binlog.positions import (
+from cdc.mysql import decoding, rowevents
+from cdc.mysql.positions import (
     FilePositions,
     MariadbGtids,
     MysqlGtids,
     Resume,
     resume_of,
 )
+from cdc.mysql.types import column_info
+from cdc.plugin import Op, StreamSpec
+from connectors.sources.mysql_binlog.config import BinlogConfig
 from connectors.sources.mysql_binlog.source import MysqlBinlogSource, _Table, _TxnAssembler
 
 UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"

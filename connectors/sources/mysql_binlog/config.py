@@ -46,6 +46,13 @@ class BinlogConfig(BaseModel):
         description="MySQL/MariaDB zero or invalid dates (0000-00-00): a row error naming the field, or null",
     )
     queue_events: int = Field(50_000, ge=100, description="decoded events buffered ahead of the pipeline")
+    signal_table: str | None = Field(
+        None,
+        description="db.table (or table, in the URL's database) for signals and snapshot watermarks "
+        "(created if missing); enables incremental snapshots (cdc snapshot CONFIG) and finishes an "
+        "interrupted initial snapshot as one",
+    )
+    incremental_chunk_size: int = Field(1024, ge=1, description="rows per incremental snapshot chunk")
 
 
 class BinlogStream(BaseModel):

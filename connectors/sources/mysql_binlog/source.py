@@ -19,7 +19,6 @@ the socket, so many small transactions travel together.
 from __future__ import annotations
 
 import logging
-import select
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
@@ -28,19 +27,22 @@ import pymysql
 import sqlalchemy as sa
 from pydantic import BaseModel
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import (
-    GtidEvent,
-    HeartbeatLogEvent,
-    MariadbGtidEvent,
-    QueryEvent,
-    RotateEvent,
-    XidEvent,
-)
 
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.logsource import CHUNK, ReaderThread, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
 from cdc.mysql import catalog as mysql_catalog
+from cdc.mysql import rowevents, server
+from cdc.mysql import stream as binlog
+from cdc.mysql.decoding import RowMapper, build_mapper
+from cdc.mysql.positions import (
+    MariadbGtids,
+    PositionTracker,
+    Resume,
+    resume_of,
+)
+from cdc.mysql.preflight import preflight
+from cdc.mysql.stream import Seen
 from cdc.mysql.types import row_normalizer
 from cdc.plugin import (
     ChangeEvent,
@@ -53,32 +55,13 @@ from cdc.plugin import (
     StreamSpec,
 )
 from cdc.sql import engines
-from connectors.sources.mysql_binlog import rowevents, server
+from cdc.watermarks import Chunk, WatermarkSnapshot, interrupted_snapshot_state, requested_streams
+from connectors.sources.mysql_binlog import incremental
 from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, ResumeBy
-from connectors.sources.mysql_binlog.decoding import RowMapper, build_mapper
-from connectors.sources.mysql_binlog.positions import (
-    FilePositions,
-    MariadbGtids,
-    MysqlGtids,
-    PositionTracker,
-    Resume,
-    resume_of,
-    split_file_pos,
-)
-from connectors.sources.mysql_binlog.preflight import preflight
 
 log = logging.getLogger(__name__)
 
 PARTITION = "binlog"
-_ANONYMOUS = "00000000-0000-0000-0000-000000000000"
-_CONTINUES = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END")
-_EVENTS = [
-    MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, RotateEvent, HeartbeatLogEvent,
-    rowevents.WriteRows, rowevents.UpdateRows, rowevents.DeleteRows,
-    rowevents.CachedTableMap,  # the library applies it to its table map; handle() ignores it
-]  # fmt: skip
-# 1236: the server cannot serve the requested position (binlog purged, GTID state too old)
-_POSITION_LOST = 1236
 
 
 class _Table:
@@ -111,6 +94,11 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         self._last_event_ts: float | None = None  # binlog timestamp of the newest event read
         self._caught_up = False
         self.mariadb = True
+        self.signal_table = (
+            server.split_table(config.signal_table, self.settings.database) if config.signal_table else None
+        )
+        self.incremental: WatermarkSnapshot | None = None
+        self._inc_state: dict[str, Any] | None = None
 
     def _connect(self) -> Any:
         return server.connect(self.settings, self.dsn)
@@ -148,7 +136,12 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         results = [CheckResult(True, "database reachable; every stream's table and columns resolve")]
         conn = self._connect()
         try:
-            results += preflight(conn, self.cfg, self.mariadb)
+            results += preflight(
+                conn,
+                server_id=self.cfg.server_id,
+                by_gtid=self.cfg.resume_by is ResumeBy.GTID,
+                mariadb=self.mariadb,
+            )
         finally:
             conn.close()
         return results
@@ -182,14 +175,44 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         offset = offsets.get(PARTITION)
         if not self.tables:
             self._load_tables()
+        if self.signal_table is not None:
+            conn = self._connect()
+            try:
+                incremental.create_signal_table(conn, *self.signal_table)
+            except pymysql.MySQLError as exc:
+                raise SourceConfigError(
+                    f"cannot create the signal table {'.'.join(self.signal_table)}: {exc}",
+                    hint="create it (id VARCHAR(100) PRIMARY KEY, type VARCHAR(64) NOT NULL, data TEXT) "
+                    "and grant INSERT on it, or unset signal_table",
+                ) from None
+            finally:
+                conn.close()
+        self._inc_state = offset.get("inc") if offset else None
         self._start_reader(self._run, (offset,), "cdc-binlog")
+
+    def signal(self, action: str, args: dict[str, Any]) -> str:
+        """``execute-snapshot``: queue an incremental snapshot of the given streams (default all)."""
+        streams = requested_streams(action, args, self.captures, self.cfg.signal_table, "cdc_signals")
+        assert self.signal_table is not None
+        conn = self._connect()
+        try:
+            return incremental.request_snapshot(conn, *self.signal_table, streams)
+        finally:
+            conn.close()
 
     def _run(self, offset: Offset | None) -> None:
         try:
             mode = self.cfg.snapshot_mode
             phase = offset.get("phase") if offset else None
             start: str | None = str(offset["start"]) if offset else None
-            if mode.snapshots and phase != "stream":
+            resumable = mode.snapshots and mode is not SnapshotMode.INITIAL_ONLY and self.signal_table
+            if resumable and phase != "stream" and offset is not None:
+                # The consistent read died with the previous process: the remaining chunks are
+                # read between watermarks while streaming from the snapshot's position.
+                log.warning("resuming an interrupted snapshot as an incremental snapshot (watermarks)")
+                streams = {n: t.qualified for n, t in self.tables.items() if self.captures[n].snapshot}
+                self._inc_state = interrupted_snapshot_state(offset, streams)
+            elif mode.snapshots and phase != "stream":
                 if offset is not None:
                     log.warning("resuming an interrupted snapshot: the remaining rows are read anew")
                 taken = self._snapshot(offset)
@@ -224,17 +247,9 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         (None when stopping). A resumed snapshot keeps its first position (in ``resume``)."""
         conn = self._connect()
         try:
-            with conn.cursor() as cur:
-                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                if not self.mariadb:
-                    # MySQL has no binlog_snapshot_* status: a brief global read lock pins the
-                    # position while the snapshot opens (needs RELOAD; documented).
-                    cur.execute("FLUSH TABLES WITH READ LOCK")
-                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            position = self._snapshot_position(conn)
-            if not self.mariadb:
-                with conn.cursor() as cur:
-                    cur.execute("UNLOCK TABLES")
+            position = binlog.open_snapshot(
+                conn, mariadb=self.mariadb, by_file=self.cfg.resume_by is ResumeBy.FILE
+            )
             start = str(resume["start"]) if resume and "start" in resume else position
             log.info("snapshot at binlog position %s (streaming starts at %s)", position, start)
             plan = [
@@ -244,25 +259,21 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
                 for name, t in self.tables.items()
                 if self.captures[name].snapshot
             ]
-            total = server.count_rows(conn, [(t.db, t.name) for t in self.tables.values()])
-            ok = run_snapshot(plan, PARTITION, resume, self._put, total=total, extra={"start": start})
+            tables = [(t.db, t.name) for t in self.tables.values()]
+            if resume is None:
+                # The snapshot's position is made durable before its first row: rows produced by
+                # a run killed before its first commit would otherwise be orphaned, since the
+                # next run would snapshot from a later position and never see their deletes.
+                resume = {"phase": "snapshot", "start": start, "total": server.count_rows(conn, tables),
+                          "relation": None, "after": None, "done": []}  # fmt: skip
+                if not self._checkpoint(PARTITION, resume):
+                    return None
+            ok = run_snapshot(plan, PARTITION, resume, self._put, extra={"start": start})
             with conn.cursor() as cur:
                 cur.execute("COMMIT")
             return start if ok else None
         finally:
             conn.close()
-
-    def _snapshot_position(self, conn: Any) -> str:
-        if self.mariadb:
-            status = dict(server.rows(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'"))
-            file, pos = str(status["Binlog_snapshot_file"]), int(status["Binlog_snapshot_position"])
-            if self.cfg.resume_by is ResumeBy.FILE:
-                return f"{file}:{pos}"
-            return str(server.scalar(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos)) or "")
-        if self.cfg.resume_by is ResumeBy.FILE:
-            file, pos = server.master_status(conn)
-            return f"{file}:{pos}"
-        return server.current_gtids(conn, mariadb=False)
 
     def _reader(self, conn: Any, stream: str) -> Callable[[list[Any] | None], Iterable[dict[str, Any]]]:
         table = self.tables[stream]
@@ -288,47 +299,29 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
 
     # --- streaming ---
     def _tracker(self, start: str) -> PositionTracker:
-        if self.cfg.resume_by is ResumeBy.FILE:
-            return FilePositions(*split_file_pos(start))
-        return MariadbGtids(start) if self.mariadb else MysqlGtids(start)
+        return binlog.tracker(start, by_file=self.cfg.resume_by is ResumeBy.FILE, mariadb=self.mariadb)
 
     def _current_start(self) -> str:
         conn = self._connect()
         try:
-            if self.cfg.resume_by is ResumeBy.FILE:
-                file, pos = server.master_status(conn)
-                return f"{file}:{pos}"
-            return server.current_gtids(conn, self.mariadb)
+            return binlog.current_start(
+                conn, by_file=self.cfg.resume_by is ResumeBy.FILE, mariadb=self.mariadb
+            )
         finally:
             conn.close()
 
     def _open(self, start: str) -> BinLogStreamReader:
-        hb = float(self.cfg.heartbeat_interval)
-        settings = {**self.settings.replication(), "read_timeout": max(30, int(hb * 4))}
-        position: dict[str, Any]
-        if self.cfg.resume_by is ResumeBy.FILE:
-            file, pos = split_file_pos(start)
-            # is_mariadb=True would make the library ignore the file and position and replay
-            # from the server's FIRST binary log: MariaDB takes the plain COM_BINLOG_DUMP too.
-            position = {"log_file": file, "log_pos": pos, "resume_stream": True, "is_mariadb": False}
-        else:
-            if not start and self.mariadb:
-                raise SourceConfigError(
-                    "the server has no GTID position yet (@@gtid_binlog_pos is empty)",
-                    hint="write one transaction on the server, or set resume_by: file",
-                )
-            position = {"auto_position": start, "is_mariadb": self.mariadb}
-        rowevents.install()
-        return BinLogStreamReader(
-            connection_settings=settings,
+        return binlog.open_reader(
+            self.settings,
             server_id=self.cfg.server_id,
-            blocking=True,
-            only_schemas=sorted({t.db for t in self.tables.values()}),
-            only_tables=sorted({t.name for t in self.tables.values()}),
-            only_events=_EVENTS,
-            slave_heartbeat=hb,
-            enable_logging=False,
-            **position,
+            start=start,
+            by_file=self.cfg.resume_by is ResumeBy.FILE,
+            mariadb=self.mariadb,
+            heartbeat=float(self.cfg.heartbeat_interval),
+            schemas=[t.db for t in self.tables.values()]
+            + ([self.signal_table[0]] if self.signal_table else []),
+            tables=[t.name for t in self.tables.values()]
+            + ([self.signal_table[1]] if self.signal_table else []),
         )
 
     def _stream(self, start: str | None, resume: Resume | None) -> None:
@@ -339,28 +332,35 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         reader = self._open(start)
         log.info("streaming the binlog from %s as replica server_id %d", start, self.cfg.server_id)
         handler = _TxnAssembler(self, tracker, resume, reader)
+        inc_conn = self._start_incremental()
         try:
             while not self._stop.is_set():
-                try:
-                    event = reader.fetchone()
-                except pymysql.MySQLError as exc:
-                    if exc.args and exc.args[0] == _POSITION_LOST:
-                        raise self._position_lost(
-                            start, str(exc.args[1] if len(exc.args) > 1 else exc)
-                        ) from None
-                    raise
+                event = binlog.fetch(reader, start)
                 if event is None:
                     continue
                 handler.handle(event)
         finally:
             reader.close()
+            if inc_conn is not None:
+                inc_conn.close()
 
-    def _position_lost(self, start: str, message: str) -> PositionLostError:
-        return PositionLostError(
-            f"the binlog position {start!r} is no longer on the server ({message})",
-            hint="the binary logs holding it were purged (binlog_expire_logs_seconds): re-snapshot by deleting "
-            "this connector's stored offsets (or use a new name), or set snapshot_mode: when_needed",
-        )
+    def _start_incremental(self) -> Any:
+        """The watermark state machine (with a signal table), restored from the offsets; opens
+        the next window of a snapshot in progress. Returns its connection."""
+        if self.signal_table is None:
+            return None
+        conn = self._connect()
+        self.incremental = incremental.incremental_snapshot(
+            conn, self.signal_table, self.cfg.incremental_chunk_size,
+            {n: (t.db, t.name, {c: t.columns[c] for c in self.specs[n].columns}) for n, t in self.tables.items()},
+            {n: tuple(self.specs[n].key_columns) for n in self.tables},
+            {n: row_normalizer({c: t.columns[c] for c in self.specs[n].columns}, self.cfg.zero_dates)
+             for n, t in self.tables.items()},
+        )  # fmt: skip
+        self.incremental.restore(self._inc_state)
+        if self.incremental.busy:
+            self.incremental.open_next_window()
+        return conn
 
     # --- positions and lag ---
     def lag(self, offsets: Offsets) -> dict[str, float]:
@@ -406,77 +406,44 @@ class _TxnAssembler:
         self.tracker = tracker
         self.resume = resume
         self.reader = reader
+        self.txns = binlog.Transactions(tracker, reader, by_file=source.cfg.resume_by is ResumeBy.FILE)
         self.by_table = {(t.db, t.name): t for t in source.tables.values()}
+        self.signal_table = source.signal_table
         self.mappers: dict[int, tuple[Any, RowMapper]] = {}  # table id -> (its TABLE_MAP table, mapper)
         self.chunk: list[ChangeEvent] = []
-        self.txn: str | None = None
-        self.start = ""
-        self.index = 0
-        self.skip = False
-        self.ts_ms: int | None = None
 
     def handle(self, event: Any) -> None:
-        kind = type(event)
-        if kind is rowevents.WriteRows or kind is rowevents.UpdateRows or kind is rowevents.DeleteRows:
+        seen = self.txns.handle(event)
+        if seen is Seen.ROWS:
             self._rows(event)
-        elif kind is MariadbGtidEvent:
-            self._begin(str(event.gtid), event.timestamp)
-        elif kind is GtidEvent:
-            gtid = str(event.gtid)
-            self._begin(None if gtid.startswith(_ANONYMOUS) else gtid, event.timestamp)
-        elif kind is XidEvent:
-            self._commit()
-        elif kind is QueryEvent:
-            self._query(event)
-        elif kind is HeartbeatLogEvent:
+        elif seen is Seen.BEGIN:
+            self.src._last_event_ts = float(self.txns.timestamp)
+            self.src._caught_up = False
+        elif seen is Seen.COMMIT:
+            self._committed()
+            self._next_window()
+        elif seen is Seen.IDLE:
             self._flush()
-            if self.txn is None:
+            if self.txns.txn is None:
                 self.src._caught_up = True
-        elif kind is RotateEvent and self.txn is None and isinstance(self.tracker, FilePositions):
-            self.tracker.next_at(str(event.next_binlog), int(event.position))
+            self._next_window()
 
-    def _begin(self, gtid: str | None, timestamp: int) -> None:
-        if self.src.cfg.resume_by is ResumeBy.FILE or gtid is None:
-            if not isinstance(self.tracker, FilePositions):
-                raise SourceConfigError(
-                    "the server writes anonymous transactions (gtid_mode OFF) but resume_by is gtid",
-                    hint="set resume_by: file, or enable GTIDs (gtid_mode=ON, enforce_gtid_consistency=ON)",
-                )
-            gtid = self.tracker.start()
-        self.start = self.tracker.start()
-        self.txn = gtid
-        self.index = 0
-        self.skip = self.tracker.applied(gtid)  # a replay of what is already behind us
-        self.ts_ms = timestamp * 1000
-        self.src._last_event_ts = float(timestamp)
-        self.src._caught_up = False
+    def _next_window(self) -> None:
+        inc = self.src.incremental
+        if inc is not None and inc.busy and inc.window is None:
+            inc.open_next_window()
 
-    def _commit(self) -> None:
-        if self.txn is None:
-            return
-        if not self.skip:  # a replayed transaction is already behind the tracked position
-            self.tracker.commit(self.txn)
-        if isinstance(self.tracker, FilePositions):
-            self.tracker.next_at(str(self.reader.log_file), int(self.reader.log_pos))
-        self.txn = None
-        if len(self.chunk) >= CHUNK or not _more_waiting(self.reader):
-            self._flush()
-
-    def _query(self, event: Any) -> None:
-        text = str(event.query).strip()
-        upper = text[:16].upper()
-        if self.txn is None and upper.startswith("BEGIN"):
-            self._begin(None, event.timestamp)  # no GTID event: a server without GTIDs
-            return
-        if upper.startswith(_CONTINUES):
-            return
-        if not upper.startswith(("COMMIT", "ROLLBACK", "XA ")):
+    def _committed(self) -> None:
+        text = self.txns.statement
+        if text:
             mapped = sorted({t.qualified for t in self.by_table.values() if t.name in text})
             if mapped:
                 # The TABLE_MAP of the table's next row event is the truth: a mapped column it
                 # lacks (or retyped) stops the connector there, before that row is produced.
                 log.info("DDL on captured table(s) %s: %s", ", ".join(mapped), text[:200])
-        self._commit()  # DDL commits implicitly; COMMIT/ROLLBACK end non-transactional ones
+            self.txns.statement = ""
+        if len(self.chunk) >= CHUNK or not binlog.more_waiting(self.reader):
+            self._flush()
 
     def _mapper(self, event: Any) -> RowMapper | None:
         table_obj = self.reader.table_map.get(event.table_id)
@@ -496,8 +463,11 @@ class _TxnAssembler:
         return mapper
 
     def _rows(self, event: Any) -> None:
-        if self.txn is None:
-            self._begin(None, event.timestamp)  # only in file mode without a GTID/BEGIN seen
+        if (event.schema, event.table) == self.signal_table:
+            if type(event) is rowevents.WriteRows:
+                for row in event.rows:
+                    self._signal(row["values"])
+            return
         mapper = self._mapper(event)
         if mapper is None:
             return
@@ -533,35 +503,55 @@ class _TxnAssembler:
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
     ) -> None:
-        assert self.txn is not None
-        index = self.index
-        self.index += 1
-        if self.skip or (self.resume is not None and self.resume.drops(self.txn, index)):
+        txns = self.txns
+        assert txns.txn is not None
+        index = txns.next_index()
+        if txns.skip or (self.resume is not None and self.resume.drops(txns.txn, index)):
             return  # already committed downstream before a restart
-        offset = {"phase": "stream", "start": self.start, "txn": self.txn, "i": index}
+        offset: Offset = {"phase": "stream", "start": txns.start, "txn": txns.txn, "i": index}
+        inc = self.src.incremental
+        if inc is not None:
+            inc.on_change(stream, tuple(key[k] for k in self.src.specs[stream].key_columns))
+            if inc.busy:
+                offset["inc"] = inc.state()
         self.chunk.append(
             ChangeEvent(
-                stream, op, key, after, PARTITION, offset, before, self.ts_ms, self.txn, {"gtid": self.txn}
+                stream, op, key, after, PARTITION, offset, before, txns.timestamp * 1000, txns.txn,
+                {"gtid": txns.txn},
             )
-        )
+        )  # fmt: skip
+
+    def _signal(self, values: dict[str, Any]) -> None:
+        """A signal-table row: a snapshot request or one of our watermarks."""
+        inc = self.src.incremental
+        if inc is None or self.txns.skip:
+            return
+        text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in values.items()}
+        chunk = inc.on_signal(str(text.get("type") or ""), text.get("data"))
+        if chunk is not None and chunk.rows:
+            self._emit_chunk(chunk)
+
+    def _emit_chunk(self, chunk: Chunk) -> None:
+        """The rows of a closed window, emitted where its high watermark is in the stream."""
+        txns = self.txns
+        assert txns.txn is not None
+        key_cols = tuple(self.src.specs[chunk.stream].key_columns)
+        last = len(chunk.rows) - 1
+        for n, row in enumerate(chunk.rows):
+            index = txns.next_index()
+            if self.resume is not None and self.resume.drops(txns.txn, index):
+                continue
+            offset = {"phase": "stream", "start": txns.start, "txn": txns.txn, "i": index,
+                      "inc": chunk.state_after if n == last else chunk.state_before}  # fmt: skip
+            key = {k: row[k] for k in key_cols}
+            self.chunk.append(
+                ChangeEvent(chunk.stream, Op.READ, key, row, PARTITION, offset, None, txns.timestamp * 1000,
+                            txns.txn, {"gtid": txns.txn, "incremental_snapshot": True})
+            )  # fmt: skip
+        if len(self.chunk) >= CHUNK:
+            self._flush()
 
     def _flush(self) -> None:
         if self.chunk:
             chunk, self.chunk = self.chunk, []
             self.src._put(chunk)
-
-
-def _more_waiting(reader: BinLogStreamReader) -> bool:
-    """True when the stream socket already holds more bytes (so the hand-off can wait for them).
-
-    Reads the stream connection's socket (a private attribute of the library); on any doubt it
-    says False, which only makes a batch smaller."""
-    conn = getattr(reader, "_stream_connection", None)
-    sock = getattr(conn, "_sock", None)
-    if sock is None:
-        return False
-    try:
-        ready, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return bool(ready)

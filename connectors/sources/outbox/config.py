@@ -33,18 +33,52 @@ class OutboxConfig(BaseModel):
         None, description="PostgreSQL: LISTEN on this channel to wake up early (the poll stays the truth)"
     )
     mode: Literal["polling", "log"] = Field(
-        "polling", description="polling (any database) or log (PostgreSQL: outbox inserts read from the WAL)"
+        "polling",
+        description="polling (any database) or log (outbox inserts read from the PostgreSQL WAL or "
+        "the MySQL/MariaDB binlog)",
     )
-    slot: str | None = Field(None, description="log mode: logical replication slot (created if missing)")
-    publication: str | None = Field(None, description="log mode: an insert-only publication of the table")
+    slot: str | None = Field(
+        None, description="log mode, PostgreSQL: logical replication slot (created if missing)"
+    )
+    publication: str | None = Field(
+        None, description="log mode, PostgreSQL: an insert-only publication of the table"
+    )
+    server_id: int | None = Field(
+        None,
+        ge=1,
+        le=4294967295,
+        description="log mode, MySQL/MariaDB: the replica server_id the relay registers with (distinct "
+        "from the server's own and every other replica's)",
+    )
+    resume_by: Literal["gtid", "file"] = Field(
+        "gtid", description="log mode, MySQL/MariaDB: binlog positions kept by GTID or by file:position"
+    )
     status_interval: Duration = Field(
-        5.0, description="log mode: how often the confirmed position is reported"
+        5.0,
+        description="log mode: how often the confirmed position is reported (PostgreSQL), the binlog "
+        "heartbeat period (MySQL/MariaDB)",
     )
+
+    @property
+    def mysql(self) -> bool:
+        """True for a MySQL/MariaDB URL."""
+        return self.url.secret.split(":", 1)[0].split("+", 1)[0].lower() in ("mysql", "mariadb")
 
     @model_validator(mode="after")
     def _log_mode(self) -> OutboxConfig:
-        if self.mode == "log" and (not self.slot or not self.publication):
-            raise ValueError("mode log needs slot and publication")
+        if self.mode != "log":
+            return self
+        if self.mysql:
+            if self.server_id is None:
+                raise ValueError("mode log on MySQL/MariaDB needs server_id (the binlog replica id)")
+            if self.slot or self.publication:
+                raise ValueError(
+                    "slot and publication are PostgreSQL settings; MySQL/MariaDB takes server_id"
+                )
+        elif not self.slot or not self.publication:
+            raise ValueError("mode log on PostgreSQL needs slot and publication")
+        elif self.server_id is not None:
+            raise ValueError("server_id is a MySQL/MariaDB setting; PostgreSQL takes slot and publication")
         return self
 
     @field_validator("table")

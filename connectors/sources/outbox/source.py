@@ -40,6 +40,7 @@ from cdc.plugin import (
     StreamSpec,
 )
 from cdc.sql import engines, lease
+from connectors.sources.outbox.binlogmode import BinlogReader
 from connectors.sources.outbox.config import OutboxConfig, OutboxStream
 from connectors.sources.outbox.logmode import LogReader
 from connectors.sources.outbox.shards import ShardLocks, shard_expression
@@ -86,7 +87,7 @@ class OutboxRelay(SourceConnector):
         self._window = 0.0  # longest claim-to-delete time since the last lag() (what a kill -9 replays)
         self._next_claim = 0.0
         self._listener: Any = None
-        self._log: LogReader | None = None  # log mode
+        self._log: LogReader | BinlogReader | None = None  # log mode
 
     @property
     def engine(self) -> sa.Engine:
@@ -119,9 +120,16 @@ class OutboxRelay(SourceConnector):
 
     def check(self) -> list[CheckResult]:
         self.describe()
-        return [CheckResult(True, f"outbox table {self.cfg.table} reachable with the expected columns")]
+        results = [CheckResult(True, f"outbox table {self.cfg.table} reachable with the expected columns")]
+        if self.cfg.mode == "log" and self.cfg.mysql:
+            results += self._binlog().check()
+        return results
 
     def acquire_lease(self, connector_name: str) -> Lease:
+        if self.cfg.mode == "log" and self.cfg.mysql:
+            # One binlog reader per server_id: a second replica with the same id would make the
+            # server drop the first one's stream. The lease keeps a second relay out.
+            return lease.acquire(self.engine, connector_name)
         if self.cfg.mode == "log":
             return _NoLease()  # a slot streams to one connection at a time: that is the lease
         # Several replicas may run: shard locks keep each aggregate on one replica. SQLite has
@@ -130,7 +138,21 @@ class OutboxRelay(SourceConnector):
             return lease.acquire(self.engine, connector_name)
         return _NoLease()
 
+    def _binlog(self) -> BinlogReader:
+        assert self.cfg.server_id is not None
+        return BinlogReader(
+            self.cfg.url.secret, self.cfg.table, self.cfg.server_id, self.cfg.resume_by == "file",
+            float(self.cfg.status_interval), self._event,
+        )  # fmt: skip
+
     def start(self, offsets: Offsets) -> None:
+        if self.cfg.mode == "log" and self.cfg.mysql:
+            self.table  # noqa: B018 - fail early with a clear message when the table is missing
+            reader = self._binlog()
+            reader.prepare()
+            reader.start(offsets.get(reader.partition))
+            self._log = reader
+            return
         if self.cfg.mode == "log":
             assert self.cfg.slot is not None and self.cfg.publication is not None
             self.table  # noqa: B018 - fail early with a clear message when the table is missing
@@ -235,8 +257,9 @@ class OutboxRelay(SourceConnector):
         )
 
     def acknowledge(self, offsets: Offsets) -> None:
-        """The broker has these rows: delete exactly the rows this replica published (polling),
-        or confirm the WAL past them (log mode; the application deletes its own rows)."""
+        """The broker has these rows: delete exactly the rows this replica published (polling,
+        MySQL log mode), or confirm the WAL past them (PostgreSQL log mode; the application
+        deletes its own rows)."""
         if self._log is not None:
             offset = offsets.get(self._log.partition)
             if offset:

@@ -47,10 +47,11 @@ from cdc.plugin import (
     SourceConnector,
     StreamSpec,
 )
+from cdc.watermarks import WatermarkSnapshot, interrupted_snapshot_state, requested_streams
 from connectors.sources.postgres_wal import catalog, snapshot
 from connectors.sources.postgres_wal.config import UnchangedToast, WalConfig, WalStream
 from connectors.sources.postgres_wal.decoding import RelationMapper, build_mapper
-from connectors.sources.postgres_wal.incremental import IncrementalSnapshot
+from connectors.sources.postgres_wal.incremental import incremental_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -319,30 +320,13 @@ class PostgresWalSource(ReaderThread, SourceConnector):
         inheritance children are read by the plain path)."""
         if not self.cfg.signal_table or any(t.children for t in self.tables.values()):
             return None
-        done = set(offset.get("done", [])) if offset else set()
-        relation = offset.get("relation") if offset else None
-        names = [n for n, t in self.tables.items() if self.captures[n].snapshot and t.qualified not in done]
-        current = next((n for n in names if self.tables[n].qualified == relation), None)
-        queue = [n for n in names if n != current]
-        return {
-            "queue": queue,
-            "current": current,
-            "after": offset.get("after") if current and offset else None,
-        }
+        streams = {n: t.qualified for n, t in self.tables.items() if self.captures[n].snapshot}
+        return interrupted_snapshot_state(offset, streams)
 
     def signal(self, action: str, args: dict[str, Any]) -> str:
         """``execute-snapshot``: queue an incremental snapshot of the given streams (default all)."""
-        if not self.cfg.signal_table:
-            raise SourceConfigError(
-                "incremental snapshots need a signal table",
-                hint="set source.signal_table, e.g. public.cdc_signals",
-            )
-        if action != "execute-snapshot":
-            raise SourceConfigError(f"unknown signal {action!r} (known: execute-snapshot)")
-        streams = list(args.get("streams") or self.captures)
-        unknown = [s for s in streams if s not in self.captures]
-        if unknown:
-            raise SourceConfigError(f"unknown streams {unknown} (known: {', '.join(self.captures)})")
+        streams = requested_streams(action, args, self.captures, self.cfg.signal_table, "public.cdc_signals")
+        assert self.cfg.signal_table is not None
         ident = str(uuid.uuid4())
         with normal_connection(self.dsn) as conn:
             conn.execute(
@@ -394,13 +378,14 @@ class PostgresWalSource(ReaderThread, SourceConnector):
                     continue
                 relations.append((name, (table.schema, table.name), True))
                 relations.extend((name, (s, n), False) for _, s, n in table.children)
-            total = snapshot.count_rows(conn, [(s, n, only) for _, (s, n), only in relations])
+            counted = [(s, n, only) for _, (s, n), only in relations]
             plan = [
                 SnapshotTable(stream, f"{relation[0]}.{relation[1]}", tuple(self.specs[stream].key_columns),
                               self._table_reader(conn, stream, relation, only))
                 for stream, relation, only in relations
             ]  # fmt: skip
-            if not run_snapshot(plan, self.partition, resume, self._put, total=total):
+            count = lambda: snapshot.count_rows(conn, counted)  # noqa: E731
+            if not run_snapshot(plan, self.partition, resume, self._put, count=count):
                 return
             conn.execute("COMMIT")
         finally:
@@ -430,9 +415,9 @@ class PostgresWalSource(ReaderThread, SourceConnector):
             for _, s, n in table.children:
                 by_name[f"{s}.{n}"] = name
         reselect = normal_connection(self.dsn)
-        self.incremental: IncrementalSnapshot | None = None
+        self.incremental: WatermarkSnapshot | None = None
         if self.cfg.signal_table:
-            self.incremental = IncrementalSnapshot(
+            self.incremental = incremental_snapshot(
                 reselect, self.cfg.signal_table, self.cfg.incremental_chunk_size, self.tables,
                 {n: self.specs[n].columns for n in self.tables},
                 {n: tuple(self.specs[n].key_columns) for n in self.tables}, self.types,
@@ -669,7 +654,7 @@ class _TxnHandler:
             for (i, name) in names
             for raw in [msg.new[i]]
         }
-        chunk = inc.on_signal(row.get("type") or "", row.get("id") or "", row.get("data"))
+        chunk = inc.on_signal(row.get("type") or "", row.get("data"))
         if chunk is None or not chunk.rows:
             return
         key_cols = tuple(src.specs[chunk.stream].key_columns)

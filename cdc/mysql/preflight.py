@@ -1,4 +1,5 @@
-"""``cdc check`` for the binlog source: server settings, replica identity, privileges, retention.
+"""``cdc check`` for a binlog reader (the mysql_binlog source, the outbox relay's log mode):
+server settings, replica identity, privileges, retention.
 
 Every finding names the statement or setting that fixes it.
 """
@@ -9,9 +10,8 @@ from typing import Any
 
 import pymysql
 
+from cdc.mysql import server
 from cdc.plugin import CheckResult
-from connectors.sources.mysql_binlog import server
-from connectors.sources.mysql_binlog.config import BinlogConfig, ResumeBy
 
 _SETTINGS = (
     ("log_bin", "ON", "enable binary logging: log_bin (server option; restart)"),
@@ -26,8 +26,9 @@ _SETTINGS = (
 )
 
 
-def preflight(conn: Any, cfg: BinlogConfig, mariadb: bool) -> list[CheckResult]:
-    """The findings, in order; a failed one has ok=False, a risk has warning=True."""
+def preflight(conn: Any, *, server_id: int, by_gtid: bool, mariadb: bool) -> list[CheckResult]:
+    """The findings for a reader registering as replica ``server_id`` and keeping positions by
+    GTID (``by_gtid``) or by file, in order; a failed one has ok=False, a risk has warning=True."""
     out: list[CheckResult] = []
     names = [n for n, _, _ in _SETTINGS] + [
         "server_id", "gtid_mode", "binlog_expire_logs_seconds", "expire_logs_days",
@@ -37,25 +38,25 @@ def preflight(conn: Any, cfg: BinlogConfig, mariadb: bool) -> list[CheckResult]:
         got = values.get(name, "")
         ok = got.upper() == wanted
         out.append(CheckResult(ok, f"{name} = {wanted}", f"is {got or 'unset'}; {fix}" if not ok else ""))
-    if cfg.resume_by is ResumeBy.GTID and mariadb:
+    if by_gtid and mariadb:
         pos = str(server.scalar(conn, "SELECT @@GLOBAL.gtid_binlog_pos") or "")
         out.append(
             CheckResult(bool(pos), "MariaDB GTID position (resume_by: gtid)",
                         f"@@gtid_binlog_pos = {pos}" if pos else "empty: write one transaction first, or resume_by: file")
         )  # fmt: skip
-    if cfg.resume_by is ResumeBy.GTID and not mariadb:
+    if by_gtid and not mariadb:
         ok = values.get("gtid_mode", "").upper() == "ON"
         out.append(
             CheckResult(ok, "gtid_mode = ON (resume_by: gtid)",
                         "" if ok else "SET GLOBAL gtid_mode = ON (after enforce_gtid_consistency = ON), or resume_by: file")
         )  # fmt: skip
-    out.append(_server_id(conn, cfg, values.get("server_id", "")))
+    out.append(_server_id(conn, server_id, values.get("server_id", "")))
     out.append(_privileges(conn, mariadb))
     out.append(_retention(values))
     return out
 
 
-def _server_id(conn: Any, cfg: BinlogConfig, own: str) -> CheckResult:
+def _server_id(conn: Any, server_id: int, own: str) -> CheckResult:
     taken = {own}
     for statement in ("SHOW REPLICA HOSTS", "SHOW SLAVE HOSTS"):
         try:
@@ -63,10 +64,10 @@ def _server_id(conn: Any, cfg: BinlogConfig, own: str) -> CheckResult:
             break
         except pymysql.MySQLError:
             continue
-    ok = str(cfg.server_id) not in taken
+    ok = str(server_id) not in taken
     return CheckResult(
         ok,
-        f"server_id {cfg.server_id} is distinct from the server's and other replicas'",
+        f"server_id {server_id} is distinct from the server's and other replicas'",
         "" if ok else f"in use ({', '.join(sorted(taken))}): set source.server_id to an unused value",
     )
 
