@@ -33,7 +33,7 @@ from typing import Any
 import pymysql
 import sqlalchemy as sa
 
-from cdc.errors import CdcError, SourceConfigError, SourceUnavailableError
+from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.handoff import EventHandoff
 from cdc.masking import mask_dsn
 from cdc.mysql import catalog, rowevents, server
@@ -134,7 +134,15 @@ class BinlogReader:
                     return
                 self._stream(taken, None, counter, None)
             else:
-                self._stream(str(offset["start"]), resume_of(offset), counter, self._leftovers())
+                try:
+                    self._stream(str(offset["start"]), resume_of(offset), counter, self._leftovers())
+                except PositionLostError as exc:
+                    raise PositionLostError(
+                        exc.message,
+                        hint="the rows not yet relayed are still in the outbox table: delete this relay's "
+                        "stored offsets (or give it a new name) and it relays them from a snapshot of the table "
+                        "(events the application deleted itself since the stored position are gone)",
+                    ) from None
         except CdcError as exc:
             self.handoff.fail(exc)
         except pymysql.MySQLError as exc:
