@@ -111,6 +111,24 @@ class BinlogReader:
         finally:
             conn.close()
 
+    def gauges(self, offset: Offset | None) -> dict[str, float]:
+        """``binlog_position_on_server``: 0 when the binary logs holding the stored position are
+        purged (the next start fails); empty without a stored stream position or a server."""
+        if not offset or offset.get("phase") != "stream":
+            return {}
+        try:
+            conn = self._connect()
+        except CdcError:
+            return {}
+        try:
+            mariadb = server.is_mariadb(conn)
+            on_server = server.position_on_server(conn, str(offset["start"]), mariadb, self.by_file)
+            return {"binlog_position_on_server": float(on_server)}
+        except (pymysql.MySQLError, ValueError):
+            return {}
+        finally:
+            conn.close()
+
     def start(self, offset: Offset | None) -> None:
         self._thread = threading.Thread(
             target=self._run, args=(offset,), name="cdc-outbox-binlog", daemon=True
