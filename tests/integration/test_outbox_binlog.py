@@ -274,6 +274,7 @@ def test_binlog_log_mode_restart_deletes_rows_published_before_its_position(
         assert leaked not in ids and set(app.committed) <= ids
         status = cdc("status", str(config))
         assert status.returncode == 0 and "outbox_rows" in status.stdout, status.stdout + status.stderr
+        assert "lag binlog_position_on_server: 1.000" in status.stdout, status.stdout
         assert relay.terminate()[0] == 0
     finally:
         reader.close()

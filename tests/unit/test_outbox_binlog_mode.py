@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from cdc.errors import PositionLostError
 from cdc.plugin import ChangeEvent, Op
 from connectors.sources.outbox.binlogmode import BinlogReader
 from connectors.sources.outbox.config import OutboxConfig
@@ -53,3 +54,18 @@ def test_acknowledge_deletes_exactly_the_rows_published_up_to_the_offset() -> No
     assert deletes.calls[-1] == ([], "relayed")
     reader.acknowledge({"phase": "snapshot", "start": "0-1-5", "n": 4})
     assert deletes.calls[-1] == (["c", "d"], "relayed") and not reader.pending
+
+
+def test_a_purged_stored_position_is_fatal_with_the_outbox_recovery() -> None:
+    reader = BinlogReader("mysql://u:p@h/app", "cdc_outbox", 77, False, 1.0, _event)
+
+    def purged(*_: Any) -> None:
+        raise PositionLostError("the binlog position '0-1-5' is no longer on the server (purged)")
+
+    reader._stream = purged  # type: ignore[method-assign]
+    reader._leftovers = lambda: None  # type: ignore[assignment, method-assign, return-value]
+    reader._run({"phase": "stream", "start": "0-1-5", "txn": "0-1-6", "i": 0, "n": 1})
+    with pytest.raises(PositionLostError) as caught:
+        reader.poll(0.1)
+    assert caught.value.exit_code == 5 and "0-1-5" in caught.value.message
+    assert caught.value.hint and "still in the outbox table" in caught.value.hint

@@ -33,7 +33,7 @@ from typing import Any
 import pymysql
 import sqlalchemy as sa
 
-from cdc.errors import CdcError, SourceConfigError, SourceUnavailableError
+from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
 from cdc.handoff import EventHandoff
 from cdc.masking import mask_dsn
 from cdc.mysql import catalog, rowevents, server
@@ -111,6 +111,24 @@ class BinlogReader:
         finally:
             conn.close()
 
+    def gauges(self, offset: Offset | None) -> dict[str, float]:
+        """``binlog_position_on_server``: 0 when the binary logs holding the stored position are
+        purged (the next start fails); empty without a stored stream position or a server."""
+        if not offset or offset.get("phase") != "stream":
+            return {}
+        try:
+            conn = self._connect()
+        except CdcError:
+            return {}
+        try:
+            mariadb = server.is_mariadb(conn)
+            on_server = server.position_on_server(conn, str(offset["start"]), mariadb, self.by_file)
+            return {"binlog_position_on_server": float(on_server)}
+        except (pymysql.MySQLError, ValueError):
+            return {}
+        finally:
+            conn.close()
+
     def start(self, offset: Offset | None) -> None:
         self._thread = threading.Thread(
             target=self._run, args=(offset,), name="cdc-outbox-binlog", daemon=True
@@ -134,7 +152,15 @@ class BinlogReader:
                     return
                 self._stream(taken, None, counter, None)
             else:
-                self._stream(str(offset["start"]), resume_of(offset), counter, self._leftovers())
+                try:
+                    self._stream(str(offset["start"]), resume_of(offset), counter, self._leftovers())
+                except PositionLostError as exc:
+                    raise PositionLostError(
+                        exc.message,
+                        hint="the rows not yet relayed are still in the outbox table: delete this relay's "
+                        "stored offsets (or give it a new name) and it relays them from a snapshot of the table "
+                        "(events the application deleted itself since the stored position are gone)",
+                    ) from None
         except CdcError as exc:
             self.handoff.fail(exc)
         except pymysql.MySQLError as exc:

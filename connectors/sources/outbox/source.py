@@ -293,7 +293,11 @@ class OutboxRelay(SourceConnector):
         except sa.exc.SQLAlchemyError:
             return {}
         window, self._window = self._window, 0.0
-        return {"outbox_rows": float(count), "replay_window_seconds": round(window, 3)}
+        out = {"outbox_rows": float(count), "replay_window_seconds": round(window, 3)}
+        if self.cfg.mode == "log" and self.cfg.mysql:
+            reader = self._log if isinstance(self._log, BinlogReader) else self._binlog()
+            out.update(reader.gauges(offsets.get(reader.partition)))
+        return out
 
     def close(self) -> None:
         if self._log is not None:
