@@ -14,7 +14,7 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from cdc.errors import AlreadyRunningError
+from cdc.errors import AlreadyRunningError, LeaseHeldError
 from cdc.plugin import Lease
 
 
@@ -29,7 +29,10 @@ class _SessionLease(Lease):
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()  # the lock dies with the session
+            # The lock dies with the session. invalidate() closes the database connection now;
+            # close() alone would park it, lock and all, in the pool until the engine is disposed.
+            self._conn.invalidate()
+            self._conn.close()
             self._conn = None
 
 
@@ -43,10 +46,11 @@ class _FileLease(Lease):
             self._fh = None
 
 
-def _refuse(name: str) -> AlreadyRunningError:
-    return AlreadyRunningError(
+def _refuse(name: str) -> LeaseHeldError:
+    return LeaseHeldError(
         f"another instance of connector {name!r} is running (it holds the lease)",
-        hint="stop the other instance first; two instances would publish the same changes twice",
+        hint="stop the other instance first (two instances would publish the same changes twice), "
+        "or set runtime.standby: true to run this one as its hot standby",
     )
 
 
