@@ -71,3 +71,23 @@ def test_the_first_free_lease_is_taken_at_once() -> None:
     source = Source(0, health)
     assert isinstance(take(source, health, threading.Event(), standby=True), HeldLease)
     assert source.seen == [(False, False)]
+
+
+def test_a_database_that_is_down_while_taking_the_lease_is_retriable() -> None:
+    """After an outage the next attempt takes the lease first: a refused connection must be the
+    retriable SourceUnavailableError (retried), never a raw driver error (a traceback, exit 1)."""
+    import socket
+
+    from cdc.errors import SourceUnavailableError
+    from cdc.sql import engines, lease
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    engine = engines.create_engine(f"postgresql://cdc:secret@127.0.0.1:{port}/db", pool_size=1)
+    try:
+        with pytest.raises(SourceUnavailableError) as err:
+            lease.acquire(engine, "c")
+    finally:
+        engine.dispose()
+    assert err.value.retriable and "taking the lease" in str(err.value) and "secret" not in str(err.value)
