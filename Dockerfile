@@ -45,7 +45,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    CDC_LOG_FORMAT=json
+    CDC_LOG_FORMAT=json \
+    CDC_LOG_STREAM=stdout
 
 # Install from the builder's wheels only (--no-index: nothing is fetched or compiled here);
 # the bind mount keeps the wheels out of the image's layers. Then prove the entry point and
