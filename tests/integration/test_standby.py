@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -20,22 +20,10 @@ import pytest
 
 from tests.integration.harness import Connector, TopicReader, assert_matches, converged, free_port, wait_for
 from tests.integration.test_runtime_resilience import get
+from tests.integration.test_wal_source import docs_db as docs_db  # a fixture, re-exported
 from tests.integration.test_wal_source import drop_slot, expected_rows, make_config
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def docs(pg_database: str) -> str:
-    with psycopg.connect(pg_database, autocommit=True) as db:
-        db.execute(
-            "CREATE TABLE docs (id bigint PRIMARY KEY, title text NOT NULL, body text, "
-            "amount numeric(10,2) NOT NULL, changed_at timestamptz NOT NULL DEFAULT now())"
-        )
-        db.execute(
-            "INSERT INTO docs (id, title, amount) SELECT g, 'doc ' || g, g / 100.0 FROM generate_series(1, 100) g"
-        )
-    return pg_database
 
 
 class Workload:
@@ -83,7 +71,7 @@ def replica(config: Path, name: str, delivery: str) -> tuple[Path, int]:
 
 @pytest.fixture
 def pair(
-    docs: str,
+    docs_db: str,
     tmp_path: Path,
     topic_name: str,
     kafka_bootstrap: str,
@@ -93,7 +81,7 @@ def pair(
     """The active replica streaming (snapshot read) and the standby standing by; yields (active,
     standby, standby's health port, reader, dsn)."""
     delivery = getattr(request, "param", "at_least_once")
-    config = make_config(tmp_path, docs, topic_name, kafka_bootstrap, registry_url)
+    config = make_config(tmp_path, docs_db, topic_name, kafka_bootstrap, registry_url)
     first, _ = replica(config, "a", delivery)
     second, port = replica(config, "b", delivery)
     active = Connector(first, tmp_path / "a.log")
@@ -103,21 +91,44 @@ def pair(
         reader.wait_until(lambda s: len(s) >= 100, 60)
         standby = Connector(second, tmp_path / "b.log")
         wait_for(lambda: "standing by" in standby.log_text(), 60, "the second replica to stand by")
-        yield active, standby, port, reader, docs
+        yield active, standby, port, reader, docs_db
     finally:
         active.ensure_stopped()
         if standby is not None:
             standby.ensure_stopped()
         reader.close()
-        drop_slot(docs, config)
+        drop_slot(docs_db, config)
 
 
 def took_over(standby: Connector) -> bool:
     return "took the lease" in standby.log_text()
 
 
+def hand_over(reader: TopicReader, standby: Connector, end_active: Callable[[], object]) -> float:
+    """Once the workload streams through the active replica, end it; seconds until the standby
+    has the lease."""
+    time.sleep(0.5)
+    before = reader.written()
+    wait_for(lambda: reader.written() > before + 200, 60, "the workload's changes to stream")
+    assert not took_over(standby), "the standby took over while the active replica ran"
+    end_active()
+    ended = time.monotonic()
+    wait_for(lambda: took_over(standby), 30, "the standby to take the lease")
+    return time.monotonic() - ended
+
+
+def repeats(reader: TopicReader) -> list[tuple[str, str]]:
+    """Records (key, value) a read_committed consumer saw more than once."""
+    versions = Counter(
+        (json.dumps(k, sort_keys=True), json.dumps(v, sort_keys=True, default=str))
+        for k, v, _ in reader.records
+    )
+    return [kv for kv, n in versions.items() if n > 1]
+
+
+@pytest.mark.parametrize("pair", ["at_least_once", "exactly_once"], indirect=True)
 def test_standby_takes_over_after_kill_minus_9_under_load(
-    pair: tuple[Connector, Connector, int, TopicReader, str],
+    pair: tuple[Connector, Connector, int, TopicReader, str], request: pytest.FixtureRequest
 ) -> None:
     active, standby, port, reader, dsn = pair
     base = f"http://127.0.0.1:{port}"
@@ -130,14 +141,7 @@ def test_standby_takes_over_after_kill_minus_9_under_load(
     )
     load = Workload(dsn)
     try:
-        time.sleep(0.5)
-        before = reader.written()
-        wait_for(lambda: reader.written() > before + 200, 60, "the workload's changes to stream")
-        assert not took_over(standby), "the standby took over while the active replica ran"
-        active.kill9()
-        killed = time.monotonic()
-        wait_for(lambda: took_over(standby), 30, "the standby to take the lease")
-        takeover = time.monotonic() - killed
+        takeover = hand_over(reader, standby, active.kill9)
         wait_for(lambda: get(f"{base}/readyz")[0] == 200, 60, "the new active replica to be ready")
         time.sleep(1)
     finally:
@@ -147,6 +151,10 @@ def test_standby_takes_over_after_kill_minus_9_under_load(
     state = reader.wait_until(converged(expected, set()), 90)
     assert_matches(state, expected, set())
     assert load.changes > 100
+    if request.node.callspec.params["pair"] == "exactly_once":
+        # The dead replica's open transaction was aborted when the standby's producer took its
+        # transactional.id over; what it had committed, offsets included, is not produced again.
+        assert not repeats(reader), f"{len(repeats(reader))} records delivered twice"
     assert "} 0.0" in next(
         line for line in get(f"{base}/metrics")[1].splitlines() if line.startswith("cdc_standby{")
     )
@@ -160,15 +168,10 @@ def test_rolling_restart_hands_over_without_duplicates(
 ) -> None:
     active, standby, _, reader, dsn = pair
     load = Workload(dsn)
+    codes: list[int] = []
     try:
-        time.sleep(0.5)
-        before = reader.written()
-        wait_for(lambda: reader.written() > before + 200, 60, "the workload's changes to stream")
-        code, _ = active.terminate()
-        assert code == 0, active.log_text()[-2000:]
-        stopped = time.monotonic()
-        wait_for(lambda: took_over(standby), 30, "the standby to take the lease")
-        takeover = time.monotonic() - stopped
+        takeover = hand_over(reader, standby, lambda: codes.append(active.terminate()[0]))
+        assert codes == [0], active.log_text()[-2000:]
         time.sleep(2)  # the new active replica streams the workload too
     finally:
         load.finish()
@@ -177,10 +180,6 @@ def test_rolling_restart_hands_over_without_duplicates(
     state = reader.wait_until(converged(expected, set()), 90)
     assert_matches(state, expected, set())
     # A clean stop commits everything delivered: the standby resumes right after it.
-    versions = Counter(
-        (json.dumps(k, sort_keys=True), json.dumps(v, sort_keys=True, default=str))
-        for k, v, _ in reader.records
-    )
-    repeats = [kv for kv, n in versions.items() if n > 1]
-    assert not repeats, f"{len(repeats)} records delivered twice, e.g. {repeats[:3]}"
+    twice = repeats(reader)
+    assert not twice, f"{len(twice)} records delivered twice, e.g. {twice[:3]}"
     assert standby.terminate()[0] == 0
