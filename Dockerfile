@@ -2,6 +2,8 @@
 # The liberator-cdc connector image.
 #
 #   docker build -t liberator-cdc .
+#   make image     # the same with podman and a local Debian base where no Docker engine or
+#                  # registry is available (scripts/container/image.sh)
 #   docker run --rm -v "$PWD/configs/compose:/etc/cdc:ro" -p 127.0.0.1:8080:8080 \
 #     -e CDC_SOURCE_URL=... -e KAFKA_BOOTSTRAP=... -e SCHEMA_REGISTRY_URL=... liberator-cdc
 #
