@@ -4,7 +4,8 @@ Non-root with ``cdc`` as PID 1; ``cdc demo`` inside; a WAL connector container s
 tables into Kafka that loses nothing to ``podman kill --signal KILL`` + ``podman start`` (field by
 field); ``podman stop`` exiting 0 within the grace period with its offsets committed; JSON logs,
 one object per stdout line; the HEALTHCHECK turning unhealthy once the source database has been
-unreachable for longer than runtime.unhealthy_after. Timings are printed (``-s``) for the README.
+unreachable for longer than runtime.unhealthy_after; a standby container taking over from a
+killed one. Timings are printed (``-s``) for the README.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tests.integration.sakila import load_postgres
 from tests.integration.test_polling_to_kafka import make_config as polling_config
 from tests.integration.test_runtime_resilience import PrivatePostgres
 from tests.integration.test_runtime_resilience import private_pg as private_pg  # a fixture, re-exported
+from tests.integration.test_standby import Workload, replica
 from tests.integration.test_wal_sakila import (
     CONFIG,
     FILM,
@@ -53,6 +55,9 @@ from tests.integration.test_wal_sakila import (
     expected,
     workload,
 )
+from tests.integration.test_wal_source import docs_db as docs_db  # a fixture, re-exported
+from tests.integration.test_wal_source import drop_slot, expected_rows
+from tests.integration.test_wal_source import make_config as wal_docs_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
 
@@ -212,4 +217,48 @@ def test_healthcheck_turns_unhealthy_when_the_source_stays_unreachable(
         assert box.stop(GRACE) < GRACE and box.exit_code() == 0
     finally:
         box.remove()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_standby_container_takes_over_after_podman_kill(
+    docs_db: str, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """Two replicas as containers (runtime.standby): the standby takes over from a killed one."""
+    require_image()
+    directory = config_dir()
+    config = wal_docs_config(directory, docs_db, topic_name, kafka_bootstrap, registry_url)
+    first, _ = replica(config, "a", "at_least_once")
+    second, _ = replica(config, "b", "at_least_once")
+    active = Container(first)
+    standby: Container | None = None
+    load: Workload | None = None
+    reader: TopicReader | None = None
+    try:
+        reader = TopicReader(kafka_bootstrap, registry_url, topic_name)
+        reader.wait_until(lambda s: len(s) >= 100, 90)
+        standby = Container(second)
+        box = standby
+        wait_for(lambda: "standing by" in box.logs()[0], 60, "the second container to stand by")
+        load = Workload(docs_db)
+        before = reader.written()
+        wait_for(lambda: reader.written() > before + 200, 60, "the workload to stream")
+        active.kill9()
+        killed = time.monotonic()
+        wait_for(lambda: "took the lease" in box.logs()[0], 30, "the standby container to take over")
+        print(f"\npodman kill -> standby container took the lease: {time.monotonic() - killed:.1f}s")
+        time.sleep(2)
+        load.finish()
+        want = expected_rows(docs_db)
+        state = reader.wait_until(converged(want, set()), 90)
+        assert_matches(state, want, set())
+        assert box.stop(GRACE) < GRACE and box.exit_code() == 0
+    finally:
+        if load is not None:
+            load.finish()
+        active.remove()
+        if standby is not None:
+            standby.remove()
+        if reader is not None:
+            reader.close()
+        drop_slot(docs_db, config)
         shutil.rmtree(directory, ignore_errors=True)
