@@ -16,15 +16,18 @@ mkdir -p "$CDC_CONTAINERS_DIR"
 
 # The sandbox's cgroup layout and rlimits: crun refuses the hybrid cgroup layout (runc works),
 # and setrlimit above these limits is not permitted, so containers get them explicitly.
-export CONTAINERS_CONF="${CONTAINERS_CONF:-$CDC_CONTAINERS_DIR/containers.conf}"
-if [[ ! -f "$CONTAINERS_CONF" ]]; then
-  cat >"$CONTAINERS_CONF" <<'CONF'
+# Written on every use (a few bytes), so a services directory from an older checkout gets the
+# current settings; an operator's own CONTAINERS_CONF is left alone.
+if [[ -z "${CONTAINERS_CONF:-}" ]]; then
+  export CONTAINERS_CONF="$CDC_CONTAINERS_DIR/containers.conf"
+  cat >"$CONTAINERS_CONF.tmp" <<'CONF'
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 
 [engine]
 runtime = "runc"
 CONF
+  mv "$CONTAINERS_CONF.tmp" "$CONTAINERS_CONF"
 fi
 
 # has_docker: a Docker engine answers (the client alone is not enough).
