@@ -2,6 +2,8 @@
 # The liberator-cdc connector image.
 #
 #   docker build -t liberator-cdc .
+#   make image     # the same with podman and a local Debian base where no Docker engine or
+#                  # registry is available (scripts/container/image.sh)
 #   docker run --rm -v "$PWD/configs/compose:/etc/cdc:ro" -p 127.0.0.1:8080:8080 \
 #     -e CDC_SOURCE_URL=... -e KAFKA_BOOTSTRAP=... -e SCHEMA_REGISTRY_URL=... liberator-cdc
 #
@@ -45,7 +47,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    CDC_LOG_FORMAT=json
+    CDC_LOG_FORMAT=json \
+    CDC_LOG_STREAM=stdout
 
 # Install from the builder's wheels only (--no-index: nothing is fetched or compiled here);
 # the bind mount keeps the wheels out of the image's layers. Then prove the entry point and

@@ -8,7 +8,10 @@ BIN := $(VENV)/bin
 SERVICES := scripts/services/services.sh
 STAMP := $(VENV)/.installed
 
-.PHONY: constraints test-latest run test services services-down services-status env venv lint typecheck check smoke bench-quick unit clean
+# Container image and its tests (podman where no Docker engine runs: scripts/container):
+#   make image            build the connector image from the Dockerfile
+#   make container-test   run it against the services: tests/container
+.PHONY: image container-test constraints test-latest run test services services-down services-status env venv lint typecheck check smoke bench-quick unit clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +38,15 @@ env:
 
 # Every test, unit and integration, against the real services provisioned above.
 test: $(STAMP) services
-	eval "$$(bash $(SERVICES) env)" && $(BIN)/pytest tests $(PYTEST_ARGS)
+	eval "$$(bash $(SERVICES) env)" && $(BIN)/pytest tests --ignore=tests/container $(PYTEST_ARGS)
+
+image:
+	bash scripts/container/image.sh
+
+# The built image run for real (non-root, PID 1, WAL streaming, kill/stop, health, logs).
+container-test: $(STAMP) services
+	CDC_ENGINE=podman bash scripts/container/image.sh
+	eval "$$(bash $(SERVICES) env)" && $(BIN)/pytest tests/container $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

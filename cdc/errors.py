@@ -10,6 +10,7 @@ supervisor should retry (the condition may clear by itself: a server restarting)
     ├── RowError             fatal 4  a row that does not fit its stream's schema (stream/key/field)
     ├── PositionLostError    fatal 5  a stored position the source can no longer serve
     ├── AlreadyRunningError  fatal 6  another instance of the same connector holds the lease
+    │   └── LeaseHeldError            ... and runtime.standby is off (with it on: wait for the lease)
     ├── SourceConfigError    fatal 7  the source disagrees with the config (missing table, privileges)
     ├── DeliveryError        fatal 8  the broker refused an event permanently
     ├── LocalResourceError   fatal 9  a port in use, an offsets path that cannot be written
@@ -81,6 +82,10 @@ class AlreadyRunningError(CdcError):
     """Another instance of the same connector is running."""
 
     exit_code = 6
+
+
+class LeaseHeldError(AlreadyRunningError):
+    """The lease is held by another live instance (a standby waits for it; see runtime.standby)."""
 
 
 class SourceConfigError(CdcError):

@@ -53,7 +53,9 @@ def setup(level: str = "INFO", fmt: str | None = None) -> None:
     if fmt == "json":
         from pythonjsonlogger.json import JsonFormatter
 
-        handler = logging.StreamHandler(sys.stderr)
+        # CDC_LOG_STREAM=stdout (the image sets it): a container's log is its standard output.
+        stream = sys.stdout if os.environ.get("CDC_LOG_STREAM") == "stdout" else sys.stderr
+        handler = logging.StreamHandler(stream)
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"}

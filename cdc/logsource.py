@@ -81,7 +81,8 @@ class ReaderThread:
 
     def acquire_lease(self, connector_name: str) -> Lease:
         """The single-instance lease, held by a session of the source database."""
-        self._lease_engine = engines.create_engine(self.dsn, pool_size=1)
+        if self._lease_engine is None:  # one engine for every attempt (a standby retries each second)
+            self._lease_engine = engines.create_engine(self.dsn, pool_size=1)
         return lease.acquire(self._lease_engine, connector_name)
 
     def poll(self, timeout: float) -> list[ChangeEvent]:

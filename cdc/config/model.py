@@ -146,6 +146,12 @@ class RuntimeConfig(Strict):
         300.0,
         description="/healthz answers 503 once retriable failures (a database or broker down) have lasted this long",
     )
+    standby: bool = Field(
+        False,
+        description="hot standby: when another instance of this connector holds the lease, wait for "
+        "it (checking every second; /healthz alive, /readyz 503 'standby') and take over from the "
+        "committed offsets once that instance stops or dies, instead of exiting with code 6",
+    )
     capture: Literal["auto", "process", "inline"] = Field(
         "auto",
         description="where the source reads, converts and Avro-encodes: 'process' (a child process, "

@@ -22,6 +22,14 @@ class Health:
         #: monotonic time of the first retriable failure of the current outage (None: healthy)
         self.failing_since: float | None = None
         self.unhealthy_after = float("inf")
+        #: a hot standby waiting for the lease: alive, not ready
+        self.standby = False
+
+    def standing_by(self, waiting: bool) -> None:
+        """Entering (True) or leaving (False) hot standby."""
+        self.standby = waiting
+        if waiting:
+            self.ready = False
 
     def healthy(self) -> bool:
         """Alive, and not retrying an outage for longer than ``unhealthy_after``."""
@@ -70,8 +78,18 @@ class Metrics(Health):
         self.lag = Gauge(
             "cdc_source_lag", "source lag gauges (see name)", [*labels, "name"], registry=self.registry
         )
+        self.standby_gauge = Gauge(
+            "cdc_standby",
+            "1 while this instance is a hot standby waiting for the lease",
+            labels,
+            registry=self.registry,
+        )
         self.connector = connector
         self.committed_text = "{}"
+
+    def standing_by(self, waiting: bool) -> None:
+        super().standing_by(waiting)
+        self.standby_gauge.labels(self.connector).set(1 if waiting else 0)
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -81,6 +99,7 @@ class Served(Protocol):
     """What the HTTP endpoint serves: source connectors' Metrics and the sink's SinkMetrics."""
 
     ready: bool
+    standby: bool
 
     def healthy(self) -> bool: ...
 
@@ -98,7 +117,10 @@ def serve(metrics: Served, host: str, port: int) -> ThreadingHTTPServer:
                 healthy = metrics.healthy()
                 self._reply(200 if healthy else 503, b"ok\n" if healthy else b"unhealthy\n")
             elif self.path == "/readyz":
-                self._reply(200 if metrics.ready else 503, b"ready\n" if metrics.ready else b"starting\n")
+                if metrics.ready:
+                    self._reply(200, b"ready\n")
+                else:
+                    self._reply(503, b"standby\n" if metrics.standby else b"starting\n")
             else:
                 self._reply(404, b"not found\n")
 

@@ -24,6 +24,7 @@ from cdc.runtime.outputs import FileRecordOutput, KafkaRecordOutput, make_output
 from cdc.runtime.pipeline import Feed, Pipeline
 from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
+from cdc.runtime.standby import take_lease
 from cdc.schemas.eventify import StreamEventifier
 from cdc.schemas.sourcecheck import check_fields
 
@@ -59,6 +60,11 @@ def build_source(app: AppConfig) -> tuple[SourceConnector, dict[str, StreamEvent
 def prepare(app: AppConfig) -> Prepared:
     """Build the source and check every stream's schemas against its columns."""
     source, eventifiers = build_source(app)
+    return checked(app, source, eventifiers)
+
+
+def checked(app: AppConfig, source: SourceConnector, eventifiers: dict[str, StreamEventifier]) -> Prepared:
+    """Check every stream's schemas against the source's columns (closes the source on a mismatch)."""
     described = source.describe()
     problems: list[str] = []
     warnings: list[str] = []
@@ -95,15 +101,23 @@ class Runner:
         install_stop_handlers(self.stop, "flush, commit, exit")
 
     def run_once(self) -> None:
-        prepared = prepare(self.app)
-        source = prepared.source
+        source, eventifiers = build_source(self.app)
         lease: Lease | None = None
         store = None
         output = None
         capture: CaptureProcess | None = None
         try:
-            if self.app.delivery is Delivery.AT_LEAST_ONCE:
-                lease = source.acquire_lease(self.app.name)
+            # Exactly-once fences a second producer through its transactional.id and needs no
+            # lease, but a standby must not start (and fence the active one): it waits for it.
+            if self.app.delivery is Delivery.AT_LEAST_ONCE or self.app.runtime.standby:
+                # Before reading the source's columns: a standby may wait for hours, and takes
+                # over with the tables as they are then.
+                lease = take_lease(
+                    source, self.app.name, self.stop, self.metrics, standby=self.app.runtime.standby
+                )
+                if lease is None:
+                    return  # stopped while standing by
+            prepared = checked(self.app, source, eventifiers)
             store = make_offset_store(self.app)
             tracker = AckTracker()
             txn_id = f"cdc-{self.app.name}" if self.app.delivery is Delivery.EXACTLY_ONCE else None

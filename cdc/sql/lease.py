@@ -14,8 +14,9 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from cdc.errors import AlreadyRunningError
+from cdc.errors import AlreadyRunningError, LeaseHeldError
 from cdc.plugin import Lease
+from cdc.sql import engines
 
 
 def lock_key(name: str) -> int:
@@ -29,7 +30,10 @@ class _SessionLease(Lease):
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()  # the lock dies with the session
+            # The lock dies with the session. invalidate() closes the database connection now;
+            # close() alone would park it, lock and all, in the pool until the engine is disposed.
+            self._conn.invalidate()
+            self._conn.close()
             self._conn = None
 
 
@@ -43,10 +47,11 @@ class _FileLease(Lease):
             self._fh = None
 
 
-def _refuse(name: str) -> AlreadyRunningError:
-    return AlreadyRunningError(
+def _refuse(name: str) -> LeaseHeldError:
+    return LeaseHeldError(
         f"another instance of connector {name!r} is running (it holds the lease)",
-        hint="stop the other instance first; two instances would publish the same changes twice",
+        hint="stop the other instance first (two instances would publish the same changes twice), "
+        "or set runtime.standby: true to run this one as its hot standby",
     )
 
 
@@ -68,14 +73,23 @@ def acquire(engine: sa.Engine, name: str) -> Lease:
         fh.write(str(os.getpid()))
         fh.flush()
         return _FileLease(fh)
-    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    params: dict[str, object]
     if dialect == "postgresql":
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)}).scalar()
+        query, params = "SELECT pg_try_advisory_lock(:k) = true", {"k": lock_key(name)}
     elif dialect in ("mysql", "mariadb"):
-        got = conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": f"cdc:{name}"[:64]}).scalar() == 1
+        query, params = "SELECT GET_LOCK(:n, 0) = 1", {"n": f"cdc:{name}"[:64]}
     else:
-        conn.close()
         raise AlreadyRunningError(f"no lease mechanism for dialect {dialect!r}; use delivery: exactly_once")
+    try:
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    except sa.exc.DBAPIError as exc:  # the database is down: retriable, like any other connect
+        raise engines.translate(exc, f"taking the lease of connector {name!r}") from None
+    try:
+        got = bool(conn.execute(sa.text(query), params).scalar())
+    except sa.exc.DBAPIError as exc:
+        conn.invalidate()
+        conn.close()
+        raise engines.translate(exc, f"taking the lease of connector {name!r}") from None
     if not got:
         conn.close()
         raise _refuse(name)
