@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from cdc import __version__
+from cdc import __version__, cli_init
 from cdc.cli_migrations import migrations_app
 from cdc.cli_sink import sink_app
 from cdc.errors import CdcError
@@ -39,6 +39,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(migrations_app, name="migrations")
 app.add_typer(sink_app, name="sink")
+app.command("init")(cli_init.init)
 
 ConfigArg = Annotated[Path, typer.Argument(help="the connector's YAML config", show_default=False)]
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
@@ -121,10 +122,10 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
                 try:
                     typer.echo(f"[ok  ] subject {item.subject}: id {resolve_id(client, item)}")
                 except CdcError as exc:
-                    if auto and "not registered" in exc.message:
-                        typer.echo(
-                            f"[warn] subject {item.subject}: not registered yet; auto_register will register it"
-                        )
+                    if "not registered" in exc.message:
+                        # resolve_id says so only for a new subject or a compatible new version
+                        then = "auto_register will register it" if auto else "run cdc schemas register CONFIG"
+                        typer.echo(f"[warn] subject {item.subject}: not registered yet (compatible); {then}")
                         continue
                     failed = True
                     typer.echo(f"[FAIL] {exc}")
@@ -166,10 +167,10 @@ def status(config: ConfigArg) -> None:
     typer.echo(f"connector {cfg.name} ({cfg.source.connector}), offsets in {cfg.offsets.store}")
     if not offsets:
         typer.echo("  no committed position yet (a first run starts from the beginning)")
-    for partition, offset in sorted(offsets.items()):
-        typer.echo(f"  {partition}: {json.dumps(offset, default=str)}")
     source, _ = build_source(cfg)
     try:
+        for partition, offset in sorted(offsets.items()):
+            typer.echo(f"  {partition}: {json.dumps(source.show_offset(offset), default=str)}")
         for name, value in sorted(source.lag(offsets).items()):
             typer.echo(f"  lag {name}: {value:.3f}")
     finally:

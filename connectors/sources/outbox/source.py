@@ -34,6 +34,7 @@ from cdc.plugin import (
     ColumnInfo,
     EncodedValue,
     Lease,
+    Offset,
     Offsets,
     Op,
     SourceConnector,
@@ -120,6 +121,12 @@ class OutboxRelay(SourceConnector):
     def check(self) -> list[CheckResult]:
         self.describe()
         return [CheckResult(True, f"outbox table {self.cfg.table} reachable with the expected columns")]
+
+    def show_offset(self, offset: Offset) -> Offset:
+        """Log mode: commit LSNs as PostgreSQL writes them (``16/B374D848``)."""
+        from cdc.pg.pgoutput import format_lsn
+
+        return {k: format_lsn(v) if k == "commit" and isinstance(v, int) else v for k, v in offset.items()}
 
     def acquire_lease(self, connector_name: str) -> Lease:
         if self.cfg.mode == "log":
