@@ -273,11 +273,29 @@ def connectors_describe(
 @app.command()
 def tail(
     path: Annotated[
-        Path, typer.Argument(help="an output directory or one .avro file written by output kind: file")
+        Path,
+        typer.Argument(
+            help="a connector's YAML config (its Kafka topics), or a file output's directory or .avro file"
+        ),
     ],
-    limit: Annotated[int, typer.Option("--limit", "-n", help="show the last N events per file")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="show the last N events per file or topic")
+    ] = 20,
+    stream: Annotated[
+        list[str] | None,
+        typer.Option("--stream", "-s", help="config: a stream to show (repeat; default all)"),
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", help="config: wait up to this many seconds for N events per topic")
+    ] = 0.0,
 ) -> None:
-    """Decode and print events written by the file output (the embedded demo's Kafka stand-in)."""
+    """Decode and print the latest events: of a connector's Kafka topics (given its config), or
+    written by the file output (the embedded demo's Kafka stand-in)."""
+    if path.suffix in (".yaml", ".yml"):
+        from cdc.tail_kafka import tail_topics
+
+        tail_topics(_load(path), list(stream or []), limit, wait)
+        return
     from cdc.tail import print_tail
 
     print_tail(path, limit)

@@ -139,6 +139,10 @@ def map_column(
     what = f"{table}.{info.name} ({info.type_name})"
     py = info.python_type
     base = (pg_base or "").lower()
+    if py is None and base in _PG_SCALARS:  # a type the reflection does not know (a domain)
+        return Mapped(_PG_SCALARS[base])
+    if py is None and base:  # tsvector, xml... read as their text
+        py = str
     if info.enum_labels is not None and info.data_type == "set":
         items = _enum(f"{table}_{info.name}", info.enum_labels, what)
         if items.symbol_map:
@@ -220,7 +224,7 @@ def map_column(
         return Mapped({"type": "array", "items": element_type})
     if py is str or py is dict:
         mapped = Mapped("string")
-        if not _TEXT_TYPES.match(info.type_name) and pg_category != "S":
+        if not _TEXT_TYPES.match(info.type_name) and pg_category not in ("S", "E"):
             mapped.notes.append(f"{what}: mapped to string (the type's own text; no exact Avro type)")
         return mapped
     return Mapped(

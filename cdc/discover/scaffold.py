@@ -305,7 +305,8 @@ def scaffold(req: InitRequest) -> Scaffold:
     for name, t, cap in chosen:
         infos = described[name]
         if req.connector == "polling":
-            out.notes.append(f"stream {name}: {_polling_mode(t, infos, cap)}")
+            said = f"stream {name}: {_polling_mode(t, infos, cap)}"
+            (out.notes if cap["mode"].startswith("timestamp") else out.decisions).append(said)
         built = _schemas(req, name, t, infos, out)
         if built is None:
             continue
