@@ -201,7 +201,7 @@ def map_column(
         return Mapped(
             {
                 "type": "record",
-                "name": avro_name(f"{table}_{info.name}_interval"),
+                "name": record_name(f"{table}_{info.name}_interval"),
                 "fields": [
                     {"name": "months", "type": "int"},
                     {"name": "days", "type": "int"},
