@@ -40,6 +40,7 @@ app.add_typer(connectors_app, name="connectors")
 app.add_typer(migrations_app, name="migrations")
 app.add_typer(sink_app, name="sink")
 app.command("init")(cli_init.init)
+schemas_app.command("diff")(cli_init.schemas_diff)
 
 ConfigArg = Annotated[Path, typer.Argument(help="the connector's YAML config", show_default=False)]
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]

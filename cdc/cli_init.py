@@ -86,3 +86,50 @@ def init(
     if "dba.sql" in result.files:
         typer.echo(f"[decide] review and run {directory / 'dba.sql'} before cdc check")
     typer.echo(f"next: cdc check {directory / 'connector.yaml'}")
+
+
+def schemas_diff(
+    config: Annotated[Path, typer.Argument(help="the connector's YAML config", show_default=False)],
+    write: Annotated[
+        bool, typer.Option("--write", help="write each evolved contract next to it as <name>.proposed.avsc")
+    ] = False,
+) -> None:
+    """Compare each stream's contract with its live table: columns added (proposed as optional
+    fields with defaults), dropped or retyped, nullability; and whether the registry would accept
+    the evolved value schema under the subject's compatibility rule.
+
+    Exits 3 when a contract no longer fits its table (cdc run would refuse it) or the registry
+    would refuse the evolved schema; added columns alone are not an error (the contract is explicit).
+    """
+    import json
+
+    from cdc.config import load_config
+    from cdc.discover.diff import diff_config
+    from cdc.errors import SchemaError
+
+    app = load_config(config)
+    diffs = diff_config(app)
+    by_name = {s.name: s for s in app.streams}
+    for d in diffs:
+        typer.echo(f"stream {d.stream}: {'no differences' if d.clean else 'differs'}")
+        for line in d.added:
+            typer.echo(f"  + {line}")
+        for line in d.broken:
+            typer.echo(f"  ! {line}")
+        for line in d.warnings:
+            typer.echo(f"  ~ {line}")
+        if d.registry:
+            typer.echo(f"  registry: {d.registry}")
+        if write and d.evolved is not None:
+            current = app.resolve(by_name[d.stream].value_schema)
+            proposed = current.with_name(current.name.removesuffix(".avsc") + ".proposed.avsc")
+            proposed.write_text(json.dumps(d.evolved, indent=2) + "\n", encoding="utf-8")
+            typer.echo(
+                f"  wrote {proposed} (review it, then replace {current.name} and cdc schemas register)"
+            )
+    bad = [d.stream for d in diffs if d.broken or not d.registry_ok]
+    if bad:
+        raise SchemaError(
+            f"streams {bad}: the contract no longer fits the table or the registry would refuse the evolution",
+            hint="see the '!' lines and the registry verdicts above",
+        )

@@ -63,6 +63,7 @@ class Mapped:
     symbol_map: dict[str, str] = field(default_factory=dict)  # enum label -> symbol, where renamed
     notes: list[str] = field(default_factory=list)  # decisions for a person, one line each
     skip: bool = False  # no exact mapping: the column is left out of the contract
+    guessed: bool = False  # the type name said too little (a domain): the widest fitting type
 
 
 def avro_name(text: str) -> str:
@@ -115,7 +116,7 @@ def _integer(info: ColumnInfo, hint: str | None, what: str) -> Mapped:
             ],
         )
     base = (hint or info.type_name).lower()
-    return Mapped(_PG_INTS.get(base, "long"))
+    return Mapped(_PG_INTS.get(base, "long"), guessed=base not in _PG_INTS)
 
 
 def _pg_element(element: str) -> Any | None:

@@ -133,19 +133,20 @@ def _polling_mode(t: catalog.Table, infos: dict[str, ColumnInfo], cap: dict[str,
     return "polling mode bulk (no last-modified column): every poll reads the whole table"
 
 
-def _describe(
-    req: InitRequest, specs: list[StreamSpec], source: dict[str, Any]
+def describe_streams(
+    connector: str, options: dict[str, Any], specs: list[StreamSpec]
 ) -> dict[str, dict[str, ColumnInfo]]:
-    cls = load_source_class(req.connector)
-    options = {k: v for k, v in source.items() if k != "connector"}
-    cfg = cls.config_model.model_validate({**options, "url": req.url})
-    connector = cls(
+    """The columns each stream's table has, as the connector itself describes them (what the
+    start-up check sees). ``options`` is the source block without ``connector``."""
+    cls = load_source_class(connector)
+    cfg = cls.config_model.model_validate(options)
+    source = cls(
         cfg, [StreamSpec(s.name, s.key_columns, s.columns, cls.stream_model.model_validate(s.capture).model_dump()) for s in specs]
     )  # fmt: skip
     try:
-        return connector.describe()
+        return source.describe()
     finally:
-        connector.close()
+        source.close()
 
 
 def _source_block(req: InitRequest, out: Scaffold) -> dict[str, Any]:
@@ -299,7 +300,8 @@ def scaffold(req: InitRequest) -> Scaffold:
             "no selected table has a key; nothing to scaffold", hint="; ".join(out.decisions)
         )
     specs = [StreamSpec(name, tuple(t.key), tuple(t.columns), cap) for name, t, cap in chosen]
-    described = _describe(req, specs, source)
+    options = {k: v for k, v in source.items() if k != "connector"}
+    described = describe_streams(req.connector, {**options, "url": req.url}, specs)
     streams: list[dict[str, Any]] = []
     dba: list[str] = []
     for name, t, cap in chosen:
