@@ -81,6 +81,15 @@ def test_init_on_postgres_sakila_passes_check(
         and "[ok  ] publication: the connector runs at start-up: CREATE PUBLICATION" in out
     )
 
+    # signal_table cannot finish an interrupted snapshot of inheritance children: said, not silent.
+    text = (wal / "connector.yaml").read_text()
+    (wal / "connector.yaml").write_text(
+        text.replace("  publication:", "  signal_table: public.cdc_signals\n  publication:")
+    )
+    code, out = check(wal, kafka_bootstrap, registry_url)
+    assert code == 0 and "[warn] signal_table with inheritance children: streams ['payment']" in out, out
+    (wal / "connector.yaml").write_text(text)
+
     # Never overwrites without --force.
     before = (wal / "connector.yaml").read_text()
     code, out = init(wal, "postgres_wal", pg_database, "--table", "film")

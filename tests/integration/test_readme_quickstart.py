@@ -104,6 +104,7 @@ def test_readme_quickstart_runs_as_written(
         assert "'PG-13' -> PG_13" in out and "check passed" in out, out
         assert re.search(r"^--- sakila-cdc\.film \(last 3\)$", out, re.M), out
         assert "Traceback" not in "".join(logs.values()), logs
+        assert re.search(r"^  slot:sakila_cdc: \{", out, re.M) and not re.search(r'"commit": \d', out), out
         compare(pg_database, copy_url)
     finally:
         drop_pg_database(pg_dsn, copy_name)
