@@ -17,7 +17,7 @@ Globs = Annotated[list[str] | None, typer.Option(show_default=False)]
 def init(
     directory: Annotated[Path, typer.Argument(help="where connector.yaml and schemas/ are written")],
     connector: Annotated[
-        str, typer.Option("--connector", "-c", help="postgres_wal, polling, mysql_binlog or audit")
+        str, typer.Option("--connector", "-c", help="postgres_wal, polling, mysql_binlog, audit or outbox")
     ],
     url: Annotated[
         str | None, typer.Option("--url", help="the database to inspect (written into the config as is)")
@@ -50,6 +50,13 @@ def init(
     registry_url: Annotated[
         str, typer.Option("--registry-url", help="schema_registry.url as written")
     ] = "${SCHEMA_REGISTRY_URL:-http://localhost:8081}",
+    aggregate_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--aggregate-type",
+            help="outbox: an aggregate type to relay (repeat; default: those in the table)",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace files that already exist")] = False,
 ) -> None:
     """Inspect a live database and write a starter connector: connector.yaml plus one key and one
@@ -75,7 +82,12 @@ def init(
         schemas=tuple(schema or ()), tables=tuple(table or ()), exclude=tuple(exclude or ()),
         kafka_bootstrap=kafka_bootstrap, registry_url=registry_url,
     )  # fmt: skip
-    result = scaffold(req)
+    if connector == "outbox":
+        from cdc.discover.outbox import scaffold_outbox
+
+        result = scaffold_outbox(req, tuple(aggregate_type or ()), *(table or [])[:1])
+    else:
+        result = scaffold(req)
     written = write(directory, result.files, force=force)
     typer.echo(f"wrote {len(written)} file(s) under {directory}: {len(result.streams)} stream(s)")
     typer.echo(f"  {', '.join(result.streams)}")

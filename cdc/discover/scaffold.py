@@ -80,7 +80,7 @@ def _discover(req: InitRequest) -> tuple[str, list[catalog.Table]]:
         if allowed is None:
             raise SourceConfigError(
                 f"cdc init does not scaffold connector {req.connector!r}",
-                hint=f"one of: {', '.join(DIALECTS)} (the outbox relay: cdc init --connector outbox)",
+                hint=f"one of: {', '.join(DIALECTS)}, outbox",
             )
         if dialect not in allowed:
             raise SourceConfigError(
@@ -334,6 +334,18 @@ def scaffold(req: InitRequest) -> Scaffold:
         out.decisions.append(
             "audit triggers: run cdc migrations audit apply CONFIG before cdc check and cdc run"
         )
+    finish(req, source, streams, out)
+    if dba:
+        out.files["dba.sql"] = (
+            "-- Statements cdc init recommends; review them, then run them before cdc check.\n"
+            + "\n".join(dba)
+            + "\n"
+        )
+    return out
+
+
+def finish(req: InitRequest, source: dict[str, Any], streams: list[dict[str, Any]], out: Scaffold) -> None:
+    """Add connector.yaml (with the decisions as its header) to the scaffold."""
     config = {
         "name": req.name,
         "source": source,
@@ -350,13 +362,6 @@ def scaffold(req: InitRequest) -> Scaffold:
     out.files["connector.yaml"] = (
         "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, width=110)
     )
-    if dba:
-        out.files["dba.sql"] = (
-            "-- Statements cdc init recommends; review them, then run them before cdc check.\n"
-            + "\n".join(dba)
-            + "\n"
-        )
-    return out
 
 
 def write(directory: Path, files: dict[str, str], *, force: bool) -> list[Path]:

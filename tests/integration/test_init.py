@@ -137,3 +137,29 @@ def test_init_on_mariadb_sakila_passes_check(
         }
         code, out = check(directory, kafka_bootstrap, registry_url)
         assert code == 0 and "check passed" in out, out
+
+
+def test_init_outbox_streams_per_aggregate_type(
+    pg_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    directory = tmp_path / unique("test").replace("_", "-")
+    code, out = init(directory, "outbox", pg_database)
+    assert (
+        code == 7 and "outbox table 'cdc_outbox' does not exist" in out and "cdc migrations apply" in out
+    ), out
+    assert cdc("migrations", "apply", "--dsn", pg_database).returncode == 0
+    code, out = init(directory, "outbox", pg_database)
+    assert code == 7 and "--aggregate-type" in out, out
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO cdc_outbox (id, aggregatetype, aggregateid, type, payload, schema_subject) VALUES "
+            "(gen_random_uuid(), 'customer', '1', 'Created', '\\x00', 'shop.customer-value'), "
+            "(gen_random_uuid(), 'order', '7', 'Placed', '\\x00', NULL)"
+        )
+    code, out = init(directory, "outbox", pg_database)
+    assert code == 0 and "2 stream(s)" in out, out
+    assert "schemas/customer-value.avsc is a placeholder" in out and "name subject shop.customer-value" in out
+    config = (directory / "connector.yaml").read_text()
+    assert "aggregate_type: order" in config and "aggregate_id: aggregateid" in config
+    code, out = check(directory, kafka_bootstrap, registry_url)
+    assert code == 0 and "check passed" in out, out
