@@ -22,7 +22,7 @@ import yaml
 
 from cdc.discover import catalog
 from cdc.discover.avro import Mapped, avro_name, map_column, record_name
-from cdc.errors import LocalResourceError, SchemaError, SourceConfigError
+from cdc.errors import ConfigError, LocalResourceError, SchemaError, SourceConfigError
 from cdc.masking import mask_dsn
 from cdc.plugin import ColumnInfo, StreamSpec
 from cdc.registry import load_source_class
@@ -73,15 +73,15 @@ def identifier(name: str) -> str:
 
 
 def _discover(req: InitRequest) -> tuple[str, list[catalog.Table]]:
+    allowed = DIALECTS.get(req.connector)
+    if allowed is None:
+        raise ConfigError(
+            [f"--connector: cdc init scaffolds {', '.join(DIALECTS)} or outbox, not {req.connector!r}"],
+            source="cdc init",
+        )
     engine = engines.create_engine(req.url)
     try:
         dialect = engine.dialect.name
-        allowed = DIALECTS.get(req.connector)
-        if allowed is None:
-            raise SourceConfigError(
-                f"cdc init does not scaffold connector {req.connector!r}",
-                hint=f"one of: {', '.join(DIALECTS)}, outbox",
-            )
         if dialect not in allowed:
             raise SourceConfigError(
                 f"connector {req.connector} does not read {dialect} databases ({mask_dsn(req.url)})",
