@@ -106,6 +106,15 @@ def test_init_on_postgres_sakila_passes_check(
     code, out = check(polling, kafka_bootstrap, registry_url)
     assert code == 0 and "check passed" in out, out
 
+    audit = tmp_path / unique("test").replace("_", "-")
+    code, out = init(audit, "audit", pg_database, "--table", "film", "--table", "notes")
+    assert code == 0 and "run cdc migrations audit apply CONFIG before cdc check" in out, out
+    env = {"KAFKA": kafka_bootstrap, "REGISTRY": registry_url}
+    applied = cdc("migrations", "audit", "apply", str(audit / "connector.yaml"), env=env)
+    assert applied.returncode == 0, applied.stderr
+    code, out = check(audit, kafka_bootstrap, registry_url)
+    assert code == 0 and "check passed" in out, out
+
 
 def test_init_on_mariadb_sakila_passes_check(
     mysql_database: str, tmp_path: Path, kafka_bootstrap: str, registry_url: str
