@@ -92,6 +92,9 @@ def test_readme_quickstart_runs_as_written(
     )  # fmt: skip
     try:
         out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:  # a step never finished: show how far the block got
+        os.killpg(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0] + "\n(timed out after 240 s)"
     finally:
         with contextlib.suppress(ProcessLookupError):  # a failed step leaves the background jobs
             os.killpg(proc.pid, signal.SIGKILL)
