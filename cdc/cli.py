@@ -27,8 +27,8 @@ app = typer.Typer(
     help=(
         "Free data from legacy databases: capture changes from PostgreSQL, MySQL/MariaDB or any "
         "SQLAlchemy database and publish them to Kafka as keyed, Avro-schematized event streams.\n\n"
-        "Typical flow: cdc validate CONFIG -> cdc check CONFIG -> cdc schemas register CONFIG -> "
-        "cdc run CONFIG. Try it without any server: cdc demo."
+        "Typical flow: cdc init DIR (or write CONFIG by hand) -> cdc validate CONFIG -> cdc check CONFIG -> "
+        "cdc schemas register CONFIG -> cdc run CONFIG. Try it without any server: cdc demo."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -248,7 +248,8 @@ def _wal_findings(stream: str, t: catalog.Table, out: Scaffold, dba: list[str]) 
     if t.children:
         out.decisions.append(
             f"stream {stream}: inheritance children {', '.join(t.children)} are captured into it (children:); "
-            "incremental snapshots and snapshot recovery through signal_table do not cover children"
+            "children created later need adding to that pattern; incremental snapshots and snapshot recovery "
+            "through signal_table do not cover children"
         )
     if t.partitions:
         out.notes.append(
