@@ -35,9 +35,10 @@ class Table:
     partitioned: bool = False
     replica_identity: str | None = None  # d default, n nothing, f full, i index
     children: list[str] = field(default_factory=list)  # inheritance children (same schema)
+    other_children: list[str] = field(default_factory=list)  # in another schema: children: cannot name them
     partitions: list[str] = field(default_factory=list)  # declarative partitions (any level)
-    #: qualified names (the table, its children) whose UPDATE/DELETE a publication would break
-    unsafe_identity: list[str] = field(default_factory=list)
+    #: (schema, name) of the table or children whose UPDATE/DELETE a publication would break
+    unsafe_identity: list[tuple[str, str]] = field(default_factory=list)
     pg_types: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (base, category)
 
     @property
@@ -113,7 +114,7 @@ def postgres_tables(
             unique = [list(cols) for cols, notnull in pg.execute(_PG_UNIQUE, (oid,)) if notnull]
             t.unique_key = unique[0] if unique else None
         if kind != "p" and _unsafe(replident, has_pk):
-            t.unsafe_identity.append(t.qualified)
+            t.unsafe_identity.append((schema, name))
         _pg_children(pg, t, oid)
         out.append(t)
     return out
@@ -128,10 +129,12 @@ def _pg_children(pg: Any, t: Table, oid: int) -> None:
             if is_partition:  # published through the root (publish_via_partition_root)
                 t.partitions.append(f"{schema}.{name}")
                 queue.append(child)
-            elif schema == t.schema:
+            elif schema != t.schema:
+                t.other_children.append(f"{schema}.{name}")
+            else:
                 t.children.append(name)
                 if _unsafe(replident, has_pk):
-                    t.unsafe_identity.append(f"{schema}.{name}")
+                    t.unsafe_identity.append((schema, name))
 
 
 _MY_TABLES = sa.text(

@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import yaml
+from psycopg import sql
 
 from cdc.discover import catalog
 from cdc.discover.avro import Mapped, avro_name, map_column, record_name
@@ -251,17 +252,22 @@ def _wal_findings(stream: str, t: catalog.Table, out: Scaffold, dba: list[str]) 
             "children created later need adding to that pattern; incremental snapshots and snapshot recovery "
             "through signal_table do not cover children"
         )
+    if t.other_children:
+        out.decisions.append(
+            f"stream {stream}: inheritance children in other schemas ({', '.join(t.other_children)}) are not "
+            "captured (children: names children of the parent's schema); capture them as streams of their own"
+        )
     if t.partitions:
         out.notes.append(
             f"stream {stream}: partitioned table; partitions {', '.join(t.partitions)} publish through the root"
         )
     if t.unsafe_identity:
         dba += [
-            f'ALTER TABLE "{u.partition(".")[0]}"."{u.partition(".")[2]}" REPLICA IDENTITY FULL;'
+            sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL;").format(sql.Identifier(*u)).as_string(None)
             for u in t.unsafe_identity
         ]
         out.decisions.append(
-            f"stream {stream}: {', '.join(t.unsafe_identity)} have no primary key and REPLICA IDENTITY "
+            f"stream {stream}: {', '.join(f'{s}.{n}' for s, n in t.unsafe_identity)} have no primary key and REPLICA IDENTITY "
             "DEFAULT/NOTHING: once published, PostgreSQL would reject the application's UPDATE/DELETE on them "
             "(cdc check fails until fixed). Run the ALTER TABLE ... REPLICA IDENTITY FULL statements in "
             "dba.sql, give them a primary key, or make the stream insert_only: true"
