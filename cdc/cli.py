@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cdc import __version__
+from cdc import __version__, cli_init
 from cdc.cli_migrations import migrations_app
 from cdc.cli_sink import sink_app
 from cdc.errors import CdcError
@@ -31,8 +31,8 @@ app = typer.Typer(
     help=(
         "Free data from legacy databases: capture changes from PostgreSQL, MySQL/MariaDB or any "
         "SQLAlchemy database and publish them to Kafka as keyed, Avro-schematized event streams.\n\n"
-        "Typical flow: cdc validate CONFIG -> cdc check CONFIG -> cdc schemas register CONFIG -> "
-        "cdc run CONFIG. Try it without any server: cdc demo."
+        "Typical flow: cdc init DIR (or write CONFIG by hand) -> cdc validate CONFIG -> cdc check CONFIG -> "
+        "cdc schemas register CONFIG -> cdc run CONFIG. Try it without any server: cdc demo."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -43,6 +43,8 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(migrations_app, name="migrations")
 app.add_typer(sink_app, name="sink")
+app.command("init")(cli_init.init)
+schemas_app.command("diff")(cli_init.schemas_diff)
 
 ConfigArg = Annotated[Path, typer.Argument(help="the connector's YAML config", show_default=False)]
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
@@ -154,10 +156,10 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
                 try:
                     typer.echo(f"[ok  ] subject {item.subject}: id {resolve_id(client, item)}")
                 except CdcError as exc:
-                    if auto and "not registered" in exc.message:
-                        typer.echo(
-                            f"[warn] subject {item.subject}: not registered yet; auto_register will register it"
-                        )
+                    if "not registered" in exc.message:
+                        # resolve_id says so only for a new subject or a compatible new version
+                        then = "auto_register will register it" if auto else "run cdc schemas register CONFIG"
+                        typer.echo(f"[warn] subject {item.subject}: not registered yet (compatible); {then}")
                         continue
                     failed = True
                     typer.echo(f"[FAIL] {exc}")
@@ -199,10 +201,10 @@ def status(config: ConfigArg) -> None:
     typer.echo(f"connector {cfg.name} ({cfg.source.connector}), offsets in {cfg.offsets.store}")
     if not offsets:
         typer.echo("  no committed position yet (a first run starts from the beginning)")
-    for partition, offset in sorted(offsets.items()):
-        typer.echo(f"  {partition}: {json.dumps(offset, default=str)}")
     source, _ = build_source(cfg)
     try:
+        for partition, offset in sorted(offsets.items()):
+            typer.echo(f"  {partition}: {json.dumps(source.show_offset(offset), default=str)}")
         for name, value in sorted(source.lag(offsets).items()):
             typer.echo(f"  lag {name}: {value:.3f}")
     finally:
@@ -305,11 +307,29 @@ def connectors_describe(
 @app.command()
 def tail(
     path: Annotated[
-        Path, typer.Argument(help="an output directory or one .avro file written by output kind: file")
+        Path,
+        typer.Argument(
+            help="a connector's YAML config (its Kafka topics), or a file output's directory or .avro file"
+        ),
     ],
-    limit: Annotated[int, typer.Option("--limit", "-n", help="show the last N events per file")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="show the last N events per file or topic")
+    ] = 20,
+    stream: Annotated[
+        list[str] | None,
+        typer.Option("--stream", "-s", help="config: a stream to show (repeat; default all)"),
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", help="config: wait up to this many seconds for N events per topic")
+    ] = 0.0,
 ) -> None:
-    """Decode and print events written by the file output (the embedded demo's Kafka stand-in)."""
+    """Decode and print the latest events: of a connector's Kafka topics (given its config), or
+    written by the file output (the embedded demo's Kafka stand-in)."""
+    if path.suffix in (".yaml", ".yml"):
+        from cdc.tail_kafka import tail_topics
+
+        tail_topics(_load(path), list(stream or []), limit, wait)
+        return
     from cdc.tail import print_tail
 
     print_tail(path, limit)

@@ -223,6 +223,10 @@ class SourceConnector(abc.ABC):
         offsets, for metrics and ``cdc status``. Must work on a source that was not started."""
         return {}
 
+    def show_offset(self, offset: Offset) -> Offset:
+        """The offset as ``cdc status`` shows it (e.g. LSNs as PostgreSQL writes them). Default: as is."""
+        return offset
+
     def signal(self, action: str, args: dict[str, Any]) -> str:
         """Send the running connector a signal through the source (e.g. ``execute-snapshot``);
         returns the signal's id. Sources without signals refuse."""

@@ -129,3 +129,18 @@ def resolve_version_id(client: SchemaRegistryClient, subject: str, version: int 
             hint="the outbox row names a schema that is not registered; register it (cdc schemas register)",
         ) from None
     return int(registered.schema_id)
+
+
+def accepts(client: SchemaRegistryClient, subject: str, schema: dict[str, Any]) -> bool | None:
+    """Whether ``subject``'s compatibility rule accepts ``schema`` as its next version; None when
+    the subject has no version yet (any schema is accepted)."""
+    try:
+        return bool(
+            _call("compatibility", client.test_compatibility, subject, Schema(canonical(schema), "AVRO"))
+        )
+    except SchemaRegistryError as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise SchemaError(
+            f"subject {subject!r}: registry error {exc.error_code}: {exc.error_message}"
+        ) from None

@@ -34,6 +34,7 @@ from cdc.plugin import (
     ColumnInfo,
     EncodedValue,
     Lease,
+    Offset,
     Offsets,
     Op,
     SourceConnector,
@@ -124,6 +125,12 @@ class OutboxRelay(SourceConnector):
         if self.cfg.mode == "log" and self.cfg.mysql:
             results += self._binlog().check()
         return results
+
+    def show_offset(self, offset: Offset) -> Offset:
+        """Log mode: commit LSNs as PostgreSQL writes them (``16/B374D848``)."""
+        from cdc.pg.pgoutput import format_lsn
+
+        return {k: format_lsn(v) if k == "commit" and isinstance(v, int) else v for k, v in offset.items()}
 
     def acquire_lease(self, connector_name: str) -> Lease:
         if self.cfg.mode == "log" and self.cfg.mysql:

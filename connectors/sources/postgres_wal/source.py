@@ -134,9 +134,24 @@ class PostgresWalSource(ReaderThread, SourceConnector):
             hint=f"give them a primary key, or run: {fixes}; or mark their stream insert_only: true",
         )
 
+    def _children_limits(self) -> str | None:
+        """Why signal_table cannot cover every stream (inheritance children), or None."""
+        parents = sorted(name for name, t in self.tables.items() if t.children)
+        if not self.cfg.signal_table or not parents:
+            return None
+        return (
+            f"streams {parents} capture inheritance children (children:): incremental snapshots read the "
+            "parent table only, so an interrupted initial snapshot is NOT finished through signal_table's "
+            "watermarks but re-read from current data (nothing lost; a key may briefly show an older value), "
+            "and cdc snapshot does not re-read the children's rows"
+        )
+
     def check(self) -> list[CheckResult]:
         self.describe()
         results = [CheckResult(True, "database reachable; every stream's table and columns resolve")]
+        limits = self._children_limits()
+        if limits:
+            results.append(CheckResult(False, "signal_table with inheritance children", limits, warning=True))
         with normal_connection(self.dsn) as conn:
             level = conn.execute("SHOW wal_level").fetchone()
             ok = bool(level and level[0] == "logical")
@@ -160,7 +175,16 @@ class PostgresWalSource(ReaderThread, SourceConnector):
             )
             plan = self._publication_plan(conn)
             detail = "; ".join(s.as_string(conn) for s in plan)
-            results.append(CheckResult(True, "publication", f"to run: {detail}" if plan else "up to date"))
+            if not plan:
+                results.append(CheckResult(True, "publication", "up to date"))
+            elif self.cfg.create_publication:
+                results.append(CheckResult(True, "publication", f"the connector runs at start-up: {detail}"))
+            else:
+                results.append(
+                    CheckResult(
+                        False, "publication", f"create_publication is false: ask a DBA to run: {detail}"
+                    )
+                )
             slot = catalog.slot_info(conn, self.cfg.slot)
             results.append(
                 CheckResult(
@@ -181,6 +205,9 @@ class PostgresWalSource(ReaderThread, SourceConnector):
                 unsafe = self._unsafe_tables(conn)
                 if unsafe:
                     raise self._refuse_unsafe(unsafe)
+                limits = self._children_limits()
+                if limits:
+                    log.warning("signal_table %s: %s", self.cfg.signal_table, limits)
                 if self.cfg.signal_table:
                     conn.execute(
                         sql.SQL(
@@ -515,6 +542,10 @@ class PostgresWalSource(ReaderThread, SourceConnector):
         offset = offsets.get(self.partition)
         if offset and offset.get("phase") == "stream":
             self.confirm.acknowledge(int(offset["commit"]), int(offset["i"]))
+
+    def show_offset(self, offset: Offset) -> Offset:
+        """Commit LSNs as PostgreSQL writes them (``16/B374D848``), not as integers."""
+        return {k: po.format_lsn(v) if k == "commit" and isinstance(v, int) else v for k, v in offset.items()}
 
     def lag(self, offsets: Offsets) -> dict[str, float]:
         try:
