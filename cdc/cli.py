@@ -82,6 +82,7 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
     """Preflight against the real servers: reachability, privileges, settings, schemas vs tables."""
     from cdc import logs
     from cdc.runtime.runner import prepare
+    from cdc.shaping.shaper import shaping_lines
 
     logs.setup(log_level, "human")
     cfg = _load(config)
@@ -94,6 +95,8 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
             typer.echo(f"[{mark}] {r.what}" + (f": {r.detail}" if r.detail else ""))
         for w in prepared.warnings:
             typer.echo(f"[warn] {w}")
+        for line in shaping_lines(prepared.eventifiers):
+            typer.echo(f"[ok  ] {line}")
     finally:
         prepared.source.close()
     if cfg.kafka is not None:
@@ -235,12 +238,10 @@ def schemas_show(config: ConfigArg) -> None:
     cfg = _load(config)
     for s in cfg.streams:
         ev = StreamEventifier(cfg, s)
-        typer.echo(
-            json.dumps(
-                {"stream": s.name, "topic": ev.topic, "key": ev.key_schema, "value": ev.value_schema},
-                indent=2,
-            )
-        )
+        shown = {"stream": s.name, "topic": ev.topic, "key": ev.key_schema, "value": ev.value_schema}
+        if ev.shaper is not None:
+            shown["shaping"] = ev.shaper.summary()
+        typer.echo(json.dumps(shown, indent=2))
 
 
 @connectors_app.command("list")

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
+from cdc.shaping.config import Policy
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
@@ -84,6 +85,13 @@ class StreamConfig(Strict):
         description="default <topic>.source-dlq when on_error=dead_letter (distinct from a sink's <topic>.sink-dlq)",
     )
     capture: dict[str, Any] = Field(default_factory=dict, description="connector-specific options")
+    policies: dict[str, Policy] = Field(
+        default_factory=dict,
+        description="avro field -> column policy (mask, hash, truncate, null), applied to keys and images",
+    )
+    where: str | None = Field(
+        None, description="row filter in the filter language, e.g. \"status != 'draft' and amount > 0\""
+    )
 
 
 class TopicDefaults(Strict):

@@ -43,13 +43,16 @@ from cdc.errors import CdcError, SourceUnavailableError
 from cdc.plugin import ChangeEvent, Offsets
 from cdc.runtime.encoding import RecordEncoder, SchemaIds
 from cdc.runtime.keyset import LiveKeys, restore
-from cdc.runtime.routing import DeadLetter, Encoded, Router
+from cdc.runtime.routing import DeadLetter, Encoded, Filtered, Router
+from cdc.schemas.eventify import Record
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _LINGER = 0.002  # seconds the child waits to fill a batch once it has an event
 _BATCH = 5000  # events per message at most
+#: what crosses the pipe as itself (anything else is an Encoded record as a plain tuple)
+_AS_IS = (DeadLetter, Filtered)
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ class CaptureProcess:
             hint="see its log lines above; the connector resumes from the last committed position",
         )
 
-    def poll(self, timeout: float) -> list[ChangeEvent] | list[Encoded | DeadLetter]:
+    def poll(self, timeout: float) -> list[ChangeEvent] | list[Encoded | DeadLetter | Filtered]:
         deadline = time.monotonic() + timeout
         while True:
             message = self._receive(max(0.0, deadline - time.monotonic()))
@@ -192,7 +195,7 @@ class CaptureProcess:
                 if self.schema_ids is None:
                     return [ChangeEvent(*fields) for fields in message[1]]
                 make = Encoded._make
-                return [item if type(item) is DeadLetter else make(item) for item in message[1]]
+                return [item if type(item) in _AS_IS else make(item) for item in message[1]]
             if time.monotonic() >= deadline:
                 return []
 
@@ -334,10 +337,10 @@ def _encoder(
         items: list[Any] = []
         for event in events:
             routed = route(event)  # a RowError under on_error: fail ends the child, reported
-            if type(routed) is DeadLetter:
-                items.append(routed)
+            if type(routed) in _AS_IS:
+                items.append(routed)  # a dead letter, or a filtered event's offset
                 continue
-            assert not isinstance(routed, DeadLetter)
+            assert isinstance(routed, Record)
             key, value = encoder.encode(routed)
             items.append(
                 (routed.stream, routed.topic, key, value, routed.headers, event.partition, event.offset)

@@ -23,7 +23,7 @@ from cdc.plugin import ChangeEvent, Offsets
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.outputs import KafkaRecordOutput, Output
-from cdc.runtime.routing import DeadLetter, Encoded, Router
+from cdc.runtime.routing import DeadLetter, Encoded, Filtered, Router
 from cdc.schemas.eventify import Record, StreamEventifier
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Feed(Protocol):
 
     def start(self, offsets: Offsets) -> None: ...
 
-    def poll(self, timeout: float) -> Sequence[ChangeEvent | Encoded | DeadLetter]: ...
+    def poll(self, timeout: float) -> Sequence[ChangeEvent | Encoded | DeadLetter | Filtered]: ...
 
     def acknowledge(self, offsets: Offsets) -> None: ...
 
@@ -72,26 +72,32 @@ class Pipeline:
         self._exported = dict(self._counts)  # what the Prometheus counters already show
 
     # --- shared ---
-    def _send(self, event: ChangeEvent | Encoded | DeadLetter, seq: int | None) -> None:
+    def _send(self, event: ChangeEvent | Encoded | DeadLetter | Filtered, seq: int | None) -> None:
         if isinstance(event, Encoded):  # eventified and serialized in the capture process
             self.output.send_encoded(event, seq)
             self._counts[event.stream] += 1
             return
         if isinstance(event, ChangeEvent):
             try:
-                routed: Record | DeadLetter = self.router(event)
+                routed: Record | DeadLetter | Filtered = self.router(event)
             except RowError:
                 self.metrics.errors.labels(self.app.name, "row").inc()
                 raise
         else:
             routed = event
+        if type(routed) is Filtered:
+            # Nothing to send; the offset advances like a delivered event's (a filtered tail
+            # must not pin the WAL or replay forever).
+            if seq is not None:
+                self.tracker.delivered(seq)
+            return
         if type(routed) is DeadLetter:
             self.metrics.errors.labels(self.app.name, "row").inc()
             log.warning("dead-lettering a row: %s", routed.payload["error"])
             self.metrics.dead_letters.labels(self.app.name, routed.stream).inc()
             self.output.send_dead_letter(routed.topic, routed.key, routed.payload, seq)
             return
-        assert not isinstance(routed, DeadLetter)
+        assert isinstance(routed, Record)
         self.output.send(routed, seq)
         self._counts[routed.stream] += 1
 
@@ -202,7 +208,7 @@ class Pipeline:
         next_log = time.monotonic() + rt.metrics_log_interval
         try:
             while not self.stop.is_set():
-                batch: list[ChangeEvent | Encoded | DeadLetter] = []
+                batch: list[ChangeEvent | Encoded | DeadLetter | Filtered] = []
                 deadline = time.monotonic() + 0.5
                 while len(batch) < rt.max_batch and time.monotonic() < deadline and not self.stop.is_set():
                     got = self.source.poll(0.1)

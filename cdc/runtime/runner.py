@@ -26,6 +26,7 @@ from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
 from cdc.schemas.eventify import StreamEventifier
 from cdc.schemas.sourcecheck import check_fields
+from cdc.shaping.columns import shaped_columns
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,21 @@ def prepare(app: AppConfig) -> Prepared:
     described = source.describe()
     problems: list[str] = []
     warnings: list[str] = []
+    keyset_streams = set(source.key_set_streams())
     for s in app.streams:
         ev = eventifiers[s.name]
+        columns = described[s.name]
+        if ev.shaper is not None:
+            columns = shaped_columns(s, columns)
+            if ev.shaper.shapes_key and s.name in keyset_streams:
+                problems.append(
+                    f"stream {s.name!r}: a column policy on a key field cannot be combined with this "
+                    "source's key-set delete detection (it compares raw keys with the topic's keys)"
+                )
         checked = [("key", ev.key_schema)] + ([] if source.encodes_values else [("value", ev.row_schema)])
         for what, schema in checked:
             found, warned = check_fields(
-                s.name, schema, s.fields, described[s.name], what=what, symbol_maps=s.symbol_maps
+                s.name, schema, s.fields, columns, what=what, symbol_maps=s.symbol_maps
             )
             problems += found
             warnings += warned

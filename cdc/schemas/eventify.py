@@ -18,6 +18,7 @@ from cdc.config.model import AppConfig, EventFormat, StreamConfig
 from cdc.plugin import ChangeEvent, EncodedValue, Op
 from cdc.schemas.avsc import envelope_schema, load_avsc
 from cdc.schemas.convert import RecordConverter, compile_record
+from cdc.shaping.shaper import StreamShaper
 
 _OP_BYTES = {op: op.value.encode() for op in Op}
 
@@ -65,6 +66,13 @@ class StreamEventifier:
         )
         self._envelope = stream.format is EventFormat.ENVELOPE
         self._key_parsed: Any = None
+        #: the stream's filter and column policies (None: it has neither)
+        self.shaper: StreamShaper | None = None
+        if stream.policies or stream.where is not None:
+            self.shaper = StreamShaper(
+                stream.name, stream.policies, stream.where, self.key_schema, self.row_schema,
+                stream.fields, app.base_dir,
+            )  # fmt: skip
 
     def key_of(self, event: ChangeEvent) -> dict[str, Any]:
         return self._key(event.key, event.key)
