@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import decimal
-import re
 import hashlib
 import hmac
+import re
 from pathlib import Path
 from typing import Any
 
