@@ -163,6 +163,10 @@ class RuntimeConfig(Strict):
     )
 
 
+class TransactionsConfig(Strict):
+    topic: str | None = Field(None, description="default <kafka.topic_prefix>.transactions")
+
+
 class AppConfig(Strict):
     """A whole connector: one source, its streams, and where the events go."""
 
@@ -175,6 +179,9 @@ class AppConfig(Strict):
     offsets: OffsetsConfig = Field(default_factory=lambda: OffsetsConfig())
     delivery: Delivery = Delivery.AT_LEAST_ONCE
     runtime: RuntimeConfig = Field(default_factory=lambda: RuntimeConfig())
+    transactions: TransactionsConfig | None = Field(
+        None, description="publish BEGIN/END transaction metadata records (sources that report transactions)"
+    )
     # Set by the loader: the directory relative paths are resolved against.
     base_dir: Path = Field(default=Path("."), exclude=True)
 

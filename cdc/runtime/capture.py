@@ -316,7 +316,7 @@ def _fields_of(events: list[ChangeEvent]) -> list[Any]:
     """The events as plain tuples (constructor order): they pickle several times faster."""
     return [
         (e.stream, e.op, e.key, e.after, e.partition, e.offset, e.before, e.ts_ms, e.txid, e.source,
-         e.encoded_value, e.headers)
+         e.encoded_value, e.headers, e.txn_order, e.txn_end)
         for e in events
     ]  # fmt: skip
 

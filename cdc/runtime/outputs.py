@@ -194,8 +194,8 @@ class KafkaRecordOutput(Output):
         headers = [("cdc.error", str(payload.get("error", "")).encode()[:1000])]
         self._produce(topic, json.dumps(key, default=str).encode(), body, headers, seq)
 
-    def send_raw(self, topic: str, key: bytes, value: bytes) -> None:
-        self._produce(topic, key, value, None, None)
+    def send_raw(self, topic: str, key: bytes, value: bytes, seq: int | None = None) -> None:
+        self._produce(topic, key, value, None, seq)
 
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)

@@ -24,6 +24,7 @@ from cdc.runtime.acks import AckTracker
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.outputs import KafkaRecordOutput, Output
 from cdc.runtime.routing import DeadLetter, Encoded, Filtered, Router
+from cdc.runtime.transactions import TransactionMetadata
 from cdc.schemas.eventify import Record, StreamEventifier
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ class Pipeline:
         tracker: AckTracker,
         metrics: Metrics,
         stop: threading.Event,
+        transactions: TransactionMetadata | None = None,
     ) -> None:
         self.app = app
+        self.transactions = transactions
         self.source = source
         self.store = store
         self.output = output
@@ -157,6 +160,13 @@ class Pipeline:
                     continue
                 events = self.source.poll(0.2)
                 for event in events:
+                    if (
+                        self.transactions is not None
+                        and type(event) is ChangeEvent
+                        and event.txn_order is not None
+                    ):
+                        self.transactions.send(event, True, self._send)
+                        continue
                     self._send(event, self.tracker.add(event.partition, event.offset))
                 if events:
                     self._export_counts()
@@ -221,7 +231,14 @@ class Pipeline:
                 output.begin()
                 try:
                     for event in batch:
-                        self._send(event, None)
+                        if (
+                            self.transactions is not None
+                            and type(event) is ChangeEvent
+                            and event.txn_order is not None
+                        ):
+                            self.transactions.send(event, False, self._send)
+                        else:
+                            self._send(event, None)
                         offsets[event.partition] = event.offset
                     for key, value in store.records(offsets):
                         output.send_raw(store.topic, key, value)

@@ -16,7 +16,7 @@ from cdc.errors import CdcError, SchemaError
 from cdc.offsets import make_offset_store
 from cdc.plugin import Lease, SourceConnector, StreamSpec
 from cdc.registry import load_source_class
-from cdc.runtime import keyset
+from cdc.runtime import keyset, transactions
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.capture import CaptureProcess
 from cdc.runtime.metrics import Metrics, serve
@@ -63,6 +63,7 @@ def prepare(app: AppConfig) -> Prepared:
     described = source.describe()
     problems: list[str] = []
     warnings: list[str] = []
+    transactions.check(app, source)
     keyset_streams = set(source.key_set_streams())
     for s in app.streams:
         ev = eventifiers[s.name]
@@ -136,9 +137,13 @@ class Runner:
                 feed = capture = CaptureProcess(self.app, self.stop, ids, live)
             else:
                 keyset.restore(source, prepared.eventifiers, live)
+            txn_meta = None
+            if self.app.transactions is not None and isinstance(output, KafkaRecordOutput):
+                txn_meta = transactions.TransactionMetadata(self.app, tracker, output.send_raw)
+                txn_meta.ensure_topic(self.app)
             Pipeline(
                 _commit_at_least(self.app, source.max_commit_interval),
-                feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop,
+                feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop, txn_meta,
             ).run()  # fmt: skip
         finally:
             if capture is not None:

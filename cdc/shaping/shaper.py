@@ -151,6 +151,8 @@ class StreamShaper:
             event.source,
             event.encoded_value,
             event.headers,
+            event.txn_order,
+            event.txn_end,
         )
 
     @staticmethod
@@ -167,7 +169,7 @@ class StreamShaper:
 def _as_delete(event: ChangeEvent) -> ChangeEvent:
     return ChangeEvent(
         event.stream, Op.DELETE, event.key, None, event.partition, event.offset, event.before,
-        event.ts_ms, event.txid, event.source, event.encoded_value, event.headers,
+        event.ts_ms, event.txid, event.source, event.encoded_value, event.headers, event.txn_order, event.txn_end,
     )  # fmt: skip
 
 

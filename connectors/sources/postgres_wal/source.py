@@ -46,6 +46,7 @@ from cdc.plugin import (
     Op,
     SourceConnector,
     StreamSpec,
+    TransactionEnd,
 )
 from connectors.sources.postgres_wal import catalog, snapshot
 from connectors.sources.postgres_wal.config import UnchangedToast, WalConfig, WalStream
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 
 class PostgresWalSource(ReaderThread, SourceConnector):
     """Streams committed changes from PostgreSQL's WAL via logical decoding (pgoutput)."""
+
+    transaction_metadata = True
 
     config_model: ClassVar[type[BaseModel]] = WalConfig
     stream_model: ClassVar[type[BaseModel]] = WalStream
@@ -545,11 +548,20 @@ class _TxnHandler:
         self.ts_ms: int | None = None
         self.xid = ""
         self.signal_loaders: dict[int, list[tuple[int, str]]] = {}
+        self.in_txn = False
+        self.txn_counts: dict[str, int] = {}  # change events of the open transaction per stream
 
     def flush(self) -> None:
-        if self.chunk:
-            self.source._emit(self.chunk)
-            self.chunk = []
+        if not self.chunk:
+            return
+        if self.in_txn and self.chunk[-1].txn_order is not None:
+            # Inside a transaction its last event so far stays back: the commit marks it txn_end.
+            if len(self.chunk) > 1:
+                self.source._emit(self.chunk[:-1])
+                self.chunk = self.chunk[-1:]
+            return
+        self.source._emit(self.chunk)
+        self.chunk = []
 
     def __call__(self, msg: po.Message, frame: XLogData) -> None:
         src = self.source
@@ -562,8 +574,13 @@ class _TxnHandler:
                 msg.commit_unix_ms,
                 str(msg.xid),
             )
+            self.in_txn, self.txn_counts = True, {}
         elif kind is po.Commit:
             assert isinstance(msg, po.Commit)
+            self.in_txn = False
+            last = self.chunk[-1] if self.chunk else None
+            if last is not None and last.txid == self.xid and last.txn_order is not None:
+                last.txn_end = TransactionEnd(self.xid, {"lsn": self.commit_lsn}, self.ts_ms, self.txn_counts)
             src.confirm.commit(self.commit_lsn, msg.end_lsn, self.index)
             # Small transactions are batched until the socket runs dry (run_stream's on_idle)
             # or the batch is full: one hand-off per batch, not one per transaction.
@@ -599,6 +616,9 @@ class _TxnHandler:
             for op, key, before, after in src._changes(mapper, msg, self.reselect):
                 position = (self.commit_lsn, self.index)
                 self.index += 1
+                counts = self.txn_counts
+                counts[mapper.stream] = counts.get(mapper.stream, 0) + 1
+                order = sum(counts.values())
                 if src._resume is not None and position <= src._resume:
                     continue  # already committed downstream before a restart
                 inc = src.incremental
@@ -619,6 +639,7 @@ class _TxnHandler:
                         self.ts_ms,
                         self.xid,
                         mapper.meta,
+                        txn_order=order,
                     )
                 )
             if len(self.chunk) >= CHUNK:
