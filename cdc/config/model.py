@@ -223,7 +223,9 @@ class AppConfig(Strict):
         return stream.topic or f"{prefix}.{stream.name}"
 
     def dead_letter_topic_of(self, stream: StreamConfig) -> str:
-        return stream.dead_letter_topic or f"{self.topic_of(stream)}.source-dlq"
+        # a routed topic ("orders.{region}") without its braces
+        base = self.topic_of(stream).replace("{", "").replace("}", "")
+        return stream.dead_letter_topic or f"{base}.source-dlq"
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.base_dir / path).resolve()

@@ -27,6 +27,7 @@ from cdc.runtime.signals import install_stop_handlers
 from cdc.schemas.eventify import StreamEventifier
 from cdc.schemas.sourcecheck import check_fields
 from cdc.shaping.columns import shaped_columns
+from cdc.shaping.routes import routing_problems
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ def prepare(app: AppConfig) -> Prepared:
     for s in app.streams:
         ev = eventifiers[s.name]
         columns = described[s.name]
+        if ev.route is not None:
+            problems += routing_problems(app, s.name, s.name in keyset_streams)
         if ev.shaper is not None:
             columns = shaped_columns(s, columns)
             if ev.shaper.shapes_key and s.name in keyset_streams:

@@ -223,3 +223,39 @@ def test_a_filter_type_error_is_a_row_error_showing_the_shaped_key(monkeypatch: 
     with pytest.raises(RowError) as info:
         s(ChangeEvent("s", Op.CREATE, {"email": "raw@x"}, {"email": "raw@x", "amount": "text"}, "p", {}))
     assert "raw@x" not in str(info.value) and info.value.field == "amount"
+
+
+def test_topic_route_renders_values_and_refuses_what_cannot_name_a_topic() -> None:
+    from cdc.shaping.routes import TopicRoute, base_name
+
+    route = TopicRoute("s", "orders.{status}.{id}", KEY, ROW, {"status": "state"})
+    assert base_name(route.template) == "orders.status.id"
+    assert (
+        route(ChangeEvent("s", Op.CREATE, {"id": 7}, {"id": 7, "state": "eu-1"}, "p", {})) == "orders.eu-1.7"
+    )
+    # a delete with its old row routes on it; with only the key, a key field still routes
+    assert (
+        route(ChangeEvent("s", Op.DELETE, {"id": 7}, None, "p", {}, {"id": 7, "state": "us"}))
+        == "orders.us.7"
+    )
+    with pytest.raises(RowError, match="cannot route this delete"):
+        route(ChangeEvent("s", Op.DELETE, {"id": 7}, None, "p", {}, None))
+    with pytest.raises(RowError, match="cannot be part of a topic name"):
+        route(ChangeEvent("s", Op.CREATE, {"id": 7}, {"id": 7, "state": "a/b"}, "p", {}))
+    with pytest.raises(RowError, match="cannot be part of a topic name"):
+        route(ChangeEvent("s", Op.CREATE, {"id": 7}, {"id": 7, "state": None}, "p", {}))
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("orders.{nope}", "{nope} names no field"),
+        ("orders.{a b}", "{a b} is not a field name"),
+        ("orders.{status", "unbalanced braces"),
+    ],
+)
+def test_a_bad_topic_template_is_a_startup_error(template: str, message: str) -> None:
+    from cdc.shaping.routes import TopicRoute
+
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        TopicRoute("s", template, KEY, ROW, {})
