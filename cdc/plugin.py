@@ -128,6 +128,11 @@ class StreamSpec:
     key_columns: tuple[str, ...]
     columns: tuple[str, ...]  # every source column the stream maps (key columns included)
     capture: Mapping[str, Any]  # the connector's own per-stream options, already validated
+    #: the stream's row filter as text (``where:``) and its field -> source column map, for a
+    #: source that can push part of it into its query (cdc.shaping.pushdown); the runtime
+    #: applies the whole filter anyway
+    where: str | None = None
+    field_map: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

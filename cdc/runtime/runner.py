@@ -52,6 +52,8 @@ def build_source(app: AppConfig) -> tuple[SourceConnector, dict[str, StreamEvent
             key_columns=eventifiers[s.name].key_columns,
             columns=eventifiers[s.name].columns,
             capture=cls.stream_model.model_validate(s.capture).model_dump(),
+            where=s.where,
+            field_map=dict(s.fields),
         )
         for s in app.streams
     ]

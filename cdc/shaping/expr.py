@@ -329,3 +329,29 @@ def compile_predicate(node: Any, columns: Mapping[str, str]) -> Predicate:
         return result
 
     return any_of
+
+
+def render(node: Any) -> str:
+    """An expression as text in the filter language (for logs and ``cdc check``)."""
+    if isinstance(node, Literal):
+        value = node.value
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return "'" + value.replace("'", "''") + "'"
+        return str(value)
+    if isinstance(node, Field):
+        return node.name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", node.name) else f'"{node.name}"'
+    if isinstance(node, Compare):
+        return f"{render(node.left)} {node.op} {render(node.right)}"
+    if isinstance(node, IsNull):
+        return f"{render(node.operand)} is {'not ' if node.negated else ''}null"
+    if isinstance(node, In):
+        values = ", ".join(render(Literal(v)) for v in node.values)
+        return f"{render(node.operand)} {'not ' if node.negated else ''}in ({values})"
+    assert isinstance(node, Bool)
+    if node.op == "not":
+        return f"not ({render(node.parts[0])})"
+    return f" {node.op} ".join(f"({render(p)})" if isinstance(p, Bool) else render(p) for p in node.parts)
