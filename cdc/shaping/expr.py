@@ -304,31 +304,22 @@ def compile_predicate(node: Any, columns: Mapping[str, str]) -> Predicate:
     if node.op == "not":
         (inner,) = parts
         return lambda row: None if (v := inner(row)) is None else not v
-    if node.op == "and":
+    # and: false decides, or: true decides; otherwise any unknown makes the result unknown
+    return _connective(parts, decisive=node.op == "or")
 
-        def all_of(row: Row) -> bool | None:
-            result: bool | None = True
-            for part in parts:
-                v = part(row)
-                if v is False:
-                    return False
-                if v is None:
-                    result = None
-            return result
 
-        return all_of
-
-    def any_of(row: Row) -> bool | None:
-        result: bool | None = False
+def _connective(parts: list[Predicate], *, decisive: bool) -> Predicate:
+    def combine(row: Row) -> bool | None:
+        result: bool | None = not decisive
         for part in parts:
             v = part(row)
-            if v is True:
-                return True
+            if v is decisive:
+                return decisive
             if v is None:
                 result = None
         return result
 
-    return any_of
+    return combine
 
 
 def render(node: Any) -> str:

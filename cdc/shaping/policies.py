@@ -105,19 +105,15 @@ def describe(policy: Policy) -> str:
     return "null"
 
 
-def _branches(avro_type: Any) -> list[Any]:
-    return list(avro_type) if isinstance(avro_type, list) else [avro_type]
-
-
-def _kind(branch: Any) -> str:
-    if isinstance(branch, dict):
-        return str(branch.get("logicalType") or branch.get("type"))
-    return str(branch)
+def avro_kinds(avro_type: Any) -> set[str]:
+    """The kinds of a field's Avro type (its logical type where it has one), one per union branch."""
+    branches = avro_type if isinstance(avro_type, list) else [avro_type]
+    return {str(b.get("logicalType") or b.get("type")) if isinstance(b, dict) else str(b) for b in branches}
 
 
 def fits(policy: Policy, avro_type: Any) -> str | None:
     """Why a policy's output does not fit a field's Avro type (None: it fits)."""
-    kinds = [_kind(b) for b in _branches(avro_type)]
+    kinds = avro_kinds(avro_type)
     if isinstance(policy, NullPolicy):
         return None if "null" in kinds else f"the null policy needs a nullable field, the type is {avro_type}"
     wanted = "bytes" if output_type(policy) is bytes else "string"

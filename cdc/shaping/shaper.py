@@ -20,15 +20,10 @@ from cdc.errors import RowError, SchemaError
 from cdc.plugin import ChangeEvent, Op
 from cdc.shaping import expr
 from cdc.shaping.config import Policy
-from cdc.shaping.policies import Apply, check_policies, compile_policy, describe
+from cdc.shaping.policies import Apply, avro_kinds, check_policies, compile_policy, describe
 
 _NUMERIC = frozenset({"int", "long", "float", "double", "decimal"})
 _TEXT = frozenset({"string", "enum", "uuid"})
-
-
-def _kinds(avro_type: Any) -> set[str]:
-    branches = avro_type if isinstance(avro_type, list) else [avro_type]
-    return {str(b.get("logicalType") or b.get("type")) if isinstance(b, dict) else str(b) for b in branches}
 
 
 def _literal_fits(value: Any, kinds: set[str]) -> bool:
@@ -58,7 +53,7 @@ def compile_filter(
         f"{name!r} is no field of the value schema" for name in expr.fields_of(tree) if name not in types
     ]
     for name, literal in expr.literals_by_field(tree):
-        if name in types and not _literal_fits(literal, _kinds(types[name])):
+        if name in types and not _literal_fits(literal, avro_kinds(types[name])):
             problems.append(f"{name!r} ({types[name]}) is compared with {literal!r}")
     if problems:
         raise SchemaError(f"stream {stream!r} where {text!r}: " + "; ".join(dict.fromkeys(problems)))

@@ -200,6 +200,10 @@ def test_wal_policies_filter_tombstone_dead_letter_and_slot_advance(
         "hash (HMAC-SHA-256, hex, key from env" in shown.stdout and "truncate (5 characters)" in shown.stdout
     )
     assert secret not in shown.stdout
+    checked = cdc("check", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "stream people shaping: email: hash (HMAC-SHA-256, hex, key from env" in checked.stdout
+    assert "ssn: null; where status != 'draft' and amount > 0" in checked.stdout
     conn = Connector(config, tmp_path / "run.log")
     people = TopicReader(kafka_bootstrap, registry_url, f"{topic_name}.people")
     customers = TopicReader(kafka_bootstrap, registry_url, f"{topic_name}.customers")
