@@ -293,3 +293,16 @@ def test_render_round_trips_through_the_parser() -> None:
     text = "(a = 'it''s' or b is not null) and not (c in (1, 2.5, null)) and \"odd name\" >= -3 and d = true"
     rendered = expr.render(expr.parse(text))
     assert expr.parse(rendered) == expr.parse(text)
+
+
+@pytest.mark.parametrize("key", ["k", "x" * 64, "long key " * 20, "ключ"])
+@pytest.mark.parametrize("value", ["", "a@example.com", b"\x00\xff", 42, decimal.Decimal("1.50")])
+def test_hash_equals_the_standard_library_hmac(key: str, value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdc.shaping.policies import compile_policy
+
+    monkeypatch.setenv("K1", key)
+    data = value if isinstance(value, bytes) else str(value).encode()
+    as_hex = compile_policy(HashPolicy(policy="hash", secret_env="K1"), "w", Path("."))
+    as_bytes = compile_policy(HashPolicy(policy="hash", secret_env="K1", output="bytes"), "w", Path("."))
+    assert as_hex(value) == hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
+    assert as_bytes(value) == hmac.new(key.encode(), data, hashlib.sha256).digest()
