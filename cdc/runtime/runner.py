@@ -74,6 +74,11 @@ def prepare(app: AppConfig) -> Prepared:
         if ev.route is not None:
             problems += routing_problems(app, s.name, s.name in keyset_streams)
         if ev.shaper is not None:
+            if source.encodes_values and (s.where is not None or ev.shaper.shapes_value):
+                problems.append(
+                    f"stream {s.name!r}: this source's values arrive encoded by the application (outbox), "
+                    "so a row filter or a policy on a value field cannot apply; shape the payload where it is written"
+                )
             columns = shaped_columns(s, columns)
             if ev.shaper.shapes_key and s.name in keyset_streams:
                 problems.append(

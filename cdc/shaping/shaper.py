@@ -78,6 +78,7 @@ class StreamShaper:
         self.policies = dict(policies)
         self.where = where
         key_fields = {f["name"] for f in key_schema["fields"]}
+        self._value_fields = {f["name"] for f in row_schema["fields"]}
         compiled = {
             name: compile_policy(p, f"streams[{stream}].policies.{name}", base_dir)
             for name, p in policies.items()
@@ -88,6 +89,11 @@ class StreamShaper:
             (field_map.get(n, n), f) for n, f in compiled.items() if n in key_fields
         ]
         self._filter = None if where is None else compile_filter(stream, where, row_schema, field_map)
+
+    @property
+    def shapes_value(self) -> bool:
+        """True when a policy names a field of the value schema."""
+        return bool(self._value_fields & set(self.policies))
 
     @property
     def shapes_key(self) -> bool:

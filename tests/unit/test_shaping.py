@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from cdc.errors import ConfigError, RowError, SchemaError
-from cdc.plugin import ChangeEvent, Op
+from cdc.plugin import ChangeEvent, ColumnInfo, Lease, Offsets, Op, SourceConnector
 from cdc.shaping import expr
 from cdc.shaping.config import HashPolicy, MaskPolicy, NullPolicy, TruncatePolicy
 from cdc.shaping.shaper import StreamShaper
@@ -306,3 +307,59 @@ def test_hash_equals_the_standard_library_hmac(key: str, value: Any, monkeypatch
     as_bytes = compile_policy(HashPolicy(policy="hash", secret_env="K1", output="bytes"), "w", Path("."))
     assert as_hex(value) == hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
     assert as_bytes(value) == hmac.new(key.encode(), data, hashlib.sha256).digest()
+
+
+class _Empty(BaseModel):
+    pass
+
+
+class _EncodedSource(SourceConnector):
+    """A source whose values arrive encoded (like the outbox relay), for the start-up check."""
+
+    config_model = _Empty
+    stream_model = _Empty
+    encodes_values = True
+
+    def describe(self) -> dict[str, dict[str, ColumnInfo]]:
+        return {s.name: {"id": ColumnInfo("id", "bigint", False, int)} for s in self.streams}
+
+    def acquire_lease(self, connector_name: str) -> Lease:
+        raise NotImplementedError
+
+    def start(self, offsets: Offsets) -> None:
+        raise NotImplementedError
+
+    def poll(self, timeout: float) -> list[ChangeEvent]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "shaping",
+    ["where: \"status = 'x'\"", "policies: {email: {policy: mask}}"],
+)
+def test_shaping_an_application_encoded_value_is_a_startup_error(tmp_path: Path, shaping: str) -> None:
+    import json
+
+    from cdc.config import load_config
+    from cdc.runtime.runner import prepare
+
+    (tmp_path / "k.avsc").write_text(json.dumps(KEY))
+    (tmp_path / "v.avsc").write_text(json.dumps(ROW))
+    (tmp_path / "c.yaml").write_text(
+        f"""
+name: enc
+source: {{connector: "tests.unit.test_shaping:_EncodedSource"}}
+streams:
+  - name: s
+    key_schema: k.avsc
+    value_schema: v.avsc
+    {shaping}
+output: {{kind: file, directory: {tmp_path}}}
+offsets: {{store: file, path: {tmp_path}/o.json}}
+"""
+    )
+    with pytest.raises(SchemaError, match="values arrive encoded by the application"):
+        prepare(load_config(tmp_path / "c.yaml"))
