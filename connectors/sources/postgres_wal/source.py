@@ -554,14 +554,24 @@ class _TxnHandler:
     def flush(self) -> None:
         if not self.chunk:
             return
-        if self.in_txn and self.chunk[-1].txn_order is not None:
-            # Inside a transaction its last event so far stays back: the commit marks it txn_end.
-            if len(self.chunk) > 1:
-                self.source._emit(self.chunk[:-1])
-                self.chunk = self.chunk[-1:]
+        held = self._last_change() if self.in_txn else None
+        if held is not None:
+            # Inside a transaction its last change so far stays back (with what follows it):
+            # the commit marks it txn_end.
+            if held:
+                self.source._emit(self.chunk[:held])
+                self.chunk = self.chunk[held:]
             return
         self.source._emit(self.chunk)
         self.chunk = []
+
+    def _last_change(self) -> int | None:
+        """Index in the chunk of the open transaction's last change event (not a snapshot row)."""
+        for i in range(len(self.chunk) - 1, -1, -1):
+            event = self.chunk[i]
+            if event.txn_order is not None and event.txid == self.xid:
+                return i
+        return None
 
     def __call__(self, msg: po.Message, frame: XLogData) -> None:
         src = self.source
@@ -577,10 +587,11 @@ class _TxnHandler:
             self.in_txn, self.txn_counts = True, {}
         elif kind is po.Commit:
             assert isinstance(msg, po.Commit)
+            last = self._last_change()
             self.in_txn = False
-            last = self.chunk[-1] if self.chunk else None
-            if last is not None and last.txid == self.xid and last.txn_order is not None:
-                last.txn_end = TransactionEnd(self.xid, {"lsn": self.commit_lsn}, self.ts_ms, self.txn_counts)
+            if last is not None:
+                end = TransactionEnd(self.xid, {"lsn": self.commit_lsn}, self.ts_ms, self.txn_counts)
+                self.chunk[last].txn_end = end
             src.confirm.commit(self.commit_lsn, msg.end_lsn, self.index)
             # Small transactions are batched until the socket runs dry (run_stream's on_idle)
             # or the batch is full: one hand-off per batch, not one per transaction.
