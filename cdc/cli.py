@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,10 @@ from cdc.cli_migrations import migrations_app
 from cdc.cli_sink import sink_app
 from cdc.errors import CdcError
 from cdc.masking import mask_dsn
+from cdc.plugin import CheckResult, SourceConnector
+
+if TYPE_CHECKING:
+    from cdc.config.model import AppConfig
 
 app = typer.Typer(
     name="cdc",
@@ -77,6 +81,33 @@ def validate(config: ConfigArg) -> None:
     )
 
 
+def _echo_findings(results: list[CheckResult]) -> bool:
+    """Print findings as ``[ok  ]``/``[warn]``/``[FAIL]`` lines; True when one failed."""
+    failed = False
+    for r in results:
+        mark = "ok  " if r.ok else ("warn" if r.warning else "FAIL")
+        failed |= not r.ok and not r.warning
+        typer.echo(f"[{mark}] {r.what}" + (f": {r.detail}" if r.detail else ""))
+    return failed
+
+
+def _position_findings(cfg: AppConfig, source: SourceConnector) -> list[CheckResult]:
+    """The source's verdict on the committed position, or why it could not be read."""
+    from cdc.offsets import make_offset_store
+
+    try:
+        store = make_offset_store(cfg)
+        try:
+            offsets = store.load()
+        finally:
+            store.close()
+    except CdcError as exc:
+        return [CheckResult(False, "committed position not checked", str(exc), warning=True)]
+    if not offsets:
+        return [CheckResult(True, "no committed position yet: the first run starts per snapshot_mode")]
+    return source.check_position(offsets)
+
+
 @app.command()
 def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
     """Preflight against the real servers: reachability, privileges, settings, schemas vs tables."""
@@ -89,30 +120,32 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
     prepared = prepare(cfg)
     failed = False
     try:
-        for r in prepared.source.check():
-            mark = "ok  " if r.ok else ("warn" if r.warning else "FAIL")
-            failed |= not r.ok and not r.warning
-            typer.echo(f"[{mark}] {r.what}" + (f": {r.detail}" if r.detail else ""))
+        failed |= _echo_findings(prepared.source.check())
         for w in prepared.warnings:
             typer.echo(f"[warn] {w}")
         for line in shaping_lines(prepared.eventifiers):
             typer.echo(f"[ok  ] {line}")
+        kafka_ok = True
+        if cfg.kafka is not None:
+            from cdc.kafka_clients import TopicSpec, check_topics
+            from cdc.runtime.outputs import topic_specs_of
+
+            specs = []
+            if cfg.output.kind == "kafka":
+                specs = topic_specs_of(
+                    cfg, prepared.eventifiers, event_streams=prepared.source.encodes_values
+                )
+            if cfg.offsets.store == "kafka":
+                specs.append(TopicSpec(cfg.offsets.topic, True, 1, cfg.kafka.topics.replication_factor, {}))
+            for ok, finding in check_topics(cfg.kafka, specs):
+                kafka_ok &= ok
+                typer.echo(f"[{'ok  ' if ok else 'FAIL'}] {finding}")
+            failed |= not kafka_ok
+        # offsets kept in Kafka cannot be read from a broker that does not answer (reported above)
+        if cfg.offsets.store != "kafka" or kafka_ok:
+            failed |= _echo_findings(_position_findings(cfg, prepared.source))
     finally:
         prepared.source.close()
-    if cfg.kafka is not None:
-        from cdc.kafka_clients import TopicSpec, check_topics
-        from cdc.runtime.outputs import topic_specs_of
-
-        specs = []
-        if cfg.output.kind == "kafka":
-            specs = topic_specs_of(cfg, prepared.eventifiers, event_streams=prepared.source.encodes_values)
-        if cfg.offsets.store == "kafka":
-            specs.append(TopicSpec(cfg.offsets.topic, True, 1, cfg.kafka.topics.replication_factor, {}))
-        kafka_ok = True
-        for ok, finding in check_topics(cfg.kafka, specs):
-            kafka_ok &= ok
-            typer.echo(f"[{'ok  ' if ok else 'FAIL'}] {finding}")
-        failed |= not kafka_ok
     if cfg.schema_registry is not None and cfg.kafka is not None:
         from cdc.runtime.outputs import subjects_of
         from cdc.schemas.subjects import make_client, resolve_id

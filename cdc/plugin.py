@@ -234,6 +234,12 @@ class SourceConnector(abc.ABC):
     def acknowledge(self, offsets: Offsets) -> None:  # noqa: B027 - optional hook
         """Everything up to these offsets is committed downstream; the source may release it."""
 
+    def check_position(self, offsets: Offsets) -> list[CheckResult]:
+        """Preflight of the committed position (``cdc check``): can a start resume from these
+        offsets (e.g. the binary logs or the slot holding them still exist)? Default: no finding.
+        Must work on a source that was not started."""
+        return []
+
     def lag(self, offsets: Offsets) -> dict[str, float]:
         """Optional gauges by name (``<stream>_seconds``, ``slot_bytes``...) for the given committed
         offsets, for metrics and ``cdc status``. Must work on a source that was not started."""

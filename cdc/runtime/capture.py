@@ -41,6 +41,7 @@ from cdc import errors
 from cdc.config.model import AppConfig
 from cdc.errors import CdcError, SourceUnavailableError
 from cdc.plugin import ChangeEvent, Offsets
+from cdc.runtime import gctuning
 from cdc.runtime.encoding import RecordEncoder, SchemaIds
 from cdc.runtime.keyset import LiveKeys, restore
 from cdc.runtime.routing import DeadLetter, Encoded, Filtered, Router
@@ -272,6 +273,7 @@ def _capture(conn: Connection, settings: CaptureSettings) -> None:
     from cdc.runtime.runner import build_source
 
     source, eventifiers = build_source(settings.app)
+    gctuning.tune_for_streaming()
     pack = _encoder(settings, eventifiers) if settings.schema_ids is not None else _fields_of
     acks: deque[Offsets] = deque()
     stop = threading.Event()

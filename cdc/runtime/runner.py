@@ -16,7 +16,7 @@ from cdc.errors import CdcError, SchemaError
 from cdc.offsets import make_offset_store
 from cdc.plugin import Lease, SourceConnector, StreamSpec
 from cdc.registry import load_source_class
-from cdc.runtime import keyset, transactions
+from cdc.runtime import gctuning, keyset, transactions
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.capture import CaptureProcess
 from cdc.runtime.metrics import Metrics, serve
@@ -174,6 +174,7 @@ class Runner:
 
     def run(self) -> int:
         """Run until stopped (returns 0) or a fatal error (raised)."""
+        gctuning.tune_for_streaming()
         rt = self.app.runtime
         server = serve(self.metrics, rt.http_host, rt.http_port) if rt.http_port is not None else None
 

@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from cdc.config.model import OnError
 from cdc.errors import AlreadyRunningError, BrokerUnavailableError, CdcError, SourceConfigError
 from cdc.kafka_clients import client_config, list_topics
+from cdc.runtime import gctuning
 from cdc.runtime.metrics import serve
 from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
@@ -101,6 +102,7 @@ class SinkRunner:
 
     def run(self) -> int:
         """Run until stopped (returns 0) or a fatal error (raised); retriable errors back off."""
+        gctuning.tune_for_streaming()
         cfg, m = self.config, self.metrics
         server = serve(m, cfg.http_host, cfg.http_port) if cfg.http_port is not None else None
 

@@ -318,9 +318,18 @@ def test_a_purged_binlog_is_a_fatal_explained_error(
     run_sql(dsn, "INSERT INTO docs (id, title, amount) VALUES (3, 'lost', 3)", "FLUSH BINARY LOGS")
     run_sql(dsn, "INSERT INTO docs (id, title, amount) VALUES (4, 'lost', 4)", "FLUSH BINARY LOGS")
     assert "lag binlog_position_on_server: 1.000" in cdc("status", str(config)).stdout
+    found = cdc("check", str(config), timeout=60).stdout
+    assert re.search(r"\[ok  \] committed position \S+ \(stream\) is in the server's binary logs", found), (
+        found
+    )
     purge_all_but_the_current_binlog(dsn)
     status = cdc("status", str(config))
     assert "lag binlog_position_on_server: 0.000" in status.stdout, status.stdout + status.stderr
+    check = cdc("check", str(config), timeout=60)
+    assert check.returncode == 7, check.stdout
+    assert re.search(
+        r"\[FAIL\] committed position .* binary logs: no: .*purged.*re-snapshot", check.stdout
+    ), check.stdout
     result = cdc("run", str(config), timeout=90)
     assert result.returncode == 5, result.stderr[-3000:]
     assert "is no longer on the server" in result.stderr and "purged" in result.stderr

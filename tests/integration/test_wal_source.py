@@ -236,7 +236,11 @@ def test_dropped_slot_is_a_fatal_explained_error(
     finally:
         conn.ensure_stopped()
         reader.close()
+    assert "[ok  ] committed position (stream) can be resumed from slot" in cdc("check", str(config)).stdout
     drop_slot(docs_db, config)
+    check = cdc("check", str(config))
+    assert check.returncode == 7 and "[FAIL] committed position (stream) can be resumed" in check.stdout
+    assert "is gone but a stream position is stored" in check.stdout and "re-snapshot" in check.stdout
     result = cdc("run", str(config), timeout=60)
     assert result.returncode == 5, result.stderr
     assert "is gone" in result.stderr and "re-snapshot" in result.stderr

@@ -114,7 +114,7 @@ def position_on_server(
         return not missing
     if not logs:
         return False
-    events = rows(conn, f"SHOW BINLOG EVENTS IN '{logs[0]}' LIMIT 4")
+    events = rows(conn, "SHOW BINLOG EVENTS IN %s LIMIT 4", (logs[0],))
     listed = next((str(e[5]) for e in events if str(e[2]) == "Gtid_list"), "[]")
     stored = {d: seq for d, _, seq in (_gtid(p) for p in start.split(",") if p.strip())}
     for part in listed.strip("[]").split(","):

@@ -153,6 +153,30 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
             conn.close()
         return results
 
+    def check_position(self, offsets: Offsets) -> list[CheckResult]:
+        """Whether the binary logs still on the server reach back to the committed position."""
+        offset = offsets.get(PARTITION)
+        if not offset or "start" not in offset:
+            return []
+        start = str(offset["start"])
+        conn = self._connect()
+        try:
+            by_file = self.cfg.resume_by is ResumeBy.FILE
+            present = server.position_on_server(conn, start, server.is_mariadb(conn), by_file)
+        finally:
+            conn.close()
+        what = f"committed position {start} ({offset.get('phase', 'stream')}) is in the server's binary logs"
+        if present:
+            return [CheckResult(True, what)]
+        if self.cfg.snapshot_mode is SnapshotMode.WHEN_NEEDED:
+            return [
+                CheckResult(
+                    False, what, "no: the next start takes a new snapshot (when_needed)", warning=True
+                )
+            ]
+        lost = self._position_lost(start, "purged")
+        return [CheckResult(False, what, f"no: {lost.hint}")]
+
     # --- start ---
     def start(self, offsets: Offsets) -> None:
         offset = offsets.get(PARTITION)

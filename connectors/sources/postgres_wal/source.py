@@ -208,22 +208,53 @@ class PostgresWalSource(ReaderThread, SourceConnector):
                 with normal_connection(self.dsn) as conn:
                     conn.execute("SELECT pg_drop_replication_slot(%s)", (self.cfg.slot,))
             slot, offset = None, None
-        if slot is not None and slot["wal_status"] == "lost":
-            raise PositionLostError(
-                f"replication slot {self.cfg.slot!r} was invalidated (wal_status lost)",
-                hint="drop the slot, then re-snapshot (a new connector name, or delete its stored offsets)",
-            )
-        if slot is None and offset is not None and offset.get("phase") == "stream":
-            raise PositionLostError(
-                f"replication slot {self.cfg.slot!r} is gone but a stream position is stored; "
-                "starting fresh would silently skip every change since",
-                hint="re-snapshot: delete this connector's stored offsets (or use a new name) to take a new snapshot",
-            )
+        lost = self._position_lost(slot, offset)
+        if lost is not None:
+            raise lost
         self._resume = (
             (int(offset["commit"]), int(offset["i"])) if offset and offset.get("phase") == "stream" else None
         )
         self._inc_state: dict[str, Any] | None = offset.get("inc") if offset else None
         self._start_reader(self._run, (slot is None, offset), "cdc-wal")
+
+    def _position_lost(self, slot: dict[str, Any] | None, offset: Offset | None) -> PositionLostError | None:
+        """Why a start cannot resume from ``offset`` with the slot as it is, or None."""
+        if slot is not None and slot["wal_status"] == "lost":
+            return PositionLostError(
+                f"replication slot {self.cfg.slot!r} was invalidated (wal_status lost)",
+                hint="drop the slot, then re-snapshot (a new connector name, or delete its stored offsets)",
+            )
+        if slot is None and offset is not None and offset.get("phase") == "stream":
+            return PositionLostError(
+                f"replication slot {self.cfg.slot!r} is gone but a stream position is stored; "
+                "starting fresh would silently skip every change since",
+                hint="re-snapshot: delete this connector's stored offsets (or use a new name) to take a new snapshot",
+            )
+        return None
+
+    def check_position(self, offsets: Offsets) -> list[CheckResult]:
+        """Whether the slot still holds the committed stream position."""
+        offset = offsets.get(self.partition)
+        if not offset:
+            return []
+        try:
+            with normal_connection(self.dsn) as conn:
+                slot = catalog.slot_info(conn, self.cfg.slot)
+        except psycopg.Error as exc:
+            raise SourceUnavailableError(f"check: {mask_dsn(str(exc))}") from None
+        what = (
+            f"committed position ({offset.get('phase', 'stream')}) can be resumed from slot {self.cfg.slot}"
+        )
+        lost = self._position_lost(slot, offset)
+        if lost is None:
+            return [CheckResult(True, what)]
+        if self.cfg.snapshot_mode is SnapshotMode.WHEN_NEEDED:
+            return [
+                CheckResult(
+                    False, what, f"no, {lost.message}: the next start takes a new snapshot", warning=True
+                )
+            ]
+        return [CheckResult(False, what, f"no, {lost.message}; {lost.hint}")]
 
     def _ensure_publications(self, conn: psycopg.Connection[Any]) -> None:
         plan = self._publication_plan(conn)
