@@ -38,6 +38,7 @@ streams:
 kafka: {{bootstrap_servers: "{bootstrap}", topic_prefix: {name}}}
 schema_registry: {{url: "{registry}", auto_register: true}}
 offsets: {{store: kafka, topic: {name}.offsets, commit_interval: 200ms}}
+delivery: {delivery}
 transactions: {{}}
 """
 
@@ -91,16 +92,18 @@ def small_transactions(dsn: str, n: int, rng: random.Random, expected: dict[str,
                 expected[txid[0]] = {k: v for k, v in counts.items() if v}
 
 
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 def test_end_counts_match_each_transaction_after_kill_minus_9(
-    pg_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+    delivery: str, pg_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
 ) -> None:
     with psycopg.connect(pg_database, autocommit=True) as db:
         db.execute("CREATE TABLE ta (id bigint PRIMARY KEY, v bigint NOT NULL)")
         db.execute("CREATE TABLE tb (id bigint PRIMARY KEY, v bigint NOT NULL)")
     slot = unique("test")
     text = CONFIG.format(
-        name=topic_name, url=pg_database, slot=slot, bootstrap=kafka_bootstrap, registry=registry_url
-    )
+        name=topic_name, url=pg_database, slot=slot, bootstrap=kafka_bootstrap, registry=registry_url,
+        delivery=delivery,
+    )  # fmt: skip
     config = write_config(tmp_path, text, {"key.avsc": KEY, "value.avsc": VALUE})
     rng = random.Random(16)
     expected: dict[str, dict[str, int]] = {}
