@@ -209,7 +209,9 @@ class SourceConnector(abc.ABC):
 
     @abc.abstractmethod
     def poll(self, timeout: float) -> list[ChangeEvent]:
-        """Return the next events (possibly none) within about ``timeout`` seconds."""
+        """Return the next events (possibly none) within about ``timeout`` seconds. The returned
+        event objects belong to the runtime, which may replace their fields (column policies,
+        headers); the dicts they hold are never modified, so a source may share them."""
 
     def key_set_streams(self) -> list[str]:
         """Streams whose deletes this source finds by comparing key sets (a row whose key vanished

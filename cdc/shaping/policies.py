@@ -76,7 +76,10 @@ def compile_policy(policy: Policy, where: str, base_dir: Path) -> Apply:
         if value is None:
             return None
         mac = inner.copy()
-        mac.update(value.encode() if type(value) is str else _hash_input(value))
+        kind = type(value)
+        mac.update(
+            value.encode() if kind is str else str(value).encode() if kind is int else _hash_input(value)
+        )
         out = outer.copy()
         out.update(mac.digest())
         return out.hexdigest() if hex_output else out.digest()

@@ -138,23 +138,17 @@ class StreamShaper:
         return self.apply_policies(event) if self._row else event
 
     def apply_policies(self, event: ChangeEvent) -> ChangeEvent:
-        """The event with every policy applied to its key, before and after images."""
-        return ChangeEvent(
-            event.stream,
-            event.op,
-            self._apply(self._key, event.key) if self._key else event.key,
-            self._apply(self._row, event.after),
-            event.partition,
-            event.offset,
-            self._apply(self._row, event.before),
-            event.ts_ms,
-            event.txid,
-            event.source,
-            event.encoded_value,
-            event.headers,
-            event.txn_order,
-            event.txn_end,
-        )
+        """The event with every policy applied to its key, before and after images. The event
+        object is the runtime's once polled (see ``SourceConnector.poll``), so its fields are
+        replaced in place; the dicts are copied, never changed (a source may share one between
+        two events, e.g. the old row of a key change's delete and update)."""
+        if self._key:
+            event.key = self._apply(self._key, event.key)
+        if event.after is not None:
+            event.after = self._apply(self._row, event.after)
+        if event.before is not None:
+            event.before = self._apply(self._row, event.before)
+        return event
 
     @staticmethod
     def _apply(policies: list[tuple[str, Apply]], row: dict[str, Any] | None) -> Any:
