@@ -77,6 +77,7 @@ bench-quick: $(STAMP) services
 	eval "$$(bash $(SERVICES) env)" && for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_outbox.py --quick --mode log
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_outbox.py --quick --mode log --db mysql
+	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_wal.py --quick --scenario small-txns --shaping
 
 # Pin what the venv resolved (after a change to pyproject.toml's dependencies).
 constraints:

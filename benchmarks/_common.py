@@ -117,20 +117,27 @@ def report(result: dict[str, Any]) -> None:
     print(json.dumps(result, sort_keys=False), flush=True)
 
 
-def drain(runner: Any, name: str, events: int, timeout: float) -> tuple[float, float]:
+def drain(
+    runner: Any, name: str, events: int, timeout: float, cpu: list[float] | None = None
+) -> tuple[float, float]:
     """Run the connector until its stream ``rows`` produced ``events`` events, all acknowledged and
-    committed; returns (first event read, last acknowledged) monotonic times."""
+    committed; returns (first event read, last acknowledged) monotonic times. ``cpu``, when given,
+    receives this process's CPU seconds over the same span (start-up excluded)."""
     counter = runner.metrics.events.labels(name, "rows")
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     first = None
+    cpu_first = 0.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         produced = counter._value.get()
         if first is None and produced > 0:
             first = time.monotonic()
+            cpu_first = time.process_time()
         in_flight = runner.metrics.in_flight.labels(name)._value.get()
         if produced >= events and in_flight == 0:  # every event acknowledged by the broker and committed
+            if cpu is not None:
+                cpu.append(time.process_time() - cpu_first)
             return first or time.monotonic(), time.monotonic()
         if not thread.is_alive():
             sys.exit("benchmark: the connector stopped early")

@@ -8,6 +8,10 @@
                           (default 5,000/s) for --seconds; reports commit-to-broker latency
                           percentiles (goal p99 <= 100 ms)
 
+With --shaping the stream hashes two fields (keyed HMAC-SHA-256 of label and account) and has a
+row filter that every row passes (so the event count is the same), and the JSON also reports the
+shaping step's own cost per event, measured in-process for each policy and the filter.
+
 Drain rate = events / (last broker ack - first read). The last line printed is JSON.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import threading
@@ -48,6 +53,7 @@ streams:
     key_schema: key.avsc
     value_schema: value.avsc
     capture: {{table: public.bench}}
+{shaping}
 kafka: {{bootstrap_servers: "{bootstrap}"}}
 schema_registry: {{url: "{registry}", auto_register: true}}
 offsets: {{store: kafka, topic: {name}.offsets, commit_interval: 100ms}}
@@ -83,9 +89,21 @@ def teardown(dsn: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def make_runner(tmp: Path, name: str, url: str, capture: str) -> Runner:
+SHAPING = """    policies:
+      label: {policy: hash, secret_env: BENCH_HASH_KEY}
+      account: {policy: hash, secret_env: BENCH_HASH_KEY}
+    where: "amount >= 0 and label != ''"
+"""
+#: the value schema with --shaping: a hashed account is a hex string
+SHAPED_VALUE = {
+    **VALUE,
+    "fields": [{**f, "type": "string"} if f["name"] == "account" else f for f in VALUE["fields"]],
+}
+
+
+def make_runner(tmp: Path, name: str, url: str, capture: str, shaping: bool = False) -> Runner:
     (tmp / "key.avsc").write_text(json.dumps(KEY))
-    (tmp / "value.avsc").write_text(json.dumps(VALUE))
+    (tmp / "value.avsc").write_text(json.dumps(SHAPED_VALUE if shaping else VALUE))
     (tmp / "c.yaml").write_text(
         CONFIG.format(
             name=name,
@@ -93,14 +111,51 @@ def make_runner(tmp: Path, name: str, url: str, capture: str) -> Runner:
             bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"),
             registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
             capture=capture,
+            shaping=SHAPING if shaping else "",
         )
     )
     return Runner(load_config(tmp / "c.yaml"))
 
 
-def create_slot_first(tmp: Path, name: str, url: str, capture: str) -> None:
+def shaping_cost(n: int) -> dict[str, float]:
+    """Microseconds per event of the shaping step alone, per policy and for the filter."""
+    import datetime as dt
+    import decimal
+
+    from cdc.plugin import ChangeEvent, Op
+    from cdc.shaping.config import HashPolicy, MaskPolicy, NullPolicy, TruncatePolicy
+    from cdc.shaping.shaper import StreamShaper
+
+    value = {**SHAPED_VALUE, "fields": [{**f, "type": ["null", "string"]} if f["name"] == "label" else f
+                                        for f in SHAPED_VALUE["fields"]]}  # fmt: skip
+    row = {"id": 1, "account": 7, "label": "row 1", "amount": decimal.Decimal("1.00"),
+           "created_at": dt.datetime.now(dt.UTC)}  # fmt: skip
+    hashed = HashPolicy(policy="hash", secret_env="BENCH_HASH_KEY")  # noqa: S106 - a variable name
+    cases: dict[str, tuple[dict[str, Any], str | None]] = {
+        "hash_one_field": ({"label": hashed}, None),
+        "two_hashed_fields": ({"label": hashed, "account": hashed}, None),
+        "mask": ({"label": MaskPolicy(policy="mask")}, None),
+        "truncate": ({"label": TruncatePolicy(policy="truncate", length=3)}, None),
+        "null": ({"label": NullPolicy(policy="null")}, None),
+        "filter": ({}, "amount >= 0 and label != ''"),
+        "two_hashed_fields_and_filter": ({"label": hashed, "account": hashed}, "amount >= 0 and label != ''"),
+    }
+    out = {}
+    for case, (policies, where) in cases.items():
+        shaper = StreamShaper("rows", policies, where, KEY, value, {}, Path("."))
+        # a fresh event each (shaping replaces an event's fields); the row dict is never changed
+        events = [ChangeEvent("rows", Op.CREATE, {"id": 1}, row, "p", {}) for _ in range(n)]
+        t0 = time.perf_counter()
+        for event in events:
+            if shaper(event) is None:
+                raise AssertionError(f"{case}: the filter dropped the row; nothing was measured")
+        out[case] = round((time.perf_counter() - t0) / n * 1e6, 2)
+    return out
+
+
+def create_slot_first(tmp: Path, name: str, url: str, capture: str, shaping: bool) -> None:
     """A first short run creates the slot and publication, so the workload written next is captured."""
-    runner = make_runner(tmp, name, url, capture)
+    runner = make_runner(tmp, name, url, capture, shaping)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     for _ in range(300):
@@ -182,21 +237,29 @@ def main() -> None:
         help="runtime.capture of the connector",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: keeps the script working in CI")
+    parser.add_argument(
+        "--shaping", action="store_true", help="two hashed fields and a row filter (that every row passes)"
+    )
     args = parser.parse_args()
+    os.environ.setdefault("BENCH_HASH_KEY", uuid.uuid4().hex)
     start_rss_sampling()
     scenarios = ["big-txn", "small-txns", "live"] if args.scenario == "all" else [args.scenario]
     dsn = env("CDC_TEST_POSTGRES_DSN")
-    results: dict[str, Any] = {"bench": "wal", "quick": args.quick, "capture": args.capture}
+    results: dict[str, Any] = {
+        "bench": "wal", "quick": args.quick, "capture": args.capture, "shaping": args.shaping,
+    }  # fmt: skip
+    if args.shaping:
+        results["shaping_us_per_event"] = shaping_cost(2_000 if args.quick else 100_000)
     for scenario in scenarios:
         name = f"bench_{uuid.uuid4().hex[:8]}"
         url = setup(dsn, name)
         tmp = Path(tempfile.mkdtemp())
         try:
-            create_slot_first(tmp, name, url, args.capture)
+            create_slot_first(tmp, name, url, args.capture, args.shaping)
             if scenario == "live":
                 rate = 500 if args.quick else args.rate
                 seconds = 3 if args.quick else args.seconds
-                out = live(make_runner(tmp, name, url, args.capture), name, url, rate, seconds)
+                out = live(make_runner(tmp, name, url, args.capture, args.shaping), name, url, rate, seconds)
                 results["live"] = {"mode": "live", "rate_per_s": rate, **out, "goal_p99_ms": 100}
                 continue
             rows = args.rows or (
@@ -218,8 +281,9 @@ def main() -> None:
                 f"{scenario}: workload of {rows} rows committed in {time.monotonic() - t0:.1f}s",
                 file=sys.stderr,
             )
-            runner = make_runner(tmp, name, url, args.capture)
-            first, done = drain(runner, name, rows, timeout=1800)
+            runner = make_runner(tmp, name, url, args.capture, args.shaping)
+            cpu: list[float] = []
+            first, done = drain(runner, name, rows, timeout=1800, cpu=cpu)
             runner.stop.set()
             results[scenario] = {
                 "mode": "drain",
@@ -227,6 +291,10 @@ def main() -> None:
                 "events_per_s": round(rows / max(done - first, 1e-6)),
                 "seconds": round(done - first, 2),
                 "rss_mb": round(rss_mb(), 1),
+                # CPU of the connector process from the first event to the last ack (eventify,
+                # shaping, encode, produce; the capture process reads): robust to other load on
+                # the machine, unlike the rate
+                "connector_cpu_us_per_event": round(cpu[0] / rows * 1e6, 1),
             }
         finally:
             time.sleep(1)

@@ -115,6 +115,7 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
     """Preflight against the real servers: reachability, privileges, settings, schemas vs tables."""
     from cdc import logs
     from cdc.runtime.runner import prepare
+    from cdc.shaping.shaper import shaping_lines
 
     logs.setup(log_level, "human")
     cfg = _load(config)
@@ -124,6 +125,8 @@ def check(config: ConfigArg, log_level: LogLevel = "WARNING") -> None:
         failed |= _echo_findings(prepared.source.check())
         for w in prepared.warnings:
             typer.echo(f"[warn] {w}")
+        for line in shaping_lines(prepared.eventifiers):
+            typer.echo(f"[ok  ] {line}")
         kafka_ok = True
         if cfg.kafka is not None:
             from cdc.kafka_clients import TopicSpec, check_topics
@@ -270,12 +273,10 @@ def schemas_show(config: ConfigArg) -> None:
     cfg = _load(config)
     for s in cfg.streams:
         ev = StreamEventifier(cfg, s)
-        typer.echo(
-            json.dumps(
-                {"stream": s.name, "topic": ev.topic, "key": ev.key_schema, "value": ev.value_schema},
-                indent=2,
-            )
-        )
+        shown = {"stream": s.name, "topic": ev.topic, "key": ev.key_schema, "value": ev.value_schema}
+        if ev.shaper is not None:
+            shown["shaping"] = ev.shaper.summary()
+        typer.echo(json.dumps(shown, indent=2))
 
 
 @connectors_app.command("list")

@@ -57,6 +57,19 @@ class EncodedValue:
     version: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TransactionEnd:
+    """What a source knows at a transaction's commit, attached to the last event it emits of
+    that transaction (``ChangeEvent.txn_end``), for the runtime's transaction metadata topic."""
+
+    txid: str
+    position: JsonValue  # the commit position (a PostgreSQL commit LSN, a binlog file/pos or GTID)
+    ts_ms: int | None  # commit time
+    #: change events of the whole transaction per stream (counted also when a restart skips
+    #: the ones already delivered, so the END record is the same after a crash)
+    counts: dict[str, int]
+
+
 @dataclass(slots=True)
 class ChangeEvent:
     """One captured change of one row.
@@ -81,6 +94,11 @@ class ChangeEvent:
     encoded_value: EncodedValue | None = None
     #: extra Kafka headers for this event
     headers: list[tuple[str, bytes]] | None = None
+    #: 1-based order of this change within its transaction (``txid``), stable across restarts;
+    #: None when the source does not number them (sources with ``transaction_metadata``)
+    txn_order: int | None = None
+    #: set on the last event a source emits of a transaction (``transaction_metadata`` sources)
+    txn_end: TransactionEnd | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +132,11 @@ class StreamSpec:
     key_columns: tuple[str, ...]
     columns: tuple[str, ...]  # every source column the stream maps (key columns included)
     capture: Mapping[str, Any]  # the connector's own per-stream options, already validated
+    #: the stream's row filter as text (``where:``) and its field -> source column map, for a
+    #: source that can push part of it into its query (cdc.shaping.pushdown); the runtime
+    #: applies the whole filter anyway
+    where: str | None = None
+    field_map: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +186,9 @@ class SourceConnector(abc.ABC):
     #: offsets.commit_interval says: for a source that releases rows on acknowledge and
     #: replays what it had not released after a crash (the outbox relay deletes relayed rows)
     max_commit_interval: ClassVar[float | None] = None
+    #: True when events carry ``txn_order`` and the last of each transaction ``txn_end``, so the
+    #: runtime can publish transaction metadata (BEGIN/END records) for this source
+    transaction_metadata: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
         self.config = config
@@ -187,7 +213,9 @@ class SourceConnector(abc.ABC):
 
     @abc.abstractmethod
     def poll(self, timeout: float) -> list[ChangeEvent]:
-        """Return the next events (possibly none) within about ``timeout`` seconds."""
+        """Return the next events (possibly none) within about ``timeout`` seconds. The returned
+        event objects belong to the runtime, which may replace their fields (column policies,
+        headers); the dicts they hold are never modified, so a source may share them."""
 
     def key_set_streams(self) -> list[str]:
         """Streams whose deletes this source finds by comparing key sets (a row whose key vanished

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
+from cdc.shaping.config import Policy
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
@@ -84,6 +85,13 @@ class StreamConfig(Strict):
         description="default <topic>.source-dlq when on_error=dead_letter (distinct from a sink's <topic>.sink-dlq)",
     )
     capture: dict[str, Any] = Field(default_factory=dict, description="connector-specific options")
+    policies: dict[str, Policy] = Field(
+        default_factory=dict,
+        description="avro field -> column policy (mask, hash, truncate, null), applied to keys and images",
+    )
+    where: str | None = Field(
+        None, description="row filter in the filter language, e.g. \"status != 'draft' and amount > 0\""
+    )
 
 
 class TopicDefaults(Strict):
@@ -161,6 +169,10 @@ class RuntimeConfig(Strict):
     )
 
 
+class TransactionsConfig(Strict):
+    topic: str | None = Field(None, description="default <kafka.topic_prefix>.transactions")
+
+
 class AppConfig(Strict):
     """A whole connector: one source, its streams, and where the events go."""
 
@@ -173,6 +185,9 @@ class AppConfig(Strict):
     offsets: OffsetsConfig = Field(default_factory=lambda: OffsetsConfig())
     delivery: Delivery = Delivery.AT_LEAST_ONCE
     runtime: RuntimeConfig = Field(default_factory=lambda: RuntimeConfig())
+    transactions: TransactionsConfig | None = Field(
+        None, description="publish BEGIN/END transaction metadata records (sources that report transactions)"
+    )
     # Set by the loader: the directory relative paths are resolved against.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -214,7 +229,9 @@ class AppConfig(Strict):
         return stream.topic or f"{prefix}.{stream.name}"
 
     def dead_letter_topic_of(self, stream: StreamConfig) -> str:
-        return stream.dead_letter_topic or f"{self.topic_of(stream)}.source-dlq"
+        # a routed topic ("orders.{region}") without its braces
+        base = self.topic_of(stream).replace("{", "").replace("}", "")
+        return stream.dead_letter_topic or f"{base}.source-dlq"
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.base_dir / path).resolve()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from cdc.plugin import Offset, Offsets
 
+_NO_OFFSET: tuple[str, Offset] = ("", {})
+
 
 class AckTracker:
     """Tracks in-flight events and yields the offsets of the delivered prefix."""
@@ -27,6 +29,14 @@ class AckTracker:
         """Register an event about to be sent; returns its sequence number."""
         seq = self._next_seq
         self._entries[seq] = (partition, offset)
+        self._next_seq = seq + 1
+        return seq
+
+    def add_marker(self) -> int:
+        """Register a record that carries no source offset (transaction metadata; an event whose
+        offset a later record carries): it only holds the committable prefix back until delivered."""
+        seq = self._next_seq
+        self._entries[seq] = _NO_OFFSET
         self._next_seq = seq + 1
         return seq
 
@@ -48,8 +58,9 @@ class AckTracker:
         entries, delivered = self._entries, self._delivered
         while seq in delivered:
             delivered.discard(seq)
-            partition, offset = entries.pop(seq)
-            out[partition] = offset
+            entry = entries.pop(seq)
+            if entry is not _NO_OFFSET:
+                out[entry[0]] = entry[1]
             seq += 1
         self._next_commit = seq
         return out

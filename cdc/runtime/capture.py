@@ -44,13 +44,18 @@ from cdc.plugin import ChangeEvent, Offsets, Op
 from cdc.runtime import gctuning
 from cdc.runtime.encoding import RecordEncoder, SchemaIds
 from cdc.runtime.keyset import LiveKeys, restore
-from cdc.runtime.routing import DeadLetter, Encoded, Router
+from cdc.runtime.routing import DeadLetter, Encoded, Filtered, Router
+from cdc.schemas.eventify import Record
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _LINGER = 0.002  # seconds the child waits to fill a batch once it has an event
 _BATCH = 5000  # events per message at most
+#: what crosses the pipe as itself (anything else is an Encoded record as a plain tuple)
+_AS_IS = (DeadLetter, Filtered)
+#: what crosses the pipe unencoded: the above and position-only checkpoints (Op.CHECKPOINT)
+_RECEIVED_AS_IS = (*_AS_IS, ChangeEvent)
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,7 @@ class CaptureProcess:
             hint="see its log lines above; the connector resumes from the last committed position",
         )
 
-    def poll(self, timeout: float) -> list[ChangeEvent] | list[Encoded | DeadLetter | ChangeEvent]:
+    def poll(self, timeout: float) -> list[ChangeEvent] | list[Encoded | DeadLetter | Filtered | ChangeEvent]:
         deadline = time.monotonic() + timeout
         while True:
             message = self._receive(max(0.0, deadline - time.monotonic()))
@@ -193,7 +198,7 @@ class CaptureProcess:
                 if self.schema_ids is None:
                     return [ChangeEvent(*fields) for fields in message[1]]
                 make = Encoded._make
-                return [make(item) if type(item) is tuple else item for item in message[1]]
+                return [item if type(item) in _RECEIVED_AS_IS else make(item) for item in message[1]]
             if time.monotonic() >= deadline:
                 return []
 
@@ -315,7 +320,7 @@ def _fields_of(events: list[ChangeEvent]) -> list[Any]:
     """The events as plain tuples (constructor order): they pickle several times faster."""
     return [
         (e.stream, e.op, e.key, e.after, e.partition, e.offset, e.before, e.ts_ms, e.txid, e.source,
-         e.encoded_value, e.headers)
+         e.encoded_value, e.headers, e.txn_order, e.txn_end)
         for e in events
     ]  # fmt: skip
 
@@ -339,10 +344,10 @@ def _encoder(
                 items.append(event)
                 continue
             routed = route(event)  # a RowError under on_error: fail ends the child, reported
-            if type(routed) is DeadLetter:
-                items.append(routed)
+            if type(routed) in _AS_IS:
+                items.append(routed)  # a dead letter, or a filtered event's offset
                 continue
-            assert not isinstance(routed, DeadLetter)
+            assert isinstance(routed, Record)
             key, value = encoder.encode(routed)
             items.append(
                 (routed.stream, routed.topic, key, value, routed.headers, event.partition, event.offset)

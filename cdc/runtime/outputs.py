@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from fastavro import parse_schema, writer
 from fastavro import reader as fastavro_reader
 
-from cdc.config.model import AppConfig, EventFormat, KafkaOutput
+from cdc.config.model import AppConfig, EventFormat, KafkaOutput, StreamConfig
 from cdc.errors import AuthenticationError, BrokerUnavailableError, DeliveryError
 from cdc.kafka_clients import AUTH_ERROR_CODES, TopicSpec, ensure_topics, producer_config
 from cdc.runtime.acks import AckTracker
@@ -76,6 +76,14 @@ class Output(abc.ABC):
         """Release resources."""
 
 
+def stream_topic_spec(app: AppConfig, stream: StreamConfig, topic: str, *, event_streams: bool) -> TopicSpec:
+    """How a stream's topic is created: compacted for entity streams, unless they carry events."""
+    assert app.kafka is not None
+    t = app.kafka.topics
+    compacted = stream.format is EventFormat.ENTITY and not event_streams
+    return TopicSpec(topic, compacted, t.partitions, t.replication_factor, dict(t.config))
+
+
 def topic_specs_of(
     app: AppConfig, eventifiers: dict[str, StreamEventifier], *, event_streams: bool
 ) -> list[TopicSpec]:
@@ -86,8 +94,8 @@ def topic_specs_of(
     specs: dict[str, TopicSpec] = {}
     for stream in app.streams:
         ev = eventifiers[stream.name]
-        compacted = stream.format is EventFormat.ENTITY and not event_streams
-        specs[ev.topic] = TopicSpec(ev.topic, compacted, t.partitions, t.replication_factor, dict(t.config))
+        if ev.route is None:  # a routed stream's topics are created as they appear
+            specs[ev.topic] = stream_topic_spec(app, stream, ev.topic, event_streams=event_streams)
         if stream.on_error.value == "dead_letter":
             dlq = app.dead_letter_topic_of(stream)
             specs[dlq] = TopicSpec(dlq, False, 1, t.replication_factor, {})
@@ -128,6 +136,7 @@ class KafkaRecordOutput(Output):
                 hint="check kafka.producer/kafka.client",
             ) from None
         self.encoder: RecordEncoder | None = None
+        self._topics: set[str] = set()  # topics known to exist (created or checked)
         self._fatal: str | None = None
         self._auth = False
 
@@ -155,7 +164,9 @@ class KafkaRecordOutput(Output):
             else:
                 ids[name] = (resolve_id(client, key_subject), resolve_id(client, value_subject))
         self.encoder = RecordEncoder(self.eventifiers, ids, lambda: client)
-        ensure_topics(self.kafka, self.topic_specs())
+        specs = self.topic_specs()
+        ensure_topics(self.kafka, specs)
+        self._topics = {spec.name for spec in specs}
 
     def _report(self, seq: int, err: KafkaError | None, _msg: Any) -> None:
         if err is None:
@@ -184,18 +195,30 @@ class KafkaRecordOutput(Output):
     def send(self, record: Record, seq: int | None) -> None:
         assert self.encoder is not None, "prepare() first"
         key, value = self.encoder.encode(record)
+        if record.topic not in self._topics:
+            self._new_topic(record.stream, record.topic)
         self._produce(record.topic, key, value, record.headers, seq)
 
     def send_encoded(self, record: Encoded, seq: int | None) -> None:
+        if record.topic not in self._topics:
+            self._new_topic(record.stream, record.topic)
         self._produce(record.topic, record.key, record.value, record.headers, seq)
+
+    def _new_topic(self, stream: str, topic: str) -> None:
+        """A routed stream's first record for a topic: create it like the stream's own topics."""
+        config = next(s for s in self.app.streams if s.name == stream)
+        ensure_topics(
+            self.kafka, [stream_topic_spec(self.app, config, topic, event_streams=self.event_streams)]
+        )
+        self._topics.add(topic)
 
     def send_dead_letter(self, topic: str, key: Any, payload: dict[str, Any], seq: int | None) -> None:
         body = json.dumps(payload, default=str).encode()
         headers = [("cdc.error", str(payload.get("error", "")).encode()[:1000])]
         self._produce(topic, json.dumps(key, default=str).encode(), body, headers, seq)
 
-    def send_raw(self, topic: str, key: bytes, value: bytes) -> None:
-        self._produce(topic, key, value, None, None)
+    def send_raw(self, topic: str, key: bytes, value: bytes, seq: int | None = None) -> None:
+        self._produce(topic, key, value, None, seq)
 
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)

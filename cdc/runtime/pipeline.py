@@ -23,7 +23,8 @@ from cdc.plugin import ChangeEvent, Offsets, Op
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.outputs import KafkaRecordOutput, Output
-from cdc.runtime.routing import DeadLetter, Encoded, Router
+from cdc.runtime.routing import DeadLetter, Encoded, Filtered, Router
+from cdc.runtime.transactions import TransactionMetadata
 from cdc.schemas.eventify import Record, StreamEventifier
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class Feed(Protocol):
 
     def start(self, offsets: Offsets) -> None: ...
 
-    def poll(self, timeout: float) -> Sequence[ChangeEvent | Encoded | DeadLetter]: ...
+    def poll(self, timeout: float) -> Sequence[ChangeEvent | Encoded | DeadLetter | Filtered]: ...
 
     def acknowledge(self, offsets: Offsets) -> None: ...
 
@@ -58,8 +59,10 @@ class Pipeline:
         tracker: AckTracker,
         metrics: Metrics,
         stop: threading.Event,
+        transactions: TransactionMetadata | None = None,
     ) -> None:
         self.app = app
+        self.transactions = transactions
         self.source = source
         self.store = store
         self.output = output
@@ -76,7 +79,7 @@ class Pipeline:
         self._exported = dict(self._counts)  # what the Prometheus counters already show
 
     # --- shared ---
-    def _send(self, event: ChangeEvent | Encoded | DeadLetter, seq: int | None) -> None:
+    def _send(self, event: ChangeEvent | Encoded | DeadLetter | Filtered, seq: int | None) -> None:
         if isinstance(event, ChangeEvent) and event.op is Op.CHECKPOINT:
             if seq is not None:  # nothing to produce: "delivered" once everything before it is
                 self.tracker.delivered(seq)
@@ -87,19 +90,25 @@ class Pipeline:
             return
         if isinstance(event, ChangeEvent):
             try:
-                routed: Record | DeadLetter = self.router(event)
+                routed: Record | DeadLetter | Filtered = self.router(event)
             except RowError:
                 self.metrics.errors.labels(self.app.name, "row").inc()
                 raise
         else:
             routed = event
+        if type(routed) is Filtered:
+            # Nothing to send; the offset advances like a delivered event's (a filtered tail
+            # must not pin the WAL or replay forever).
+            if seq is not None:
+                self.tracker.delivered(seq)
+            return
         if type(routed) is DeadLetter:
             self.metrics.errors.labels(self.app.name, "row").inc()
             log.warning("dead-lettering a row: %s", routed.payload["error"])
             self.metrics.dead_letters.labels(self.app.name, routed.stream).inc()
             self.output.send_dead_letter(routed.topic, routed.key, routed.payload, seq)
             return
-        assert not isinstance(routed, DeadLetter)
+        assert isinstance(routed, Record)
         self.output.send(routed, seq)
         self._counts[routed.stream] += 1
 
@@ -164,6 +173,13 @@ class Pipeline:
                     continue
                 events = self.source.poll(0.2)
                 for event in events:
+                    if (
+                        self.transactions is not None
+                        and type(event) is ChangeEvent
+                        and event.txn_order is not None
+                    ):
+                        self.transactions.send(event, True, self._send)
+                        continue
                     self._send(event, self.tracker.add(event.partition, event.offset))
                 if events:
                     self._export_counts()
@@ -218,7 +234,7 @@ class Pipeline:
         next_log = time.monotonic() + rt.metrics_log_interval
         try:
             while not self.stop.is_set():
-                batch: list[ChangeEvent | Encoded | DeadLetter] = []
+                batch: list[ChangeEvent | Encoded | DeadLetter | Filtered] = []
                 deadline = time.monotonic() + 0.5
                 while len(batch) < rt.max_batch and time.monotonic() < deadline and not self.stop.is_set():
                     got = self.source.poll(0.1)
@@ -231,7 +247,14 @@ class Pipeline:
                 output.begin()
                 try:
                     for event in batch:
-                        self._send(event, None)
+                        if (
+                            self.transactions is not None
+                            and type(event) is ChangeEvent
+                            and event.txn_order is not None
+                        ):
+                            self.transactions.send(event, False, self._send)
+                        else:
+                            self._send(event, None)
                         offsets[event.partition] = event.offset
                     for key, value in store.records(offsets):
                         output.send_raw(store.topic, key, value)

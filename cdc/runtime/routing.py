@@ -1,7 +1,9 @@
-"""From a captured change to what the output sends: a record, or a dead letter by policy.
+"""From a captured change to what the output sends: a record, a dead letter by policy, or
+nothing (the stream's filter dropped it).
 
 A row that does not fit its stream's schema either stops the connector (``on_error: fail``)
-or becomes a DeadLetter carrying the raw row, the error and the position.
+or becomes a DeadLetter carrying the row (as the column policies shaped it), the error and the
+position. A filtered event becomes a Filtered marker, so its offset still advances.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ class Encoded(NamedTuple):
     offset: Offset
 
 
+class Filtered(NamedTuple):
+    """An event the stream's row filter dropped: nothing is sent, its offset is committed."""
+
+    stream: str
+    partition: str
+    offset: Offset
+
+
 class Router:
     """Eventifies changes; applies each stream's ``on_error`` policy to rows that do not fit."""
 
@@ -45,10 +55,22 @@ class Router:
         self.eventifiers = eventifiers
         self._streams = {s.name: s for s in app.streams}
 
-    def __call__(self, event: ChangeEvent) -> Record | DeadLetter:
-        """The event's record; a DeadLetter where the policy says so; RowError otherwise."""
+    def __call__(self, event: ChangeEvent) -> Record | DeadLetter | Filtered:
+        """The event's record; a DeadLetter where the policy says so; RowError otherwise;
+        Filtered when the stream's filter drops it."""
+        eventifier = self.eventifiers[event.stream]
+        shaper = eventifier.shaper
         try:
-            return self.eventifiers[event.stream](event)
+            if shaper is not None:
+                try:
+                    shaped = shaper(event)
+                except RowError:
+                    event = shaper.apply_policies(event)  # a dead letter shows the published values
+                    raise
+                if shaped is None:
+                    return Filtered(event.stream, event.partition, event.offset)
+                event = shaped
+            return eventifier(event)
         except RowError as err:
             stream = self._streams[event.stream]
             if stream.on_error is OnError.FAIL:

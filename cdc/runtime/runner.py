@@ -16,7 +16,7 @@ from cdc.errors import CdcError, SchemaError
 from cdc.offsets import make_offset_store
 from cdc.plugin import Lease, SourceConnector, StreamSpec
 from cdc.registry import load_source_class
-from cdc.runtime import gctuning, keyset
+from cdc.runtime import gctuning, keyset, transactions
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.capture import CaptureProcess
 from cdc.runtime.metrics import Metrics, serve
@@ -27,6 +27,8 @@ from cdc.runtime.signals import install_stop_handlers
 from cdc.runtime.standby import take_lease
 from cdc.schemas.eventify import StreamEventifier
 from cdc.schemas.sourcecheck import check_fields
+from cdc.shaping.columns import shaped_columns
+from cdc.shaping.routes import routing_problems
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def build_source(app: AppConfig) -> tuple[SourceConnector, dict[str, StreamEvent
             key_columns=eventifiers[s.name].key_columns,
             columns=eventifiers[s.name].columns,
             capture=cls.stream_model.model_validate(s.capture).model_dump(),
+            where=s.where,
+            field_map=dict(s.fields),
         )
         for s in app.streams
     ]
@@ -68,12 +72,29 @@ def checked(app: AppConfig, source: SourceConnector, eventifiers: dict[str, Stre
     described = source.describe()
     problems: list[str] = []
     warnings: list[str] = []
+    transactions.check(app, source)
+    keyset_streams = set(source.key_set_streams())
     for s in app.streams:
         ev = eventifiers[s.name]
+        columns = described[s.name]
+        if ev.route is not None:
+            problems += routing_problems(app, s.name, s.name in keyset_streams)
+        if ev.shaper is not None:
+            if source.encodes_values and (s.where is not None or ev.shaper.shapes_value):
+                problems.append(
+                    f"stream {s.name!r}: this source's values arrive encoded by the application (outbox), "
+                    "so a row filter or a policy on a value field cannot apply; shape the payload where it is written"
+                )
+            columns = shaped_columns(s, columns)
+            if ev.shaper.shapes_key and s.name in keyset_streams:
+                problems.append(
+                    f"stream {s.name!r}: a column policy on a key field cannot be combined with this "
+                    "source's key-set delete detection (it compares raw keys with the topic's keys)"
+                )
         checked = [("key", ev.key_schema)] + ([] if source.encodes_values else [("value", ev.row_schema)])
         for what, schema in checked:
             found, warned = check_fields(
-                s.name, schema, s.fields, described[s.name], what=what, symbol_maps=s.symbol_maps
+                s.name, schema, s.fields, columns, what=what, symbol_maps=s.symbol_maps
             )
             problems += found
             warnings += warned
@@ -140,9 +161,13 @@ class Runner:
                 feed = capture = CaptureProcess(self.app, self.stop, ids, live)
             else:
                 keyset.restore(source, prepared.eventifiers, live)
+            txn_meta = None
+            if self.app.transactions is not None and isinstance(output, KafkaRecordOutput):
+                txn_meta = transactions.TransactionMetadata(self.app, tracker, output.send_raw)
+                txn_meta.ensure_topic(self.app)
             Pipeline(
                 _commit_at_least(self.app, source.max_commit_interval),
-                feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop,
+                feed, store, output, prepared.eventifiers, tracker, self.metrics, self.stop, txn_meta,
             ).run()  # fmt: skip
         finally:
             if capture is not None:

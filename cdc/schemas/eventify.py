@@ -18,6 +18,8 @@ from cdc.config.model import AppConfig, EventFormat, StreamConfig
 from cdc.plugin import ChangeEvent, EncodedValue, Op
 from cdc.schemas.avsc import envelope_schema, load_avsc
 from cdc.schemas.convert import RecordConverter, compile_record
+from cdc.shaping.routes import TopicRoute, base_name, is_routed
+from cdc.shaping.shaper import StreamShaper
 
 _OP_BYTES = {op: op.value.encode() for op in Op}
 
@@ -49,7 +51,10 @@ class StreamEventifier:
     def __init__(self, app: AppConfig, stream: StreamConfig) -> None:
         self.app = app
         self.stream = stream
-        self.topic = app.topic_of(stream)
+        template = app.topic_of(stream)
+        #: the topic; for a routed stream (``orders.{region}``) the template without braces,
+        #: the stem of its subjects
+        self.topic = base_name(template)
         self.key_schema = load_avsc(app.resolve(stream.key_schema))
         self.row_schema = load_avsc(app.resolve(stream.value_schema))
         self.value_schema = (
@@ -65,6 +70,19 @@ class StreamEventifier:
         )
         self._envelope = stream.format is EventFormat.ENVELOPE
         self._key_parsed: Any = None
+        #: renders the topic of a routed stream per event (None: one fixed topic)
+        self.route = (
+            TopicRoute(stream.name, template, self.key_schema, self.row_schema, stream.fields)
+            if is_routed(template)
+            else None
+        )
+        #: the stream's filter and column policies (None: it has neither)
+        self.shaper: StreamShaper | None = None
+        if stream.policies or stream.where is not None:
+            self.shaper = StreamShaper(
+                stream.name, stream.policies, stream.where, self.key_schema, self.row_schema,
+                stream.fields, app.base_dir,
+            )  # fmt: skip
 
     def key_of(self, event: ChangeEvent) -> dict[str, Any]:
         return self._key(event.key, event.key)
@@ -83,11 +101,12 @@ class StreamEventifier:
 
     def __call__(self, event: ChangeEvent) -> Record:
         key = self._key(event.key, event.key)
+        topic = self.topic if self.route is None else self.route(event)
         if event.encoded_value is not None:
             headers = [("cdc.op", _OP_BYTES[event.op]), ("cdc.position", position_bytes(event))]
             if event.headers:
                 headers.extend(event.headers)
-            return Record(self.stream.name, self.topic, key, None, headers, event.encoded_value)
+            return Record(self.stream.name, topic, key, None, headers, event.encoded_value)
         if self._envelope:
             value: dict[str, Any] | None = {
                 "before": None if event.before is None else self._row(event.before, event.key),
@@ -115,4 +134,4 @@ class StreamEventifier:
             headers.append(("cdc.commit_ts_ms", str(event.ts_ms).encode()))
         if event.headers:
             headers.extend(event.headers)
-        return Record(self.stream.name, self.topic, key, value, headers)
+        return Record(self.stream.name, topic, key, value, headers)

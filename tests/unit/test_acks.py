@@ -32,3 +32,19 @@ def test_a_failure_freezes_the_prefix() -> None:
     t.delivered(s[2])
     assert t.take_committable() == {}
     assert t.failure is not None and "broker said no" in t.failure
+
+
+def test_a_marker_holds_the_prefix_back_without_an_offset() -> None:
+    """Transaction metadata: the last event of a transaction is a marker and its offset rides on
+    END, so the offset commits only once END is delivered too."""
+    t = AckTracker()
+    begin = t.add_marker()
+    first = t.add("a", {"n": 1})
+    last_event = t.add_marker()
+    end = t.add("a", {"n": 2})
+    for seq in (begin, first, last_event):
+        t.delivered(seq)
+    assert t.take_committable() == {"a": {"n": 1}}
+    t.delivered(end)
+    assert t.take_committable() == {"a": {"n": 2}}
+    assert t.in_flight == 0

@@ -167,7 +167,7 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
                     False, what, "no: the next start takes a new snapshot (when_needed)", warning=True
                 )
             ]
-        lost = self._position_lost(start, "purged")
+        lost = binlog.position_lost(start, "purged")
         return [CheckResult(False, what, f"no: {lost.hint}")]
 
     # --- start ---

@@ -46,6 +46,7 @@ from cdc.plugin import (
     Op,
     SourceConnector,
     StreamSpec,
+    TransactionEnd,
 )
 from cdc.watermarks import WatermarkSnapshot, interrupted_snapshot_state, requested_streams
 from connectors.sources.postgres_wal import catalog, snapshot
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 class PostgresWalSource(ReaderThread, SourceConnector):
     """Streams committed changes from PostgreSQL's WAL via logical decoding (pgoutput)."""
+
+    transaction_metadata = True
 
     config_model: ClassVar[type[BaseModel]] = WalConfig
     stream_model: ClassVar[type[BaseModel]] = WalStream
@@ -592,11 +595,30 @@ class _TxnHandler:
         self.ts_ms: int | None = None
         self.xid = ""
         self.signal_loaders: dict[int, list[tuple[int, str]]] = {}
+        self.in_txn = False
+        self.txn_counts: dict[str, int] = {}  # change events of the open transaction per stream
 
     def flush(self) -> None:
-        if self.chunk:
-            self.source._emit(self.chunk)
-            self.chunk = []
+        if not self.chunk:
+            return
+        held = self._last_change() if self.in_txn else None
+        if held is not None:
+            # Inside a transaction its last change so far stays back (with what follows it):
+            # the commit marks it txn_end.
+            if held:
+                self.source._emit(self.chunk[:held])
+                self.chunk = self.chunk[held:]
+            return
+        self.source._emit(self.chunk)
+        self.chunk = []
+
+    def _last_change(self) -> int | None:
+        """Index in the chunk of the open transaction's last change event (not a snapshot row)."""
+        for i in range(len(self.chunk) - 1, -1, -1):
+            event = self.chunk[i]
+            if event.txn_order is not None and event.txid == self.xid:
+                return i
+        return None
 
     def __call__(self, msg: po.Message, frame: XLogData) -> None:
         src = self.source
@@ -609,8 +631,14 @@ class _TxnHandler:
                 msg.commit_unix_ms,
                 str(msg.xid),
             )
+            self.in_txn, self.txn_counts = True, {}
         elif kind is po.Commit:
             assert isinstance(msg, po.Commit)
+            last = self._last_change()
+            self.in_txn = False
+            if last is not None:
+                end = TransactionEnd(self.xid, {"lsn": self.commit_lsn}, self.ts_ms, self.txn_counts)
+                self.chunk[last].txn_end = end
             src.confirm.commit(self.commit_lsn, msg.end_lsn, self.index)
             # Small transactions are batched until the socket runs dry (run_stream's on_idle)
             # or the batch is full: one hand-off per batch, not one per transaction.
@@ -646,6 +674,9 @@ class _TxnHandler:
             for op, key, before, after in src._changes(mapper, msg, self.reselect):
                 position = (self.commit_lsn, self.index)
                 self.index += 1
+                counts = self.txn_counts
+                counts[mapper.stream] = counts.get(mapper.stream, 0) + 1
+                order = sum(counts.values())
                 if src._resume is not None and position <= src._resume:
                     continue  # already committed downstream before a restart
                 inc = src.incremental
@@ -666,6 +697,7 @@ class _TxnHandler:
                         self.ts_ms,
                         self.xid,
                         mapper.meta,
+                        txn_order=order,
                     )
                 )
             if len(self.chunk) >= CHUNK:
