@@ -63,13 +63,16 @@ def pg_dsn() -> str:
 
 
 def _drop_stale_slots(dsn: str) -> None:
-    """A leaked test slot pins WAL: drop every inactive test slot at session start. An active one
-    belongs to a test running right now (another session on the same servers): left alone."""
+    """A leaked test slot pins WAL: drop inactive test slots at session start. An active one
+    belongs to a test running right now (another session on the same servers), and so may an
+    inactive one that is recent (between a kill -9 and the restart of a crash test): only slots
+    holding more than 256 MB of WAL count as leaked."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'test\\_%' AND NOT active"
+            " AND pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) > 256 * 1024 * 1024"
         ).fetchall()
         for (name,) in rows:
             with contextlib.suppress(psycopg.errors.ObjectInUse, psycopg.errors.UndefinedObject):
