@@ -255,6 +255,10 @@ def test_dead_letters_for_undecodable_and_refused_messages(
     refused = {**thing(101), "note": None}  # NOT NULL in the pre-created table
     refused_bytes = feed.value.encode(refused)
     feed.send(feed.key.encode({"id": 101}), refused_bytes)
+    # Valid Avro whose timestamp-micros and date no Python datetime can hold (year ~146,000):
+    # a poison message like the garbage above, never a crashed sink (issue 11, item 1).
+    unrepresentable = feed.value.encode({**thing(102), "seen_at": 2**62, "day": 10**7})
+    feed.send(feed.key.encode({"id": 102}), unrepresentable)
     for i in range(20, 40):
         feed.upsert({**thing(i), "note": f"n{i}"})
     feed.flush()
@@ -271,12 +275,15 @@ def test_dead_letters_for_undecodable_and_refused_messages(
     try:
         wait_for(lambda: target.consumed(topic_name) >= feed.count, 60, "everything consumed")
         assert_table_matches(target, "things", feed)
-        letters = _dead_letters(kafka_bootstrap, f"{topic_name}.sink-dlq", 2)
+        letters = _dead_letters(kafka_bootstrap, f"{topic_name}.sink-dlq", 3)
+        # poison bytes are dead-lettered as they are parsed, a refused row after its batch failed
+        letters.sort(key=lambda letter: int(letter[2]["cdc.source.offset"]))
         assert [(k, v) for k, v, _ in letters] == [
             (garbage_key, b"raw bytes without the magic byte"),
             (feed.key.encode({"id": 101}), refused_bytes),
+            (feed.key.encode({"id": 102}), unrepresentable),
         ]
-        first, second = (h for _, _, h in letters)
+        first, second, third = (h for _, _, h in letters)
         assert first["cdc.source.offset"] == b"20" and first["cdc.source.topic"] == topic_name.encode()
         assert (
             first["cdc.error.class"] == b"BadMessageError"
@@ -284,6 +291,10 @@ def test_dead_letters_for_undecodable_and_refused_messages(
         )
         assert second["cdc.source.offset"] == b"21" and second["cdc.error.class"] == b"RejectedRowError"
         assert b"note" in second["cdc.error.message"]
+        assert third["cdc.source.offset"] == b"22" and third["cdc.error.class"] == b"BadMessageError"
+        assert b"does not fit schema id" in third["cdc.error.message"]
+        # the error without its hint (it would say to set on_error: dead_letter, which sent it here)
+        assert not any(b"on_error" in h["cdc.error.message"] for h in (first, second, third))
         assert sink.terminate() == 0
     finally:
         sink.ensure_stopped()
