@@ -87,13 +87,19 @@ constraints:
 
 # The unit tests against the NEWEST versions pyproject.toml allows (no constraints), in a venv of
 # their own: a new SQLAlchemy or confluent-kafka that breaks us shows up here first.
-test-latest:
+# The unit tests, and the integration tests at the driver/library boundary (the sink's column
+# kinds after a restart, the MySQL and SQLite value contracts, unrepresentable values), against
+# the newest versions pyproject allows: the next SQLAlchemy-2.1-style break shows here first.
+LATEST_INTEGRATION := tests/integration/test_sink_restart_types.py tests/integration/test_mysql_polling_values.py \
+	tests/integration/test_sqlite_type_matrix.py tests/integration/test_unrepresentable_values.py
+test-latest: services
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/pip install -q --upgrade pip
 	.venv-latest/bin/pip install -q --upgrade -e '.[dev]'
 	.venv-latest/bin/pip freeze --exclude-editable | grep -i -E '^(sqlalchemy|psycopg|pymysql|mysql-replication|confluent-kafka|fastavro|pydantic|typer|apscheduler)==' | tr '\n' ' '; echo
 	.venv-latest/bin/pytest -q tests/unit $(PYTEST_ARGS)
+	eval "$$(bash $(SERVICES) env)" && .venv-latest/bin/pytest -q $(LATEST_INTEGRATION) $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
