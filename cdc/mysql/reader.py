@@ -192,14 +192,22 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
 
     def _base(self, event: Any, kind: int, timestamp: int, size: int) -> None:
         """BinLogEvent's attributes (without a packet: the event is complete)."""
-        event.__dict__.update(
-            packet=None, table_map=self.table_map, event_type=kind, timestamp=timestamp, event_size=size,
-            _post_header_lengths=self._BinLogStreamReader__post_header_lengths,
-            _ctl_connection=self._ctl_connection, mysql_version=self.mysql_version,
-            _ignore_decode_errors=self._BinLogStreamReader__ignore_decode_errors,
-            _verify_checksum=False, _is_event_valid=None, _processed=True, complete=True,
-            dbms=self._ctl_connection._get_dbms(),
-        )  # fmt: skip
+        shared: dict[str, Any] | None = self.__dict__.get("_cdc_shared")
+        if (
+            shared is None
+            or shared["table_map"] is not self.table_map  # replaced at a rotation
+            or shared["_ctl_connection"] is not self._ctl_connection  # a reconnect
+            or shared["_post_header_lengths"] is not self._BinLogStreamReader__post_header_lengths
+            or shared["mysql_version"] is not self.mysql_version  # both set by FORMAT_DESCRIPTION
+        ):
+            shared = self._cdc_shared = dict(
+                packet=None, table_map=self.table_map, _post_header_lengths=self._BinLogStreamReader__post_header_lengths,
+                _ctl_connection=self._ctl_connection, mysql_version=self.mysql_version,
+                _ignore_decode_errors=self._BinLogStreamReader__ignore_decode_errors,
+                _verify_checksum=False, _is_event_valid=None, _processed=True, complete=True,
+                dbms=self._ctl_connection._get_dbms(),
+            )  # fmt: skip
+        event.__dict__.update(shared, event_type=kind, timestamp=timestamp, event_size=size)
 
     def _rows(self, cls: type, kind: int, data: bytes, timestamp: int, size: int) -> Any:
         """A rows event decoded whole, or None when the library must build it."""
