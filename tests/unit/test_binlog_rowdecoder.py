@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import zlib
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -410,14 +411,23 @@ def _rows_body(
     )
 
 
-def _stream_reader(cls: type, packets: list[bytes], events: list[type]) -> Any:
+def _with_checksum(packet: bytes) -> bytes:
+    """The packet as a server with binlog_checksum=CRC32 sends it (4 more bytes, counted in the size)."""
+    size = struct.unpack_from("<I", packet, 10)[0] + 4
+    return packet[:10] + struct.pack("<I", size) + packet[14:] + zlib.crc32(packet[1:]).to_bytes(4, "little")
+
+
+def _stream_reader(cls: type, packets: list[bytes], events: list[type], checksum: bool = False) -> Any:
     rowevents.install()
+    if checksum:
+        packets = [_with_checksum(p) for p in packets]
     reader = cls(connection_settings={}, server_id=5, blocking=True, only_events=events,
                  only_schemas=["shop"], only_tables=["t", "old"])  # fmt: skip
     reader._stream_connection = _Stream(packets)
     reader._ctl_connection = _CtlConn()
     reader._BinLogStreamReader__connected_stream = True
     reader._BinLogStreamReader__connected_ctl = True
+    reader._BinLogStreamReader__use_checksum = checksum
     return reader
 
 
@@ -435,7 +445,8 @@ _COMPARED = {"timestamp", "event_type", "event_size", "gtid", "server_id", "gtid
              "columns_present_bitmap2", "extra_data_length"}  # fmt: skip
 
 
-def test_the_fast_loop_yields_what_the_library_yields() -> None:
+@pytest.mark.parametrize("checksum", [False, True])
+def test_the_fast_loop_yields_what_the_library_yields(checksum: bool) -> None:
     from pymysqlreplication import BinLogStreamReader
 
     from cdc.mysql import stream
@@ -464,12 +475,12 @@ def test_the_fast_loop_yields_what_the_library_yields() -> None:
         _packet(16, struct.pack("<Q", 99), 1700),  # XID
         _packet(162, struct.pack("<QIB", 42, 1, 1), 1800, server_id=9),
     ]
-    expected = [e for e in _drain(_stream_reader(BinLogStreamReader, packets, stream.EVENTS))
+    expected = [e for e in _drain(_stream_reader(BinLogStreamReader, packets, stream.EVENTS, checksum))
                 if e[0] is not rowevents.CachedTableMap]  # fmt: skip
-    got = _drain(_stream_reader(FastStreamReader, packets, stream.EVENTS))
+    got = _drain(_stream_reader(FastStreamReader, packets, stream.EVENTS, checksum))
     assert [e[0] for e in got] == [e[0] for e in expected]
     # built from the bytes (no packet wrapper) but for the table with a DATETIME column
-    fast = _stream_reader(FastStreamReader, packets, stream.EVENTS)
+    fast = _stream_reader(FastStreamReader, packets, stream.EVENTS, checksum)
     built = [vars(e)["packet"] is None for e in iter(fast.fetchone, None)]
     assert built == [True, True, True, True, False, True, True]
     assert got == expected
@@ -477,6 +488,6 @@ def test_the_fast_loop_yields_what_the_library_yields() -> None:
     assert got[4][2] == [{"values": {"id": 7, "at": dt.datetime(2024, 1, 2, 3, 4, 5)}, "none_sources": {}}]
     # a consumer that asked for inserts only: the other rows events are skipped, positions kept
     inserts = [e for e in stream.EVENTS if e not in (rowevents.UpdateRows, rowevents.DeleteRows)]
-    expected = [e for e in _drain(_stream_reader(BinLogStreamReader, packets, inserts))
+    expected = [e for e in _drain(_stream_reader(BinLogStreamReader, packets, inserts, checksum))
                 if e[0] is not rowevents.CachedTableMap]  # fmt: skip
-    assert _drain(_stream_reader(FastStreamReader, packets, inserts)) == expected
+    assert _drain(_stream_reader(FastStreamReader, packets, inserts, checksum)) == expected
