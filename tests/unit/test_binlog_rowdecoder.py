@@ -156,7 +156,9 @@ _JSON_OBJECT = bytes.fromhex("0001000c000b00010005010061")
 # the string "é" (JSONB string: type 0x0c, a variable-length size, the UTF-8 bytes)
 _JSON_STRING = b"\x0c" + _var("é".encode())
 
-ALL_TYPES = [
+Spec = tuple[str, int, dict[str, Any], bytes, Any]  # name, type, column attributes, stored bytes, value
+
+ALL_TYPES: list[Spec] = [
     ("ti", FIELD_TYPE.TINY, {}, struct.pack("<b", -128), -128),
     ("tu", FIELD_TYPE.TINY, {"unsigned": True}, struct.pack("<B", 255), 255),
     ("si", FIELD_TYPE.SHORT, {}, struct.pack("<h", -32768), -32768),
@@ -216,7 +218,7 @@ ALL_TYPES = [
 ]  # fmt: skip
 
 
-def _table(spec: list[tuple[str, int, dict[str, Any], bytes, Any]]) -> Table:
+def _table(spec: list[Spec]) -> Table:
     return Table(TABLE_ID, "shop", "t", [_column(name, kind, **attrs) for name, kind, attrs, _, _ in spec])
 
 
@@ -259,7 +261,7 @@ def test_nulls_in_every_column_and_several_rows(event_type: int) -> None:
 
 
 def test_zero_dates_empty_sets_and_empty_json_say_why_they_are_none() -> None:
-    spec = [
+    spec: list[Spec] = [
         ("d", FIELD_TYPE.DATE, {}, bytes(3), None),
         ("dm", FIELD_TYPE.DATE, {}, (2020 << 9 | 0 << 5 | 1).to_bytes(3, "little"), None),  # 2020-00-01
         ("t", FIELD_TYPE.DATETIME2, {"fsp": 6}, _zero_datetime2(6), None),
@@ -278,7 +280,7 @@ def test_zero_dates_empty_sets_and_empty_json_say_why_they_are_none() -> None:
 
 
 def test_update_before_and_after_images() -> None:
-    spec = [s for s in ALL_TYPES if s[0] in ("bi", "vc", "d1", "s6", "hn", "st", "dt")]
+    spec: list[Spec] = [s for s in ALL_TYPES if s[0] in ("bi", "vc", "d1", "s6", "hn", "st", "dt")]
     table = _table(spec)
     n = len(spec)
     before = _nulls(n, {2, 6}) + b"".join(s[3] for i, s in enumerate(spec) if i not in (2, 6))
@@ -297,7 +299,7 @@ def test_update_before_and_after_images() -> None:
 
 def test_partial_images_leave_absent_columns_none() -> None:
     # binlog_row_image=MINIMAL: the before image has the key only, the after image the changes
-    spec = [s for s in ALL_TYPES if s[0] in ("bi", "vc", "d1", "s6")]
+    spec: list[Spec] = [s for s in ALL_TYPES if s[0] in ("bi", "vc", "d1", "s6")]
     table = _table(spec)
     key_only, changed = bytes([0b0001]), bytes([0b1010])
     before = _nulls(1, set()) + spec[0][3]
@@ -310,7 +312,7 @@ def test_partial_images_leave_absent_columns_none() -> None:
 
 
 def test_the_reader_is_compiled_once_per_table_shape() -> None:
-    spec = [s for s in ALL_TYPES if s[0] in ("bi", "ii", "vc", "d1", "s6")]
+    spec: list[Spec] = [s for s in ALL_TYPES if s[0] in ("bi", "ii", "vc", "d1", "s6")]
     table = _table(spec)
     row = _nulls(len(spec), set()) + b"".join(s[3] for s in spec)
     for _ in range(3):
@@ -324,7 +326,7 @@ def _through_rows(event_type: int, table: Table, rows: bytes, present: bytes) ->
 
 def test_other_types_and_damaged_bodies_fall_back_to_the_library() -> None:
     # DATETIME (the pre-5.6 format) is not compiled: the whole table keeps the library's reader
-    old = [("id", FIELD_TYPE.LONG, {}, struct.pack("<i", 1), 1),
+    old: list[Spec] = [("id", FIELD_TYPE.LONG, {}, struct.pack("<i", 1), 1),
            ("at", FIELD_TYPE.DATETIME, {}, struct.pack("<Q", 20240102030405), dt.datetime(2024, 1, 2, 3, 4, 5))]  # fmt: skip
     table = _table(old)
     row = _nulls(2, set()) + b"".join(s[3] for s in old)
@@ -339,7 +341,7 @@ def test_other_types_and_damaged_bodies_fall_back_to_the_library() -> None:
     )
     assert rowdecoder.compile_reader([_column(None, FIELD_TYPE.LONG)], b"\x01") is None  # type: ignore[arg-type]
     # an impossible date: the library's own error, not a value
-    bad = [
+    bad: list[Spec] = [
         (
             "d",
             FIELD_TYPE.DATE,
@@ -351,7 +353,7 @@ def test_other_types_and_damaged_bodies_fall_back_to_the_library() -> None:
     with pytest.raises(ValueError, match="day is out of range"):
         _through_rows(WRITE_V2, _table(bad), _nulls(1, set()) + bad[0][3], _full(1))
     # a body that does not end where the rows do: the library reads it (and fails its own way)
-    ints = [("i", FIELD_TYPE.LONG, {}, struct.pack("<i", 5), 5)]
+    ints: list[Spec] = [("i", FIELD_TYPE.LONG, {}, struct.pack("<i", 5), 5)]
     short = _event(WRITE_V2, _table(ints), _nulls(1, set()) + b"\x05\x00", _full(1))
     assert rowdecoder.decode_rows(short, False) is None
     with pytest.raises(AssertionError, match="Result length not requested length"):
@@ -359,7 +361,7 @@ def test_other_types_and_damaged_bodies_fall_back_to_the_library() -> None:
 
 
 def test_rows_property_serves_the_compiled_rows_and_keeps_them() -> None:
-    spec = [s for s in ALL_TYPES if s[0] in ("bi", "vc", "s6")]
+    spec: list[Spec] = [s for s in ALL_TYPES if s[0] in ("bi", "vc", "s6")]
     table = _table(spec)
     row = _nulls(len(spec), set()) + b"".join(s[3] for s in spec)
     event = _event(WRITE_V2, table, row, _full(len(spec)))
@@ -452,7 +454,7 @@ def test_the_fast_loop_yields_what_the_library_yields(checksum: bool) -> None:
     from cdc.mysql import stream
     from cdc.mysql.reader import FastStreamReader
 
-    spec = [s for s in ALL_TYPES if s[0] in ("bi", "vc", "d1", "s6", "en", "st", "ba")]
+    spec: list[Spec] = [s for s in ALL_TYPES if s[0] in ("bi", "vc", "d1", "s6", "en", "st", "ba")]
     table = _table(spec)
     table.primary_key = "bi"
     old = Table(78, "shop", "old", [_column("id", FIELD_TYPE.LONG), _column("at", FIELD_TYPE.DATETIME)])
