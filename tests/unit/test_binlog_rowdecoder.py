@@ -552,3 +552,12 @@ def test_recorded_mariadb_packets_of_every_type_read_as_the_library_reads_them()
         r["after_values"]["s"] is None and r["after_none_sources"]["s"] == "empty set" for r in emptied
     )
     assert all(r["after_values"]["e"] is None and r["after_none_sources"]["e"] == "null" for r in emptied)
+
+
+def test_another_library_version_keeps_the_library_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdc.mysql import reader
+
+    recording = json.loads((Path(__file__).parent / "data" / "binlog_matrix_packets.json").read_text())
+    monkeypatch.setattr(reader, "LOOP_MATCHES", False)
+    events = list(iter(_recorded_reader(reader.FastStreamReader, recording).fetchone, None))
+    assert events and all(vars(e)["packet"] is not None for e in events)  # all built by the library
