@@ -34,6 +34,7 @@ import pymysql
 from pymysqlreplication import BinLogStreamReader, binlogstream
 from pymysqlreplication.constants import BINLOG
 from pymysqlreplication.event import MariadbGtidEvent, XidEvent
+from pymysqlreplication.logger import logger as library_log
 from pymysqlreplication.packet import BinLogPacketWrapper
 
 from cdc.mysql import rowdecoder, rowevents
@@ -78,6 +79,10 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
                 if code in binlogstream.MYSQL_EXPECTED_ERROR_CODES:  # reconnect, as the library does
                     self._stream_connection.close()
                     self._BinLogStreamReader__connected_stream = False
+                    # the library's warning, on the library's logger (a reconnect stays visible)
+                    library_log.warning(
+                        "A pymysql.OperationalError error occurred, Re-request the connection."
+                    )
                     continue
                 raise
             if pkt.is_eof_packet():

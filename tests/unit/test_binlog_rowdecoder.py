@@ -12,6 +12,7 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 from pymysql.protocol import MysqlPacket
 from pymysqlreplication import row_event
@@ -561,3 +562,31 @@ def test_another_library_version_keeps_the_library_loop(monkeypatch: pytest.Monk
     monkeypatch.setattr(reader, "LOOP_MATCHES", False)
     events = list(iter(_recorded_reader(reader.FastStreamReader, recording).fetchone, None))
     assert events and all(vars(e)["packet"] is not None for e in events)  # all built by the library
+
+
+class _Lost(_Stream):
+    """A connection whose read timed out (the server sent nothing for read_timeout seconds)."""
+
+    def _read_packet(self) -> MysqlPacket:
+        raise pymysql.OperationalError(2013, "Lost connection to MySQL server during query")
+
+
+def test_a_lost_stream_reconnects_with_the_library_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from cdc.mysql.reader import FastStreamReader
+
+    recording = json.loads((Path(__file__).parent / "data" / "binlog_matrix_packets.json").read_text())
+    reader = _recorded_reader(FastStreamReader, recording)
+    packets = reader._stream_connection.packets
+    reader._stream_connection = _Lost([])
+    reconnects = []
+
+    def connect() -> None:  # what __connect_to_stream does: a new connection, registered again
+        reconnects.append(1)
+        reader._stream_connection = _Stream(packets)
+        reader._BinLogStreamReader__connected_stream = True
+
+    reader._BinLogStreamReader__connect_to_stream = connect
+    with caplog.at_level("WARNING", logger="pymysqlreplication"):
+        first = reader.fetchone()
+    assert type(first).__name__ == "MariadbGtidEvent" and reconnects == [1]
+    assert "Re-request the connection" in caplog.text
