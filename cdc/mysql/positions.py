@@ -57,12 +57,15 @@ class MariadbGtids(PositionTracker):
 
     def __init__(self, state: str) -> None:
         self._last: dict[int, tuple[int, int]] = {}
+        self._text: str | None = None  # start(), until the next commit (asked once per transaction)
         for part in filter(None, (p.strip() for p in state.split(","))):
             domain, server, seq = parse_mariadb_gtid(part)
             self._last[domain] = (server, seq)
 
     def start(self) -> str:
-        return ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(self._last.items()))
+        if self._text is None:
+            self._text = ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(self._last.items()))
+        return self._text
 
     def applied(self, txn: str) -> bool:
         domain, _, seq = parse_mariadb_gtid(txn)
@@ -72,6 +75,7 @@ class MariadbGtids(PositionTracker):
     def commit(self, txn: str) -> None:
         domain, server, seq = parse_mariadb_gtid(txn)
         self._last[domain] = (server, seq)
+        self._text = None
 
     def distance(self, older: MariadbGtids) -> int:
         """Transactions this state is ahead of ``older`` (summed over domains)."""
@@ -81,7 +85,7 @@ class MariadbGtids(PositionTracker):
 def parse_mariadb_gtid(text: str) -> tuple[int, int, int]:
     """``"0-1-42"`` -> ``(0, 1, 42)``."""
     parts = text.split("-")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit() and parts[2].isdigit()):
         raise ValueError(f"not a MariaDB GTID (domain-server-seq): {text!r}")
     return int(parts[0]), int(parts[1]), int(parts[2])
 

@@ -28,6 +28,7 @@ from pymysqlreplication.event import (
 from cdc.errors import PositionLostError, SourceConfigError
 from cdc.mysql import rowevents, server
 from cdc.mysql.positions import FilePositions, MariadbGtids, MysqlGtids, PositionTracker, split_file_pos
+from cdc.mysql.reader import FastStreamReader
 
 ANONYMOUS = "00000000-0000-0000-0000-000000000000"
 _CONTINUES = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END")
@@ -69,7 +70,8 @@ def open_reader(
     events: list[type] | None = None,
 ) -> BinLogStreamReader:
     """A blocking replication stream from ``start`` (GTID state or file:pos) of the given tables,
-    with this package's exact row-event decoders installed. ``events``: the event classes to
+    with this package's exact row-event decoders installed and the hot events read by
+    :class:`~cdc.mysql.reader.FastStreamReader`. ``events``: the event classes to
     build (default :data:`EVENTS`); others are skipped unparsed."""
     connection = {**settings.replication(), "read_timeout": max(30, int(heartbeat * 4))}
     position: dict[str, Any]
@@ -86,7 +88,7 @@ def open_reader(
             )
         position = {"auto_position": start, "is_mariadb": mariadb}
     rowevents.install()
-    return BinLogStreamReader(
+    return FastStreamReader(
         connection_settings=connection,
         server_id=server_id,
         blocking=True,

@@ -473,25 +473,25 @@ class _TxnAssembler:
             return
         key_cols = mapper.key_columns
         kind = type(event)
-        for row in event.rows:
-            changes: list[tuple[Op, dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]]
-            sources = row.get("none_sources")
-            if kind is rowevents.WriteRows:
-                after = mapper.values(row["values"], sources)
-                changes = [(Op.CREATE, {k: after[k] for k in key_cols}, None, after)]
-            elif kind is rowevents.DeleteRows:
-                before = mapper.values(row["values"], sources)
-                changes = [(Op.DELETE, {k: before[k] for k in key_cols}, before, None)]
-            else:
+        stream, values, add = mapper.stream, mapper.values, self._add  # per row: bound once
+        if kind is rowevents.WriteRows:
+            for row in event.rows:
+                after = values(row["values"], row.get("none_sources"))
+                add(stream, Op.CREATE, {k: after[k] for k in key_cols}, None, after)
+        elif kind is rowevents.DeleteRows:
+            for row in event.rows:
+                before = values(row["values"], row.get("none_sources"))
+                add(stream, Op.DELETE, {k: before[k] for k in key_cols}, before, None)
+        else:
+            for row in event.rows:
                 # an update row says why a value is None per image
-                before = mapper.values(row["before_values"], row.get("before_none_sources"))
-                after = mapper.values(row["after_values"], row.get("after_none_sources"))
+                before = values(row["before_values"], row.get("before_none_sources"))
+                after = values(row["after_values"], row.get("after_none_sources"))
                 key = {k: after[k] for k in key_cols}
                 old_key = {k: before[k] for k in key_cols}
-                changes = [(Op.DELETE, old_key, before, None)] if old_key != key else []
-                changes.append((Op.UPDATE, key, before, after))
-            for change in changes:
-                self._add(mapper.stream, *change)
+                if old_key != key:  # a key change: the old key's delete first
+                    add(stream, Op.DELETE, old_key, before, None)
+                add(stream, Op.UPDATE, key, before, after)
         if len(self.chunk) >= CHUNK:
             self._flush()
 

@@ -1,0 +1,283 @@
+"""A leaner event loop for mysql-replication's :class:`BinLogStreamReader`.
+
+The library turns every replication packet into a ``BinLogPacketWrapper`` and an event object
+through a dozen-argument constructor chain, reading each header field through two wrapper
+layers; for a row event it also rebuilds the table's ``data`` dict. With many small
+transactions (four events each: GTID, TABLE_MAP, rows, XID) that construction was about half
+of the reader's time. :class:`FastStreamReader` keeps the library for everything it does once
+(connection, registration, GTID/position negotiation, FORMAT_DESCRIPTION, ROTATE, heartbeats,
+reconnects) and reads the four hot event kinds straight from the packet bytes:
+
+- MariaDB GTID and XID events: the few fields consumers read, in instances of the library's own
+  classes (so ``type(event) is XidEvent`` still holds);
+- TABLE_MAP events whose exact bytes were parsed before (:class:`~cdc.mysql.rowevents.CachedTableMap`):
+  the known table is applied to the table map, as the library does, and no event object is
+  built (consumers ignore table maps);
+- rows events on a table in the table map whose shape :mod:`cdc.mysql.rowdecoder` compiles: the
+  header fields and the rows, decoded at once.
+
+Anything else - another event type, a filter or option the fast path does not model (checksum
+verification, ``skip_to_timestamp``, extra row-event data, a declared post-header length other
+than the standard one, a table the library would filter), or rows the compiled readers decline -
+goes through the library's own wrapper and event classes, from the untouched packet. The loop
+around it is the library's ``fetchone`` of the pinned version (1.0.x); with another version the
+reader falls back to the library's loop entirely.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import struct
+from typing import Any
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader, binlogstream
+from pymysqlreplication.constants import BINLOG
+from pymysqlreplication.event import MariadbGtidEvent, XidEvent
+from pymysqlreplication.logger import logger as library_log
+from pymysqlreplication.packet import BinLogPacketWrapper
+
+from cdc.mysql import rowdecoder, rowevents
+
+_HEADER = struct.Struct("<xIBIIIH")  # OK byte, timestamp, type, server id, event size, next position, flags
+_GTID = struct.Struct("<QIB")  # MariaDB GTID: sequence number, domain id, flags
+_XID = struct.Struct("<Q")
+_ROWS_V1 = {BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.DELETE_ROWS_EVENT_V1}
+_ROWS_V2 = {BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2}
+_UPDATES = {BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2}
+_SKIP = object()  # the packet was consumed and yields no event
+_EVENT_MAP: dict[int, type] = BinLogPacketWrapper._BinLogPacketWrapper__event_map
+#: the loop below reproduces the fetchone of mysql-replication 1.0.x (1.0.17 pinned)
+LOOP_MATCHES = importlib.metadata.version("mysql-replication").startswith("1.0.")
+
+
+class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
+    """BinLogStreamReader whose ``fetchone`` builds the hot events directly from the packet."""
+
+    # the library's attributes this loop reads and writes (it declares no types)
+    table_map: dict[int, Any]
+    mysql_version: Any
+    is_past_end_log_pos: bool
+    _BinLogStreamReader__connected_stream: bool
+    _BinLogStreamReader__post_header_lengths: Any
+
+    def fetchone(self) -> Any:
+        if not LOOP_MATCHES:
+            return super().fetchone()
+        # The library's fetchone (1.0.17), with the fast path in front of its packet wrapper.
+        while True:
+            if self.end_log_pos and self.is_past_end_log_pos:
+                return None
+            if not self._BinLogStreamReader__connected_stream:
+                self._BinLogStreamReader__connect_to_stream()
+            if not self._BinLogStreamReader__connected_ctl:
+                self._BinLogStreamReader__connect_to_ctl()
+            try:
+                pkt = self._stream_connection._read_packet()
+            except pymysql.OperationalError as error:
+                code, _message = error.args
+                if code in binlogstream.MYSQL_EXPECTED_ERROR_CODES:  # reconnect, as the library does
+                    self._stream_connection.close()
+                    self._BinLogStreamReader__connected_stream = False
+                    # the library's warning, on the library's logger (a reconnect stays visible)
+                    library_log.warning(
+                        "A pymysql.OperationalError error occurred, Re-request the connection."
+                    )
+                    continue
+                raise
+            if pkt.is_eof_packet():
+                self.close()
+                return None
+            if not pkt.is_ok_packet():
+                continue
+            event = self._fast(pkt)
+            if event is _SKIP:
+                continue
+            if event is not None:
+                return event
+            event = self._library(pkt)
+            if event is not _SKIP:
+                return event
+
+    def _library(self, pkt: Any) -> Any:
+        """The library's handling of one packet (the rest of its fetchone loop body)."""
+        binlog_event = BinLogPacketWrapper(
+            pkt,
+            self.table_map,
+            self._ctl_connection,
+            self.mysql_version,
+            self._BinLogStreamReader__use_checksum,
+            self._BinLogStreamReader__allowed_events_in_packet,
+            self._BinLogStreamReader__only_tables,
+            self._BinLogStreamReader__ignored_tables,
+            self._BinLogStreamReader__only_schemas,
+            self._BinLogStreamReader__ignored_schemas,
+            self._BinLogStreamReader__freeze_schema,
+            self._BinLogStreamReader__ignore_decode_errors,
+            self._BinLogStreamReader__verify_checksum,
+            self._BinLogStreamReader__optional_meta_data,
+            self._BinLogStreamReader__enable_logging,
+            self._BinLogStreamReader__use_column_name_cache,
+            self._BinLogStreamReader__post_header_lengths,
+        )
+        if binlog_event.event_type == BINLOG.ROTATE_EVENT:
+            self.log_pos = binlog_event.event.position
+            self.log_file = binlog_event.event.next_binlog
+            # table ids are not persistent across server restarts, which rotate the log
+            if binlog_event.timestamp != 0:
+                self.table_map = {}
+        elif binlog_event.log_pos:
+            self.log_pos = binlog_event.log_pos
+        if self.end_log_pos and self.log_pos >= self.end_log_pos:
+            self.is_past_end_log_pos = True
+        if binlog_event.event_type == BINLOG.FORMAT_DESCRIPTION_EVENT and binlog_event.event is not None:
+            self.mysql_version = binlog_event.event.mysql_version
+            self._BinLogStreamReader__post_header_lengths = binlog_event.event.post_header_len
+        if self.skip_to_timestamp and binlog_event.timestamp < self.skip_to_timestamp:
+            return _SKIP
+        if binlog_event.event_type == BINLOG.TABLE_MAP_EVENT and binlog_event.event is not None:
+            self.table_map[binlog_event.event.table_id] = binlog_event.event.get_table()
+        if binlog_event.event is None or (
+            binlog_event.event.__class__ not in self._BinLogStreamReader__allowed_events
+        ):
+            return _SKIP
+        return binlog_event.event
+
+    # --- the fast path ---
+
+    def _fast(self, pkt: Any) -> Any:
+        """The event of a hot packet built from its bytes, _SKIP, or None: not handled here
+        (nothing consumed)."""
+        data = pkt._data
+        if len(data) < 20 or not isinstance(data, bytes):
+            return None
+        kind = data[5]
+        if kind not in _FAST_KINDS or self.skip_to_timestamp or self._BinLogStreamReader__verify_checksum:
+            return None
+        cls = _EVENT_MAP[kind]
+        timestamp, _, server_id, event_size, log_pos, _flags = _HEADER.unpack_from(data)
+        if cls not in self._BinLogStreamReader__allowed_events_in_packet:
+            self._position(log_pos)  # a kind the consumer did not ask for: skipped unparsed
+            return _SKIP
+        size = event_size - (23 if self._BinLogStreamReader__use_checksum else 19)  # the body's
+        if size < 0 or 20 + size > len(data):
+            return None
+        if kind == BINLOG.TABLE_MAP_EVENT:
+            table = rowevents.CachedTableMap._parsed.get(data[20 : 20 + size])
+            if table is None:
+                return None  # parsed (and cached) by the library
+            self._position(log_pos)
+            self.table_map[table.table_id] = table
+            return _SKIP
+        if kind == BINLOG.MARIADB_GTID_EVENT or kind == BINLOG.XID_EVENT:
+            if size < (13 if kind == BINLOG.MARIADB_GTID_EVENT else 8):
+                return None
+            event: Any = object.__new__(cls)
+            self._base(event, kind, timestamp, size)
+            if kind == BINLOG.XID_EVENT:
+                event.xid = _XID.unpack_from(data, 20)[0]
+            else:
+                seq, domain, flags = _GTID.unpack_from(data, 20)
+                event.__dict__.update(server_id=server_id, gtid_seq_no=seq, domain_id=domain, flags=flags,
+                                      gtid=f"{domain}-{server_id}-{seq}")  # fmt: skip
+            self._position(log_pos)
+            return event if cls in self._BinLogStreamReader__allowed_events else _SKIP
+        event = self._rows(cls, kind, data, timestamp, size)
+        if event is None:
+            return None
+        self._position(log_pos)
+        return event if cls in self._BinLogStreamReader__allowed_events else _SKIP
+
+    def _position(self, log_pos: int) -> None:
+        # as the library's loop does for every event but ROTATE
+        if log_pos:
+            self.log_pos = log_pos
+        if self.end_log_pos and self.log_pos >= self.end_log_pos:
+            self.is_past_end_log_pos = True
+
+    def _base(self, event: Any, kind: int, timestamp: int, size: int) -> None:
+        """BinLogEvent's attributes (without a packet: the event is complete)."""
+        shared: dict[str, Any] | None = self.__dict__.get("_cdc_shared")
+        if (
+            shared is None
+            or shared["table_map"] is not self.table_map  # replaced at a rotation
+            or shared["_ctl_connection"] is not self._ctl_connection  # a reconnect
+            or shared["_post_header_lengths"] is not self._BinLogStreamReader__post_header_lengths
+            or shared["mysql_version"] is not self.mysql_version  # both set by FORMAT_DESCRIPTION
+        ):
+            shared = self._cdc_shared = dict(
+                packet=None, table_map=self.table_map, _post_header_lengths=self._BinLogStreamReader__post_header_lengths,
+                _ctl_connection=self._ctl_connection, mysql_version=self.mysql_version,
+                _ignore_decode_errors=self._BinLogStreamReader__ignore_decode_errors,
+                _verify_checksum=False, _is_event_valid=None, _processed=True, complete=True,
+                dbms=self._ctl_connection._get_dbms(),
+            )  # fmt: skip
+        event.__dict__.update(shared, event_type=kind, timestamp=timestamp, event_size=size)
+
+    def _rows(self, cls: type, kind: int, data: bytes, timestamp: int, size: int) -> Any:
+        """A rows event decoded whole, or None when the library must build it."""
+        if self._BinLogStreamReader__ignore_decode_errors:
+            return None
+        v2 = kind in _ROWS_V2
+        known = 10 if v2 else 8
+        lengths = self._BinLogStreamReader__post_header_lengths
+        if lengths and kind - 1 < len(lengths) and lengths[kind - 1] != known:
+            return None
+        pos = 20
+        table_id = int.from_bytes(data[pos : pos + 6], "little")
+        table = self.table_map.get(table_id)
+        if table is None or not self._captured(table):
+            return None  # the library filters it
+        flags = int.from_bytes(data[pos + 6 : pos + 8], "little")
+        pos += 8
+        extra = 0
+        if v2:
+            extra = int.from_bytes(data[pos : pos + 2], "little")
+            if extra != 2:  # NDB or partition information follows
+                return None
+            pos += 2
+        ncols = data[pos]
+        if ncols >= 251 or ncols != len(table.columns):
+            return None
+        pos += 1
+        nbytes = (ncols + 7) // 8
+        present = data[pos : pos + nbytes]
+        pos += nbytes
+        present_after = None
+        if kind in _UPDATES:
+            present_after = data[pos : pos + nbytes]
+            pos += nbytes
+        rows = rowdecoder.read_rows(table, present, present_after, data, pos, 20 + size)
+        if rows is None:
+            return None
+        event: Any = object.__new__(cls)
+        self._base(event, kind, timestamp, size)
+        event.__dict__.update(
+            _RowsEvent__rows=rows, _RowsEvent__none_sources={}, table_id=table_id,
+            primary_key=table.primary_key, schema=table.schema, table=table.table, flags=flags,
+            number_of_columns=ncols, columns=table.columns, columns_present_bitmap=present,
+        )  # fmt: skip
+        if v2:
+            event.extra_data_length = extra
+        if present_after is not None:
+            event.columns_present_bitmap2 = present_after
+        return event
+
+    def _captured(self, table: Any) -> bool:
+        """The library's table and schema filters of a rows event."""
+        only_tables = self._BinLogStreamReader__only_tables
+        ignored_tables = self._BinLogStreamReader__ignored_tables
+        only_schemas = self._BinLogStreamReader__only_schemas
+        ignored_schemas = self._BinLogStreamReader__ignored_schemas
+        return not (
+            (only_tables is not None and table.table not in only_tables)
+            or (ignored_tables is not None and table.table in ignored_tables)
+            or (only_schemas is not None and table.schema not in only_schemas)
+            or (ignored_schemas is not None and table.schema in ignored_schemas)
+        )
+
+
+_FAST_KINDS = frozenset(
+    {BINLOG.TABLE_MAP_EVENT, BINLOG.MARIADB_GTID_EVENT, BINLOG.XID_EVENT, *_ROWS_V1, *_ROWS_V2}
+)
+_ = (MariadbGtidEvent, XidEvent)  # the classes the fast GTID/XID events are instances of
