@@ -249,6 +249,7 @@ class SinkRunner:
 
     def _process(self, consumer: Consumer, messages: list[Any]) -> None:
         batch = Batch()
+        positions, ends, changes, parse = self.positions, batch.ends, batch.changes, self._parse
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -263,15 +264,16 @@ class SinkRunner:
                     raise BrokerUnavailableError(f"kafka consumer: {err.str()}")
                 log.warning("kafka consumer: %s", err.str())
                 continue
-            tp = (msg.topic(), msg.partition())
-            if tp not in self.positions:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            tp = (topic, partition)
+            if tp not in positions:
                 continue  # revoked while it was in flight
-            start = self.positions[tp]
-            if start is not None and msg.offset() < start:
+            start = positions[tp]
+            if start is not None and offset < start:
                 continue  # applied already (by this or another instance)
-            batch.ends[tp] = msg.offset() + 1
+            ends[tp] = offset + 1
             try:
-                batch.changes.append(self._parse(msg))
+                changes.append(parse(msg, topic, partition, offset))
             except BadMessageError as exc:
                 batch.poison.append((msg, exc))
         if not batch.ends:
@@ -312,37 +314,46 @@ class SinkRunner:
             if high is not None and high >= 0:
                 m.lag.labels(name, topic, str(partition)).set(max(0, high - end))
 
-    def _parse(self, msg: Any) -> Change:
+    def _parse(self, msg: Any, topic: str, partition: int, offset: int) -> Change:
         key_bytes, value_bytes = msg.key(), msg.value()
-        ref = MessageRef(msg.topic(), msg.partition(), msg.offset(), key_bytes)
+        decode = self.decoder.decode
+        ref_key: Any = key_bytes  # the decoded key once known: dead letters and errors name it
         try:
             key_writer: WriterSchema | None = None
             key: Any = None
             if key_bytes is not None:
-                key_writer, key = self.decoder.decode(key_bytes)
-                ref = MessageRef(ref.topic, ref.partition, ref.offset, key)
-            value_writer, value = (
-                self.decoder.decode(value_bytes) if value_bytes is not None else (None, None)
-            )
-            return self._builders[msg.topic()].build(ref, msg, key_writer, key, value_writer, value)
+                key_writer, key = decode(key_bytes)
+                ref_key = key
+            value_writer, value = decode(value_bytes) if value_bytes is not None else (None, None)
+            ref = MessageRef(topic, partition, offset, ref_key)
+            return self._builders[topic].build(ref, msg, key_writer, key, value_writer, value)
         except DecodeError as exc:
-            raise BadMessageError(ref, f"cannot decode: {exc}") from None
+            raise BadMessageError(
+                MessageRef(topic, partition, offset, ref_key), f"cannot decode: {exc}"
+            ) from None
 
     def _apply(self, batch: Batch) -> None:
         fail = self.config.on_error is OnError.FAIL
         if batch.poison and fail:
             raise batch.poison[0][1]
         good: list[Change] = []
+        # The plan depends only on the topic's config and the schema ids: look it up once per
+        # batch, not per change (the table manager's cache key is a nested tuple to hash).
+        plans: dict[tuple[int, tuple[int, int]], Any] = {}
         for change in batch.changes:
             if change.row is not None:
-                try:
-                    change.plan = self._plan(change)
-                except TableMismatchError as exc:
-                    bad = BadMessageError(change.ref, exc.message)
-                    if fail:
-                        raise bad from None
-                    batch.poison.append((change.raw, bad))
-                    continue
+                plan_key = (id(change.sink), change.schema_ids)
+                plan = plans.get(plan_key)
+                if plan is None:
+                    try:
+                        plan = plans[plan_key] = self._plan(change)
+                    except TableMismatchError as exc:
+                        bad = BadMessageError(change.ref, exc.message)
+                        if fail:
+                            raise bad from None
+                        batch.poison.append((change.raw, bad))
+                        continue
+                change.plan = plan
             good.append(change)
         reduced = reduce_changes(good)
         try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import operator
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from cdc.sink.columns import Converter
 from cdc.sink.config import SinkMode
 from cdc.sink.records import Reduced
 from cdc.sink.tables import TablePlan
@@ -60,6 +62,30 @@ def _naive_timestamp_columns(plan: TablePlan) -> frozenset[str]:
     return frozenset(
         c for c in plan.columns if isinstance(t := plan.table.c[c].type, sa.DateTime) and not t.timezone
     )
+
+
+def _copy_steps(plan: TablePlan) -> list[tuple[str, Converter | None]] | None:
+    """Per column of a COPY: the converter its value needs (None: as is); None when no column needs one."""
+    naive = _naive_timestamp_columns(plan)
+    steps: list[tuple[str, Converter | None]] = []
+    for c in plan.columns:
+        conv = plan.converters.get(c)
+        if c in naive:
+            conv = _utc_wall_clock if conv is None else _then_utc_wall_clock(conv)
+        steps.append((c, conv))
+    return steps if any(f is not None for _, f in steps) else None
+
+
+def _then_utc_wall_clock(conv: Converter) -> Converter:
+    return lambda value: _utc_wall_clock(conv(value))
+
+
+def _picker(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], Sequence[Any]]:
+    """The columns' values of a row dict as a sequence (KeyError when the row lacks one)."""
+    if len(columns) == 1:
+        (only,) = columns
+        return lambda row: (row[only],)
+    return operator.itemgetter(*columns)
 
 
 def _copy_statements(
@@ -112,6 +138,15 @@ class TableWriter:
         """Write the rows of changes that share one plan (and one mode)."""
         if not ops:
             return 0
+        if (
+            mode is not SinkMode.UPDATE
+            and self.dialect == "postgresql"
+            and conn.dialect.driver == "psycopg"
+            and len(ops) >= _COPY_MIN_ROWS
+            and self._cached(("copyable", id(plan)), lambda: _copyable(plan))
+        ):
+            self._copy_upsert(conn, plan, mode, ops)
+            return len(ops)
         conv = plan.converters
         rows: list[dict[str, Any]] = []
         for op in ops:
@@ -133,20 +168,12 @@ class TableWriter:
             ]
             conn.execute(stmt, params)
             return len(rows)
-        if (
-            self.dialect == "postgresql"
-            and conn.dialect.driver == "psycopg"
-            and len(rows) >= _COPY_MIN_ROWS
-            and self._cached(("copyable", id(plan)), lambda: _copyable(plan))
-        ):
-            self._copy_upsert(conn, plan, mode, rows)
-            return len(rows)
         stmt = self._cached((mode, id(plan)), lambda: self._insert(plan, mode))
         conn.execute(stmt, rows)
         return len(rows)
 
     def _copy_upsert(
-        self, conn: sa.Connection, plan: TablePlan, mode: SinkMode, rows: list[dict[str, Any]]
+        self, conn: sa.Connection, plan: TablePlan, mode: SinkMode, ops: Sequence[Reduced]
     ) -> None:
         """PostgreSQL: COPY the rows into a session-local staging table, then one
         ``INSERT ... SELECT ... ON CONFLICT``: one round trip of rows instead of one statement
@@ -158,22 +185,31 @@ class TableWriter:
         raw = conn.connection.dbapi_connection
         assert isinstance(raw, psycopg.Connection), "the COPY path needs the psycopg driver"
         columns = plan.columns
-        naive = self._cached(("naive", id(plan)), lambda: _naive_timestamp_columns(plan))
+        # Per column, what its value goes through: the plan's converter, then (timestamp columns)
+        # the UTC wall clock. Without any, the row's values are picked in C by one itemgetter.
+        steps = self._cached(("copy-steps", id(plan)), lambda: _copy_steps(plan))
+        pick = self._cached(("pick", id(plan)), lambda: _picker(columns))
         try:
             with raw.cursor() as cur:
                 cur.execute(create)
                 with cur.copy(copy) as pipe:
-                    if naive:
-                        for row in rows:
-                            pipe.write_row(
-                                [_utc_wall_clock(row[c]) if c in naive else row[c] for c in columns]
-                            )
+                    write_row = pipe.write_row
+                    if steps is None:
+                        for op in ops:
+                            row = op.change.row
+                            assert row is not None
+                            try:
+                                write_row(pick(row))
+                            except KeyError:  # a field the row lacks is NULL, as row.get(c) gives
+                                write_row([row.get(c) for c in columns])
                     else:
-                        for row in rows:
-                            pipe.write_row([row[c] for c in columns])
+                        for op in ops:
+                            row = op.change.row
+                            assert row is not None
+                            write_row([row.get(c) if f is None else f(row.get(c)) for c, f in steps])
                 cur.execute(insert)
                 cur.execute(clear)
-            self.copied_rows += len(rows)
+            self.copied_rows += len(ops)
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
             error = (
                 sa.exc.IntegrityError if isinstance(exc, psycopg.errors.IntegrityError) else sa.exc.DataError

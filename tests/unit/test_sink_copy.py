@@ -9,7 +9,14 @@ from sqlalchemy.dialects import postgresql
 
 from cdc.sink.config import SinkMode
 from cdc.sink.tables import TablePlan
-from cdc.sink.writer import _copy_statements, _copyable, _naive_timestamp_columns, _utc_wall_clock
+from cdc.sink.writer import (
+    _copy_statements,
+    _copy_steps,
+    _copyable,
+    _naive_timestamp_columns,
+    _picker,
+    _utc_wall_clock,
+)
 
 
 def _plan(*extra: sa.Column[object], schema: str | None = "app") -> TablePlan:
@@ -62,3 +69,34 @@ def test_aware_values_for_timestamp_columns_become_utc_wall_clock() -> None:
     berlin = dt.timezone(dt.timedelta(hours=2))
     assert _utc_wall_clock(dt.datetime(2024, 5, 1, 12, 0, tzinfo=berlin)) == dt.datetime(2024, 5, 1, 10, 0)
     assert _utc_wall_clock(dt.datetime(2024, 5, 1, 12, 0)) == dt.datetime(2024, 5, 1, 12, 0)
+
+
+def _copy_row(plan: TablePlan, row: dict[str, object]) -> list[object]:
+    """The values the COPY path writes for one row, as ``_copy_upsert`` picks them."""
+    steps = _copy_steps(plan)
+    if steps is None:
+        try:
+            return list(_picker(plan.columns)(row))
+        except KeyError:
+            return [row.get(c) for c in plan.columns]
+    return [row.get(c) if f is None else f(row.get(c)) for c, f in steps]
+
+
+def test_copy_rows_are_the_row_values_in_column_order_after_converters() -> None:
+    plain = _plan()
+    assert _copy_steps(plain) is None  # no converter, no timestamp column: picked in C
+    assert _copy_row(plain, {"amount": 1, "id": 7, "extra": "ignored"}) == [7, 1]
+    assert _copy_row(plain, {"id": 7}) == [7, None]  # a missing field is NULL, as before
+    one = TablePlan(plain.table, ("id",), ("id",), {})
+    assert _copy_row(one, {"id": 3}) == [3]
+    berlin = dt.timezone(dt.timedelta(hours=2))
+    at = dt.datetime(2024, 5, 1, 12, 0, tzinfo=berlin)
+    base = _plan(sa.Column("at", sa.DateTime), sa.Column("ref", sa.Text))
+    converted = TablePlan(base.table, ("id",), base.columns, {"ref": str, "at": lambda v: v})
+    assert _copy_row(converted, {"id": 1, "amount": 2, "at": at, "ref": 5}) == [
+        1,
+        2,
+        dt.datetime(2024, 5, 1, 10, 0),  # converter first, then the UTC wall clock
+        "5",
+    ]
+    assert _copy_row(converted, {"id": 1, "amount": None, "at": None, "ref": 5}) == [1, None, None, "5"]
