@@ -488,17 +488,26 @@ class SinkRunner:
         inserted), then rows grouped by plan and mode. ``careful``: each change in a savepoint."""
         written = 0
         for ident, per_key in reduced.items():
-            ops = list(per_key.values())
-            deletes = [
-                op
-                for op in ops
-                if op.change.sink is not None
-                and op.change.sink.deletes
-                and (
-                    op.change.row is None
-                    or (op.deleted_before and op.change.sink.mode is not SinkMode.UPSERT)
-                )
-            ]
+            # One pass sorts the changes into deletes and upserts by (plan, mode); a change
+            # re-inserted after a delete in the batch is in both (deletes run first).
+            deletes: list[Reduced] = []
+            upserts: dict[tuple[int, SinkMode], list[Reduced]] = {}
+            plans: dict[int, Any] = {}
+            for op in per_key.values():
+                change = op.change
+                sink = change.sink
+                if sink is None:
+                    continue
+                row = change.row
+                if sink.deletes and (row is None or (op.deleted_before and sink.mode is not SinkMode.UPSERT)):
+                    deletes.append(op)
+                plan = change.plan
+                if row is not None and plan is not None:
+                    group = upserts.get((id(plan), sink.mode))
+                    if group is None:
+                        group = upserts[(id(plan), sink.mode)] = []
+                        plans[id(plan)] = plan
+                    group.append(op)
             table = self.tables.existing(*ident) if deletes else None
             if table is not None:
                 by_keys: dict[tuple[str, ...], list[Reduced]] = {}
@@ -512,13 +521,6 @@ class SinkRunner:
                         rejected,
                         partial(self.writer.delete, conn, table, keys),
                     )
-            upserts: dict[tuple[int, SinkMode], list[Reduced]] = {}
-            plans: dict[int, Any] = {}
-            for op in ops:
-                plan, sink = op.change.plan, op.change.sink
-                if op.change.row is not None and plan is not None and sink is not None:
-                    upserts.setdefault((id(plan), sink.mode), []).append(op)
-                    plans[id(plan)] = plan
             for (plan_id, mode), group in upserts.items():
                 written += self._run(
                     conn,
