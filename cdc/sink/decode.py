@@ -45,6 +45,7 @@ class Decoder:
     def __init__(self, client: SchemaRegistryClient) -> None:
         self._client = client
         self._schemas: dict[int, WriterSchema] = {}
+        self._by_header: dict[bytes, WriterSchema] = {}  # the same, by wire-format header
         self._lock = threading.Lock()
 
     def writer_schema(self, schema_id: int) -> WriterSchema:
@@ -71,28 +72,22 @@ class Decoder:
         found = WriterSchema(schema_id, schema, parsed, compile_record_reader(schema))
         with self._lock:
             self._schemas[schema_id] = found
+            self._by_header[bytes([MAGIC]) + schema_id.to_bytes(4, "big")] = found
         return found
 
     def decode(self, data: bytes) -> tuple[WriterSchema, Any]:
         """Return the writer schema and the decoded datum; DecodeError for poison bytes."""
-        if len(data) >= 5 and data[0] == MAGIC:
-            schema_id = int.from_bytes(data[1:5], "big")
-            writer = self._schemas.get(schema_id) or self.writer_schema(schema_id)
-            if writer.reader is not None:
-                try:
-                    record, end = writer.reader(data, 5)
-                except Exception as exc:  # IndexError, EOFError, UnicodeDecodeError... on bad bytes
-                    raise DecodeError(f"the Avro body does not fit schema id {schema_id}: {exc!r}") from None
-                if end != len(data):
-                    raise DecodeError(
-                        f"{len(data) - end} trailing byte(s) after the Avro body of schema {schema_id}"
-                    )
-                return writer, record
+        # The 5-byte header (magic byte, schema id) of a known schema finds it in one lookup.
+        writer = self._by_header.get(data[:5])
+        if writer is not None and writer.reader is not None:
+            return writer, self._read_compiled(writer, writer.reader, data)
         try:
             schema_id, body = split_header(data)
         except ValueError as exc:
             raise DecodeError(str(exc)) from None
         writer = self.writer_schema(schema_id)
+        if writer.reader is not None:
+            return writer, self._read_compiled(writer, writer.reader, data)
         buf = BytesIO(body)
         try:
             datum = schemaless_reader(buf, writer.parsed, None)
@@ -103,3 +98,15 @@ class Decoder:
                 f"{len(body) - buf.tell()} trailing byte(s) after the Avro body of schema {schema_id}"
             )
         return writer, datum
+
+    @staticmethod
+    def _read_compiled(writer: WriterSchema, reader: RecordReader, data: bytes) -> dict[str, Any]:
+        try:
+            record, end = reader(data, 5)
+        except Exception as exc:  # IndexError, EOFError, UnicodeDecodeError... on bad bytes
+            raise DecodeError(f"the Avro body does not fit schema id {writer.schema_id}: {exc!r}") from None
+        if end != len(data):
+            raise DecodeError(
+                f"{len(data) - end} trailing byte(s) after the Avro body of schema {writer.schema_id}"
+            )
+        return record
