@@ -16,6 +16,7 @@ from cdc.sink.writer import (
     _naive_timestamp_columns,
     _picker,
     _utc_wall_clock,
+    binary_types,
 )
 
 
@@ -47,7 +48,8 @@ def test_types_needing_bind_processing_keep_the_statement_path() -> None:
 
 
 def test_statements_quote_every_identifier_and_upsert_on_the_key() -> None:
-    create, copy, insert, clear = _copy_statements(_plan(), SinkMode.UPSERT)
+    create, copy, binary, insert, clear = _copy_statements(_plan(), SinkMode.UPSERT)
+    assert binary.as_string(None).endswith("FROM STDIN (FORMAT BINARY)")
     text = insert.as_string(None)
     assert text.startswith(
         'INSERT INTO "app"."or""ders" ("id", "amount") SELECT "id", "amount" FROM "cdc_stage_'
@@ -57,7 +59,7 @@ def test_statements_quote_every_identifier_and_upsert_on_the_key() -> None:
     assert copy.as_string(None).startswith('COPY "cdc_stage_') and clear.as_string(None).startswith(
         "TRUNCATE"
     )
-    plain = _copy_statements(_plan(), SinkMode.INSERT)[2].as_string(None)
+    plain = _copy_statements(_plan(), SinkMode.INSERT)[3].as_string(None)
     assert "ON CONFLICT" not in plain
     # Different modes and shapes never share a staging table within one transaction.
     assert copy.as_string(None) != _copy_statements(_plan(), SinkMode.INSERT)[1].as_string(None)
@@ -100,3 +102,28 @@ def test_copy_rows_are_the_row_values_in_column_order_after_converters() -> None
         "5",
     ]
     assert _copy_row(converted, {"id": 1, "amount": None, "at": None, "ref": 5}) == [1, None, None, "5"]
+
+
+def test_binary_copy_only_when_every_column_type_takes_its_kind_as_decoded() -> None:
+    base = _plan(sa.Column("at", sa.DateTime), sa.Column("tags", postgresql.ARRAY(sa.Text)))
+    kinds = {"id": "long", "amount": "decimal", "at": "timestamp", "tags": "array<string>"}
+    plan = TablePlan(base.table, ("id",), base.columns, {}, kinds)
+    types = {
+        "id": "bigint",
+        "amount": "numeric",
+        "at": "timestamp without time zone",
+        "tags": "text[]",
+        "unused": "smallint",
+    }
+    assert binary_types(plan, types) == ["bigint", "numeric", "timestamp without time zone", "text[]"]
+    # A long into an integer column could overflow on the client: text COPY, the server refuses it.
+    assert binary_types(plan, {**types, "id": "integer"}) is None
+    assert binary_types(plan, {**types, "amount": "real"}) is None  # float4 rounding: keep text
+    assert binary_types(plan, {**types, "at": "my_domain"}) is None
+    assert (
+        binary_types(TablePlan(base.table, ("id",), base.columns, {}, {**kinds, "amount": "double"}), types)
+        is None
+    )
+    # A converter changes the values' type: text COPY as before.
+    assert binary_types(TablePlan(base.table, ("id",), base.columns, {"amount": str}, kinds), types) is None
+    assert binary_types(TablePlan(base.table, ("id",), base.columns, {}, {}), types) is None
