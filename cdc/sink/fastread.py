@@ -67,18 +67,23 @@ class _Emitter:
         self.lines.append("    " * indent + line)
 
     def long(self, indent: int, target: str) -> None:
-        """A zig-zag varint; IndexError at the end of the bytes (the caller's DecodeError)."""
+        """A zig-zag varint; IndexError at the end of the bytes (the caller's DecodeError).
+
+        One byte (-64..63: union branches, most lengths and small numbers) skips the loop."""
         for line in (
             "b = data[pos]",
             "pos += 1",
-            "n = b & 0x7F",
-            "shift = 7",
-            "while b & 0x80:",
-            "    b = data[pos]",
-            "    pos += 1",
-            "    n |= (b & 0x7F) << shift",
-            "    shift += 7",
-            f"{target} = (n >> 1) ^ -(n & 1)",
+            "if b < 0x80:",
+            f"    {target} = (b >> 1) ^ -(b & 1)",
+            "else:",
+            "    n = b & 0x7F",
+            "    shift = 7",
+            "    while b & 0x80:",
+            "        b = data[pos]",
+            "        pos += 1",
+            "        n |= (b & 0x7F) << shift",
+            "        shift += 7",
+            f"    {target} = (n >> 1) ^ -(n & 1)",
         ):
             self.emit(indent, line)
 
