@@ -6,7 +6,8 @@ and ``envelope`` (before/after/op; op ``d`` or a tombstone = delete).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,20 +57,37 @@ def envelope_row_schema(schema: Any) -> Any:
     raise DecodeError("the value schema is not an envelope (no record-typed before/after)")
 
 
+def _key_picker(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The key columns' values of a row as a tuple, picked in C (KeyError names a missing one)."""
+    if len(keys) == 1:
+        (only,) = keys
+        return lambda row: (row[only],)
+    picker: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(*keys)  # a tuple for 2+
+    return picker
+
+
 class ChangeBuilder:
-    """Turns one decoded key/value of one topic into a Change (DecodeError for a message that does not fit)."""
+    """Turns one decoded key/value of one topic into a Change (DecodeError for a message that does not fit).
+
+    The decoded value becomes the change's row as it is (the record key's fields are written
+    into it): callers pass values they do not use afterwards, as the decoder's are."""
 
     def __init__(self, topic: SinkTopic) -> None:
         self.topic = topic
         self.table = (topic.table_schema, topic.table_name)
         self._fields: dict[tuple[int, int], list[FieldSpec]] = {}
         self._keys: dict[int, tuple[str, ...]] = {}  # by key schema id
+        self._fixed_keys = tuple(topic.key) if topic.key else None
+        self._envelope = topic.format is EventFormat.ENVELOPE
+        self._pickers: dict[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]]] = {}
 
     def key_columns(self, key_writer: WriterSchema | None) -> tuple[str, ...]:
-        if self.topic.key:
-            return tuple(self.topic.key)
-        if key_writer is not None and key_writer.schema_id in self._keys:
-            return self._keys[key_writer.schema_id]
+        if self._fixed_keys is not None:
+            return self._fixed_keys
+        if key_writer is not None:
+            found = self._keys.get(key_writer.schema_id)
+            if found is not None:
+                return found
         if (
             key_writer is None
             or not isinstance(key_writer.schema, dict)
@@ -94,26 +112,29 @@ class ChangeBuilder:
         row: dict[str, Any] | None
         if value is None:
             row = None
-        elif self.topic.format is EventFormat.ENVELOPE:
+        elif self._envelope:
             if not isinstance(value, dict) or "op" not in value:
                 raise DecodeError("the value is not an envelope (no op field)")
             op = value["op"]
             if op == "d":
                 row = None
             elif op in _UPSERT_OPS and isinstance(value.get("after"), dict):
-                row = dict(value["after"])
+                row = value["after"]
             else:
                 raise DecodeError(f"envelope op {op!r} without an after image")
         elif isinstance(value, dict):
-            row = dict(value)
+            row = value  # the decoder's fresh dict: updated in place, never shared (no copy per record)
         else:
             raise DecodeError("the value is not an Avro record")
         if row is None:
             return Change(ref, self.table, self._key_from_key(keys, key), None, raw, self.topic, keys)
-        if not self.topic.key and isinstance(key, dict):
+        if self._fixed_keys is None and isinstance(key, dict):
             row.update(key)  # the record key is the identity; deletes use it too
+        pick = self._pickers.get(keys)
+        if pick is None:
+            pick = self._pickers[keys] = _key_picker(keys)
         try:
-            key_tuple = tuple(row[k] for k in keys)
+            key_tuple = pick(row)
         except KeyError as exc:
             raise DecodeError(f"key column {exc.args[0]!r} is not a field of the value") from None
         assert value_writer is not None
@@ -162,9 +183,12 @@ def reduce_changes(changes: Iterable[Change]) -> dict[tuple[str | None, str], di
     """Per table, the last change of every key in offset order (changes arrive in that order)."""
     out: dict[tuple[str | None, str], dict[tuple[Any, ...], Reduced]] = {}
     for change in changes:
-        per_key = out.setdefault(change.table, {})
-        previous = per_key.get(change.key)
+        per_key = out.get(change.table)
+        if per_key is None:
+            per_key = out[change.table] = {}
+        key = change.key
+        # Popped and re-inserted: the dict's order then follows each key's last change.
+        previous = per_key.pop(key, None)
         deleted = previous is not None and (previous.deleted_before or previous.change.row is None)
-        per_key.pop(change.key, None)  # re-insert: dict order then follows the last change
-        per_key[change.key] = Reduced(change, deleted)
+        per_key[key] = Reduced(change, deleted)
     return out

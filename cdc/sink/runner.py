@@ -5,9 +5,11 @@ batch ends with ``UPDATE cdc_sink_offsets SET next_offset = :end WHERE ... AND n
 :start``. A stalled instance whose partitions moved on finds zero rows, rolls back and drops its
 batch, so rebalances and zombies neither lose nor double a change.
 
-The loop is single-threaded and a batch is written completely between two ``consume`` calls,
-so when a rebalance callback runs (inside ``consume`` or ``close``) no batch is open: revocation
-has nothing to finish or roll back. SIGTERM stops after the current batch, closes the consumer
+Batch N is written by one writer thread while the loop consumes and decodes batch N+1 (the
+write mostly waits on the database); which decoded messages apply is decided against the
+positions once N is done, and partitions of a fenced N are dropped from N+1 (they are sought
+back). A rebalance callback (inside ``consume`` or ``close``) first waits for the batch in
+flight, so no batch is open when it runs: revocation has nothing to finish or roll back. SIGTERM stops after the current batch, closes the consumer
 (leaving the group at once) and returns 0. Retriable errors rebuild everything with backoff.
 """
 
@@ -17,6 +19,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -70,6 +74,15 @@ class Stats:
 
 
 @dataclass
+class _Pending:
+    """A batch being written by the writer thread, with the messages it came from."""
+
+    batch: Batch
+    messages: list[Any]
+    future: futures.Future[float]
+
+
+@dataclass
 class Batch:
     """The messages of one ``consume`` call, as changes and poison, with their offset ranges."""
 
@@ -93,6 +106,7 @@ class SinkRunner:
         self.stats = Stats()
         self.positions: dict[TopicPartitionKey, int | None] = {}
         self._callback_error: BaseException | None = None
+        self._pending: _Pending | None = None  # the batch the writer thread is writing
         self._builders = {t.topic: ChangeBuilder(t) for t in config.topics}
         self.metrics = SinkMetrics(config.name)
         self.metrics.unhealthy_after = config.unhealthy_after
@@ -201,6 +215,7 @@ class SinkRunner:
     # -- rebalance callbacks (run inside consume/close, when no batch is open) ----------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()
         try:
             with self.engine.connect() as conn:
                 stored = load_offsets(conn, self.offsets, self.config.group, {p.topic for p in partitions})
@@ -216,6 +231,7 @@ class SinkRunner:
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()
         for p in partitions:
             self.positions.pop((p.topic, p.partition), None)
         log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
@@ -225,30 +241,56 @@ class SinkRunner:
     def _loop(self, consumer: Consumer) -> None:
         cfg = self.config
         last_log = time.monotonic()
-        while not self.stop.is_set():
-            messages = consumer.consume(num_messages=cfg.batch_size, timeout=cfg.batch_timeout)
-            if self._callback_error is not None:
-                exc, self._callback_error = self._callback_error, None
-                if isinstance(exc, sa.exc.DBAPIError):
-                    raise translate(exc, "target database: reading offsets") from None
-                raise exc
-            if messages:
-                self._process(consumer, messages)
-            if time.monotonic() - last_log > 10:
-                last_log = time.monotonic()
-                s = self.stats
-                log.info(
-                    "sink %s: %d messages, %d rows, %d batches, %d dead letters, %d fenced batches",
-                    cfg.name,
-                    s.messages,
-                    s.rows,
-                    s.batches,
-                    s.dead_letters,
-                    s.fenced,
-                )
+        # One writer thread: batch N is written (mostly waiting on the database, the GIL
+        # released) while this thread consumes and decodes batch N+1.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sink-{cfg.name}-write")
+        try:
+            while not self.stop.is_set():
+                messages = consumer.consume(num_messages=cfg.batch_size, timeout=cfg.batch_timeout)
+                if self._callback_error is not None:
+                    exc, self._callback_error = self._callback_error, None
+                    if isinstance(exc, sa.exc.DBAPIError):
+                        raise translate(exc, "target database: reading offsets") from None
+                    raise exc
+                decoded = self._decode(messages) if messages else []
+                dropped: set[TopicPartitionKey] = set()
+                if self._pending is not None:
+                    dropped = self._finish(consumer)
+                if decoded and not self.stop.is_set():  # stopping: after the batch in flight
+                    batch = self._batch(decoded, dropped)
+                    if batch.ends:
+                        self._pending = _Pending(batch, messages, pool.submit(self._apply_timed, batch))
+                if time.monotonic() - last_log > 10:
+                    last_log = time.monotonic()
+                    s = self.stats
+                    log.info(
+                        "sink %s: %d messages, %d rows, %d batches, %d dead letters, %d fenced batches",
+                        cfg.name,
+                        s.messages,
+                        s.rows,
+                        s.batches,
+                        s.dead_letters,
+                        s.fenced,
+                    )
+            if self._pending is not None:
+                self._finish(consumer)
+        finally:
+            self._pending = None
+            pool.shutdown(wait=True)  # never leave a write running into the engine's disposal
 
-    def _process(self, consumer: Consumer, messages: list[Any]) -> None:
-        batch = Batch()
+    def _settle(self) -> None:
+        """Wait for the batch in flight (a rebalance callback must find no batch open)."""
+        pending = self._pending
+        if pending is not None:
+            futures.wait([pending.future])
+
+    def _decode(
+        self, messages: list[Any]
+    ) -> list[tuple[TopicPartitionKey, int, Any, Change | BadMessageError]]:
+        """Parse every message (fatal consumer errors raise); which ones apply is decided later,
+        against the positions after the batch in flight."""
+        out: list[tuple[TopicPartitionKey, int, Any, Change | BadMessageError]] = []
+        parse = self._parse
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -263,40 +305,69 @@ class SinkRunner:
                     raise BrokerUnavailableError(f"kafka consumer: {err.str()}")
                 log.warning("kafka consumer: %s", err.str())
                 continue
-            tp = (msg.topic(), msg.partition())
-            if tp not in self.positions:
-                continue  # revoked while it was in flight
-            start = self.positions[tp]
-            if start is not None and msg.offset() < start:
-                continue  # applied already (by this or another instance)
-            batch.ends[tp] = msg.offset() + 1
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             try:
-                batch.changes.append(self._parse(msg))
+                parsed: Change | BadMessageError = parse(msg, topic, partition, offset)
             except BadMessageError as exc:
-                batch.poison.append((msg, exc))
-        if not batch.ends:
-            return
+                parsed = exc
+            out.append(((topic, partition), offset, msg, parsed))
+        return out
+
+    def _batch(
+        self,
+        decoded: list[tuple[TopicPartitionKey, int, Any, Change | BadMessageError]],
+        dropped: set[TopicPartitionKey],
+    ) -> Batch:
+        """The decoded messages still to apply: owned partitions, past the stored positions,
+        none of a partition whose previous batch was fenced (it was re-sought)."""
+        batch = Batch()
+        positions, ends, changes, poison = self.positions, batch.ends, batch.changes, batch.poison
+        for tp, offset, msg, parsed in decoded:
+            if tp not in positions or tp in dropped:
+                continue  # revoked while it was in flight, or to be fetched again after a fence
+            start = positions[tp]
+            if start is not None and offset < start:
+                continue  # applied already (by this or another instance)
+            ends[tp] = offset + 1
+            if isinstance(parsed, BadMessageError):
+                poison.append((msg, parsed))
+            else:
+                changes.append(parsed)
+        return batch
+
+    def _apply_timed(self, batch: Batch) -> float:
         started = time.monotonic()
+        self._apply(batch)
+        return time.monotonic() - started
+
+    def _finish(self, consumer: Consumer) -> set[TopicPartitionKey]:
+        """Wait for the batch in flight and account for it; the partitions to drop from the next
+        batch (those of a fenced batch, sought back to the stored positions)."""
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        batch, messages = pending.batch, pending.messages
         try:
-            self._apply(batch)
+            took = pending.future.result()
         except _FencedError as exc:
             self.stats.fenced += 1
             self.metrics.fenced.labels(self.config.name).inc()
             log.warning("dropped a batch: %s moved on in the offsets table (another instance owns it)", exc)
             self._resync(consumer, batch)
-            return
+            return set(batch.ends)
         except sa.exc.DBAPIError as exc:
             raise translate(exc, "target database") from None
         self.stats.messages += len(messages)
-        self._observe(consumer, batch, messages, time.monotonic() - started)
+        self._observe(consumer, batch, messages, took)
         for tp, end in batch.ends.items():
-            self.positions[tp] = end
+            if tp in self.positions:  # not revoked meanwhile (a callback waited for this batch)
+                self.positions[tp] = end
         try:  # for lag reporting only: the database holds the positions that count
             consumer.commit(
                 offsets=[TopicPartition(t, p, end) for (t, p), end in batch.ends.items()], asynchronous=True
             )
         except KafkaException as exc:
             log.debug("group offset commit skipped: %s", exc)
+        return set()
 
     def _observe(self, consumer: Consumer, batch: Batch, messages: list[Any], took: float) -> None:
         m, name = self.metrics, self.config.name
@@ -312,37 +383,46 @@ class SinkRunner:
             if high is not None and high >= 0:
                 m.lag.labels(name, topic, str(partition)).set(max(0, high - end))
 
-    def _parse(self, msg: Any) -> Change:
+    def _parse(self, msg: Any, topic: str, partition: int, offset: int) -> Change:
         key_bytes, value_bytes = msg.key(), msg.value()
-        ref = MessageRef(msg.topic(), msg.partition(), msg.offset(), key_bytes)
+        decode = self.decoder.decode
+        ref_key: Any = key_bytes  # the decoded key once known: dead letters and errors name it
         try:
             key_writer: WriterSchema | None = None
             key: Any = None
             if key_bytes is not None:
-                key_writer, key = self.decoder.decode(key_bytes)
-                ref = MessageRef(ref.topic, ref.partition, ref.offset, key)
-            value_writer, value = (
-                self.decoder.decode(value_bytes) if value_bytes is not None else (None, None)
-            )
-            return self._builders[msg.topic()].build(ref, msg, key_writer, key, value_writer, value)
+                key_writer, key = decode(key_bytes)
+                ref_key = key
+            value_writer, value = decode(value_bytes) if value_bytes is not None else (None, None)
+            ref = MessageRef(topic, partition, offset, ref_key)
+            return self._builders[topic].build(ref, msg, key_writer, key, value_writer, value)
         except DecodeError as exc:
-            raise BadMessageError(ref, f"cannot decode: {exc}") from None
+            raise BadMessageError(
+                MessageRef(topic, partition, offset, ref_key), f"cannot decode: {exc}"
+            ) from None
 
     def _apply(self, batch: Batch) -> None:
         fail = self.config.on_error is OnError.FAIL
         if batch.poison and fail:
             raise batch.poison[0][1]
         good: list[Change] = []
+        # The plan depends only on the topic's config and the schema ids: look it up once per
+        # batch, not per change (the table manager's cache key is a nested tuple to hash).
+        plans: dict[tuple[int, tuple[int, int]], Any] = {}
         for change in batch.changes:
             if change.row is not None:
-                try:
-                    change.plan = self._plan(change)
-                except TableMismatchError as exc:
-                    bad = BadMessageError(change.ref, exc.message)
-                    if fail:
-                        raise bad from None
-                    batch.poison.append((change.raw, bad))
-                    continue
+                plan_key = (id(change.sink), change.schema_ids)
+                plan = plans.get(plan_key)
+                if plan is None:
+                    try:
+                        plan = plans[plan_key] = self._plan(change)
+                    except TableMismatchError as exc:
+                        bad = BadMessageError(change.ref, exc.message)
+                        if fail:
+                            raise bad from None
+                        batch.poison.append((change.raw, bad))
+                        continue
+                change.plan = plan
             good.append(change)
         reduced = reduce_changes(good)
         try:
@@ -408,17 +488,26 @@ class SinkRunner:
         inserted), then rows grouped by plan and mode. ``careful``: each change in a savepoint."""
         written = 0
         for ident, per_key in reduced.items():
-            ops = list(per_key.values())
-            deletes = [
-                op
-                for op in ops
-                if op.change.sink is not None
-                and op.change.sink.deletes
-                and (
-                    op.change.row is None
-                    or (op.deleted_before and op.change.sink.mode is not SinkMode.UPSERT)
-                )
-            ]
+            # One pass sorts the changes into deletes and upserts by (plan, mode); a change
+            # re-inserted after a delete in the batch is in both (deletes run first).
+            deletes: list[Reduced] = []
+            upserts: dict[tuple[int, SinkMode], list[Reduced]] = {}
+            plans: dict[int, Any] = {}
+            for op in per_key.values():
+                change = op.change
+                sink = change.sink
+                if sink is None:
+                    continue
+                row = change.row
+                if sink.deletes and (row is None or (op.deleted_before and sink.mode is not SinkMode.UPSERT)):
+                    deletes.append(op)
+                plan = change.plan
+                if row is not None and plan is not None:
+                    group = upserts.get((id(plan), sink.mode))
+                    if group is None:
+                        group = upserts[(id(plan), sink.mode)] = []
+                        plans[id(plan)] = plan
+                    group.append(op)
             table = self.tables.existing(*ident) if deletes else None
             if table is not None:
                 by_keys: dict[tuple[str, ...], list[Reduced]] = {}
@@ -432,13 +521,6 @@ class SinkRunner:
                         rejected,
                         partial(self.writer.delete, conn, table, keys),
                     )
-            upserts: dict[tuple[int, SinkMode], list[Reduced]] = {}
-            plans: dict[int, Any] = {}
-            for op in ops:
-                plan, sink = op.change.plan, op.change.sink
-                if op.change.row is not None and plan is not None and sink is not None:
-                    upserts.setdefault((id(plan), sink.mode), []).append(op)
-                    plans[id(plan)] = plan
             for (plan_id, mode), group in upserts.items():
                 written += self._run(
                     conn,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -36,6 +36,8 @@ class TablePlan:
     key_columns: tuple[str, ...]
     columns: tuple[str, ...]  # every written column, keys first
     converters: dict[str, Converter]  # only the columns that need one
+    #: each column's Avro kind ("long", "array<string>" ...): what Python type its values have
+    kinds: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -134,7 +136,8 @@ class TableManager:
             if (conv := converter(f, table.c[f.name].type, self.dialect)) is not None
         }
         texts = {f.name for f in fields if database_text(f, table.c[f.name].type, self.dialect)}
-        return TablePlan(_bound_as_text(table, texts), keys, tuple(f.name for f in fields), convs)
+        kinds = {f.name: f"array<{f.item.kind}>" if f.item is not None else f.kind for f in fields}
+        return TablePlan(_bound_as_text(table, texts), keys, tuple(f.name for f in fields), convs, kinds)
 
     def _check_keys(self, table: sa.Table, keys: tuple[str, ...]) -> None:
         """Upserts and deletes address rows by key: the key must be the primary key or unique."""

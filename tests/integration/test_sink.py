@@ -340,7 +340,9 @@ def test_a_refused_row_in_a_copied_batch_is_dead_lettered_and_the_rest_written(
         for i in range(200):
             feed.upsert({**thing(i, version=i % 4), "note": f"n{i}"})
         feed.flush()
-        assert run_until_consumed("the first rows").writer.copied_rows > 0, "nothing went through COPY"
+        first = run_until_consumed("the first rows").writer
+        assert first.copied_rows > 0, "nothing went through COPY"
+        assert first.binary_rows == first.copied_rows, "every column type here has a binary COPY"
         for i in range(200, 300):  # one refused row in the next batch: COPY fails, rows retried
             if i == 250:
                 feed.send(feed.key.encode({"id": 250}), refused_bytes)

@@ -90,3 +90,69 @@ def test_a_scalar_key_needs_a_key_override() -> None:
     up = builder.build(ref, None, scalar, "abc", VALUE_W, {"id": 1, "name": "abc"})
     assert up.key == ("abc",) and [f.name for f in up.fields] == ["name", "id"]
     assert builder.build(ref, None, scalar, "abc", None, None).key == ("abc",)
+
+
+KEY2 = {
+    "type": "record",
+    "name": "K2",
+    "fields": [{"name": "region", "type": "string"}, {"name": "id", "type": ["null", "long"]}],
+}
+VALUE2 = {
+    "type": "record",
+    "name": "V2",
+    "fields": [
+        {"name": "id", "type": ["null", "long"]},
+        {"name": "region", "type": "string"},
+        {"name": "name", "type": "string"},
+    ],
+}
+
+
+def test_the_record_key_is_the_identity_when_the_value_carries_the_key_fields() -> None:
+    builder = ChangeBuilder(SinkTopic(topic="t"))
+    ref = MessageRef("t", 0, 0, {"id": 5})
+    same = builder.build(ref, None, KEY_W, {"id": 5}, VALUE_W, {"id": 5, "name": "x"})
+    assert same.key == (5,) and same.row == {"id": 5, "name": "x"}
+    # A value whose copy of a key field differs (a hand-made topic): the record key wins, as it
+    # decides the partition, and deletes address the row by it.
+    differs = builder.build(ref, None, KEY_W, {"id": 5}, VALUE_W, {"id": 6, "name": "x"})
+    assert differs.key == (5,) and differs.row == {"id": 5, "name": "x"}
+
+
+def test_key_fields_missing_from_the_value_are_added_from_the_key_in_key_order() -> None:
+    builder = ChangeBuilder(SinkTopic(topic="t"))
+    key_w, value_w = WriterSchema(11, KEY2, None), WriterSchema(12, VALUE, None)
+    ref = MessageRef("t", 0, 0, {"region": "eu", "id": 9})
+    up = builder.build(ref, None, key_w, {"region": "eu", "id": 9}, value_w, {"id": 9, "name": "n"})
+    assert up.key == ("eu", 9) and up.key_columns == ("region", "id")
+    assert up.row == {"id": 9, "name": "n", "region": "eu"}
+    assert [f.name for f in up.fields] == ["region", "id", "name"]
+
+
+def test_null_key_fields_come_from_the_key_too() -> None:
+    builder = ChangeBuilder(SinkTopic(topic="t"))
+    key_w, value_w = WriterSchema(21, KEY2, None), WriterSchema(22, VALUE2, None)
+    ref = MessageRef("t", 0, 0, {"region": "eu", "id": None})
+    up = builder.build(
+        ref, None, key_w, {"region": "eu", "id": None}, value_w, {"id": 4, "region": "eu", "name": "n"}
+    )
+    assert up.key == ("eu", None) and up.row == {"id": None, "region": "eu", "name": "n"}
+    filled = builder.build(
+        ref, None, key_w, {"region": "eu", "id": 4}, value_w, {"id": None, "region": "eu", "name": "n"}
+    )
+    assert filled.key == ("eu", 4) and filled.row == {"id": 4, "region": "eu", "name": "n"}
+    gone = builder.build(ref, None, key_w, {"region": "eu", "id": None}, None, None)
+    assert gone.key == ("eu", None) and gone.row is None
+
+
+def test_a_key_override_takes_the_key_from_the_value_and_leaves_the_value_alone() -> None:
+    builder = ChangeBuilder(SinkTopic(topic="t", key=["region", "name"]))
+    ref = MessageRef("t", 0, 0, {"id": 1})
+    up = builder.build(
+        ref, None, KEY_W, {"id": 1}, WriterSchema(32, VALUE2, None), {"id": 2, "region": "us", "name": "a"}
+    )
+    assert up.key == ("us", "a") and up.row == {"id": 2, "region": "us", "name": "a"}
+    with pytest.raises(DecodeError, match="key column 'region' is not a field of the value"):
+        ChangeBuilder(SinkTopic(topic="t", key=["region"])).build(
+            ref, None, KEY_W, {"id": 1}, VALUE_W, {"id": 1, "name": "a"}
+        )

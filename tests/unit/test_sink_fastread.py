@@ -1,0 +1,197 @@
+"""The compiled flat-record reader gives fastavro's results on the same bytes (and fails on poison)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from decimal import Decimal
+from io import BytesIO
+from typing import Any
+
+import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from cdc.sink.decode import DecodeError, Decoder, WriterSchema
+from cdc.sink.fastread import compile_record_reader
+
+DECIMAL = {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}
+FLAT = {
+    "type": "record",
+    "name": "Flat",
+    "namespace": "t",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "small", "type": "int"},
+        {"name": "flag", "type": "boolean"},
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "s", "type": "string"},
+        {"name": "b", "type": "bytes"},
+        {"name": "total", "type": DECIMAL},
+        {"name": "whole", "type": {"type": "bytes", "logicalType": "decimal", "precision": 20}},
+        {"name": "ts_ms", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "ts_us", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "local_ms", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+        {"name": "local_us", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "u", "type": {"type": "string", "logicalType": "uuid"}},
+        {"name": "plain", "type": {"type": "long"}},
+        {"name": "note", "type": ["null", "string"], "default": None},
+        {"name": "late", "type": [{"type": "long", "logicalType": "timestamp-micros"}, "null"]},
+        {"name": "amount", "type": ["null", DECIMAL]},
+    ],
+}
+
+
+def encode(schema: Any, record: dict[str, Any]) -> bytes:
+    buf = BytesIO()
+    schemaless_writer(buf, parse_schema(schema), record)
+    return buf.getvalue()
+
+
+def fastavro_read(schema: Any, body: bytes) -> Any:
+    return schemaless_reader(BytesIO(body), parse_schema(schema), None)
+
+
+def flat_record(rng: random.Random, i: int) -> dict[str, Any]:
+    big = rng.choice([0, 1, -1, 63, 64, -64, -65, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)])
+    return {
+        "id": big if i % 2 else rng.randint(-(2**40), 2**40),
+        "small": rng.randint(-(2**31), 2**31 - 1),
+        "flag": i % 3 == 0,
+        "f": rng.uniform(-1e6, 1e6),
+        "d": rng.uniform(-1e300, 1e300),
+        "s": rng.choice(["", "a", "ünïcødé ✓", "x" * 300]),
+        "b": rng.randbytes(rng.choice([0, 1, 200])),
+        "total": Decimal(rng.randint(-(10**10) + 1, 10**10 - 1)) / 100,
+        "whole": Decimal(rng.randint(-(10**20) + 1, 10**20 - 1)),
+        "ts_ms": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        + dt.timedelta(milliseconds=rng.randint(-(10**12), 10**12)),
+        "ts_us": dt.datetime(1969, 12, 31, tzinfo=dt.UTC) + dt.timedelta(microseconds=rng.randint(0, 10**15)),
+        "local_ms": dt.datetime(2000, 2, 29) + dt.timedelta(milliseconds=rng.randint(-(10**9), 10**9)),
+        "local_us": dt.datetime(1900, 1, 1) + dt.timedelta(microseconds=rng.randint(0, 10**16)),
+        "day": dt.date(1970, 1, 1) + dt.timedelta(days=rng.randint(-700_000, 2_000_000)),
+        "u": uuid.UUID(int=rng.getrandbits(128)),
+        "plain": -i,
+        "note": None if i % 2 else f"note {i}",
+        "late": None if i % 3 else dt.datetime(2030, 5, 5, 5, 5, 5, 5, tzinfo=dt.UTC),
+        "amount": None if i % 4 == 1 else Decimal("-0.01") * i,
+    }
+
+
+def same(ours: Any, theirs: Any) -> None:
+    """Equal values of the same types; decimals with the same digits and exponent too."""
+    assert ours == theirs
+    assert list(ours) == list(theirs)  # field order
+    for name, value in theirs.items():
+        assert type(ours[name]) is type(value), name
+        if isinstance(value, Decimal):
+            assert ours[name].as_tuple() == value.as_tuple(), name
+        if isinstance(value, dt.datetime):
+            assert ours[name].tzinfo == value.tzinfo, name
+
+
+def test_flat_records_read_exactly_as_fastavro_reads_them() -> None:
+    reader = compile_record_reader(FLAT)
+    assert reader is not None
+    rng = random.Random(15)
+    for i in range(500):
+        body = encode(FLAT, flat_record(rng, i))
+        ours, end = reader(b"\0\0\0\0\7" + body, 5)
+        assert end == 5 + len(body)
+        same(ours, fastavro_read(FLAT, body))
+
+
+def test_decimal_rounding_to_the_precision_matches_fastavro() -> None:
+    """An unscaled value with more digits than the precision is rounded the way fastavro rounds it."""
+    schema = {"type": "record", "name": "D", "fields": [{"name": "x", "type": DECIMAL}]}
+    reader = compile_record_reader(schema)
+    assert reader is not None
+    for unscaled in (0, 5, -5, 10**10 - 1, 10**12 + 5, -(10**15) - 7, 123456789012345):
+        body = bytes([16 * 2]) + unscaled.to_bytes(16, "big", signed=True)  # zig-zag length, then bytes
+        ours, end = reader(b"\0" + body, 1)
+        assert end == 1 + len(body)
+        same(ours, fastavro_read(schema, body))
+
+
+@pytest.mark.parametrize(
+    "avro_type",
+    [
+        {"type": "record", "name": "Inner", "fields": [{"name": "a", "type": "int"}]},
+        {"type": "enum", "name": "E", "symbols": ["A"]},
+        {"type": "fixed", "name": "F", "size": 2},
+        {"type": "array", "items": "int"},
+        {"type": "map", "values": "int"},
+        ["null", "string", "long"],
+        ["string", "long"],
+        {"type": "int", "logicalType": "time-millis"},
+        {"type": "long", "logicalType": "time-micros"},
+        {"type": "string", "logicalType": "something-new"},
+        {"type": "long", "logicalType": "date"},  # a logical type on a base it does not apply to
+        "SomeNamedType",
+    ],
+)
+def test_other_schemas_keep_fastavro(avro_type: Any) -> None:
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": avro_type}],
+    }
+    assert compile_record_reader(schema) is None
+
+
+def test_only_records_are_compiled() -> None:
+    assert compile_record_reader("string") is None
+    assert compile_record_reader({"type": "long"}) is None
+    assert compile_record_reader({"type": "record", "name": "Empty", "fields": []}) is None
+
+
+class _Registry:
+    """A registry client stand-in that serves schemas by id (a unit test needs no HTTP)."""
+
+    def __init__(self, schemas: dict[int, Any]) -> None:
+        self.schemas = schemas
+
+    def get_schema(self, schema_id: int) -> Any:
+        import json
+        from types import SimpleNamespace
+
+        return SimpleNamespace(schema_type="AVRO", schema_str=json.dumps(self.schemas[schema_id]))
+
+
+def wire(schema_id: int, body: bytes) -> bytes:
+    return bytes([0]) + schema_id.to_bytes(4, "big") + body
+
+
+def test_the_decoder_uses_the_compiled_reader_and_refuses_poison_alike() -> None:
+    key = {"type": "record", "name": "K", "fields": [{"name": "id", "type": "long"}]}
+    decoder = Decoder(_Registry({1: key, 2: FLAT}))  # type: ignore[arg-type]
+    writer, datum = decoder.decode(wire(1, encode(key, {"id": -123456789})))
+    assert isinstance(writer, WriterSchema) and writer.reader is not None
+    assert datum == {"id": -123456789}
+    record = flat_record(random.Random(1), 3)
+    body = encode(FLAT, record)
+    _, datum = decoder.decode(wire(2, body))
+    same(datum, fastavro_read(FLAT, body))
+    with pytest.raises(DecodeError, match="does not fit schema id 2"):
+        decoder.decode(wire(2, body[:-3]))  # cut short
+    with pytest.raises(DecodeError, match="does not fit schema id 1"):
+        decoder.decode(wire(1, b"\x80"))  # a varint that never ends
+    with pytest.raises(DecodeError, match="2 trailing byte"):
+        decoder.decode(wire(1, encode(key, {"id": 1}) + b"\0\0"))
+    with pytest.raises(DecodeError, match="Confluent wire format"):
+        decoder.decode(b"\x01\0\0\0\1\2")
+    with pytest.raises(DecodeError):
+        decoder.decode(wire(2, b"\x05"))
+
+
+def test_a_bad_union_branch_and_bad_utf8_are_decode_errors() -> None:
+    schema = {"type": "record", "name": "U", "fields": [{"name": "n", "type": ["null", "string"]}]}
+    decoder = Decoder(_Registry({3: schema}))  # type: ignore[arg-type]
+    assert decoder.decode(wire(3, b"\x00"))[1] == {"n": None}
+    assert decoder.decode(wire(3, b"\x02\x02a"))[1] == {"n": "a"}
+    with pytest.raises(DecodeError):
+        decoder.decode(wire(3, b"\x04"))  # branch 2 of 2
+    with pytest.raises(DecodeError):
+        decoder.decode(wire(3, b"\x02\x02\xff"))  # not UTF-8
