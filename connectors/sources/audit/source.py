@@ -88,6 +88,8 @@ class AuditRelay(SourceConnector):
         self._n = 0
         self._next_read = 0.0
         self._releasing: Releaser | None = None
+        self._conn: sa.Connection | None = None  # the reading connection
+        self._conn_used = 0.0
         self._schema: str | None = None
         self._next_purge = 0.0
 
@@ -163,16 +165,31 @@ class AuditRelay(SourceConnector):
             return []
         events: list[ChangeEvent] = []
         try:
-            with self.engine.connect() as conn:
-                for spec in self.streams:
-                    events += self._read(conn, spec)
+            if self._conn is not None and now - self._conn_used > 10:
+                self._conn.close()  # idle a while: check out again, which pings the server
+                self._conn = None
+            if self._conn is None:  # kept between busy polls: each checkout pings first
+                self._conn = self.engine.connect()
+            self._conn_used = now
+            for spec in self.streams:
+                events += self._read(self._conn, spec)
             self._purge()
         except sa.exc.SQLAlchemyError as exc:
             self._forget_pending()
+            self._drop_connection()
             raise engines.translate(exc, "audit relay") from None
         if not events:
             self._next_read = time.monotonic() + self.cfg.poll_interval
         return events
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.invalidate()  # never back into the pool: it may be broken
+                conn.close()
+            except sa.exc.SQLAlchemyError:
+                log.debug("closing the audit relay's broken connection failed", exc_info=True)
 
     def _forget_pending(self) -> None:
         """After a lost connection the runtime restarts from the log: nothing is in flight."""
@@ -184,8 +201,12 @@ class AuditRelay(SourceConnector):
 
     def _room(self, name: str) -> int:
         """Rows the stream may read now: a batch, within the window of rows published and not
-        yet released."""
-        return min(self.cfg.batch_size, self.cfg.max_pending - len(self._pending_ids[name]))
+        yet acknowledged (max_pending). Acknowledged rows awaiting their release stay out of
+        that window - the release latency would add to the broker's - within a second one."""
+        unacknowledged, unreleased = len(self._pending[name]), len(self._pending_ids[name])
+        return min(
+            self.cfg.batch_size, self.cfg.max_pending - unacknowledged, 2 * self.cfg.max_pending - unreleased
+        )
 
     def _read(self, conn: sa.Connection, spec: StreamSpec) -> list[ChangeEvent]:
         name = spec.name
@@ -293,8 +314,10 @@ class AuditRelay(SourceConnector):
     def acknowledge(self, offsets: Offsets) -> None:
         """The broker has these events: delete (or mark) exactly the audit rows behind them.
 
-        Off the reading thread where the database allows (not SQLite: one writer): the rows
-        stay in flight - never listed again - until their release committed."""
+        PostgreSQL: off the reading thread; the rows stay in flight - never listed again - until
+        their release committed. MySQL/MariaDB and SQLite: here, in batches as acknowledged (a
+        merged InnoDB delete may scan and wait on an open transaction's row lock; SQLite has one
+        writer)."""
         released: list[tuple[str, list[int]]] = []
         for partition, offset in offsets.items():
             name = partition.split(":", 1)[1]
@@ -310,7 +333,7 @@ class AuditRelay(SourceConnector):
                 del pending[:cut]
         if not released:
             return
-        if self.dialect != "sqlite":
+        if self.dialect == "postgresql":
             self._releaser().put(released)
             return
         try:
@@ -399,6 +422,9 @@ class AuditRelay(SourceConnector):
         return {"audit_rows": float(count or 0)}
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         if self._releasing is not None:  # acknowledged rows: released before the engine goes
             self._releasing.close()
             self._releasing = None
