@@ -173,9 +173,9 @@ class TableReader:
         return values.decode_sqlite(image, self.names, self._decoders)
 
     def _pg_images(self, conn: sa.Connection, ids: list[int]) -> tuple[list[AuditRow], int | None]:
-        """The rows' images as text, decoded here when every column has a decoder (a tenth of
-        what rebuilding them on the server costs, measured in benchmarks/README.md); the rows
-        holding a value the decoders are unsure of are rebuilt by the server."""
+        """The rows' images as text, decoded here when every column has a decoder (half the
+        server's work of rebuilding them, a fifth less in-process: benchmarks/README.md); the
+        rows holding a value the decoders are unsure of are rebuilt by the server."""
         decoders = self._pg_decoders
         if decoders is None:
             return self._pg_populate(conn, ids)
