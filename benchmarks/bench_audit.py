@@ -11,6 +11,10 @@ rate = N / (all events acknowledged and the audit log empty - first event). Goal
 >= 20,000 events/s; triggers' overhead on pgbench: aim <= 30%.
 
     python benchmarks/bench_audit.py [--dialect postgresql|mysql] [--events N] [--seconds S] [--quick]
+        [--relay-only] [--batch-size N] [--max-pending N]
+
+``--relay-only`` skips the write-overhead runs (for measuring relay changes alone); the relay runs
+with batch_size 2000 and max_pending 6000 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ FILL = {
 }
 CONFIG = """
 name: {name}
-source: {{connector: audit, url: "{url}", batch_size: 2000, max_pending: 6000, poll_interval: 50ms}}
+source: {{connector: audit, url: "{url}", batch_size: {batch}, max_pending: {window}, poll_interval: 50ms}}
 streams:
   - {{name: item, topic: {name}, key_schema: key.avsc, value_schema: value.avsc, capture: {{table: item}}}}
 kafka: {{bootstrap_servers: "{bootstrap}"}}
@@ -161,7 +165,9 @@ def mysql_overhead(url: str, seconds: int) -> dict[str, float]:
     }
 
 
-def relay(url: str, dialect: str, events: int, name: str) -> dict[str, float]:
+def relay(
+    url: str, dialect: str, events: int, name: str, batch: int = 2000, window: int = 6000
+) -> dict[str, float]:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(DDL[dialect])
@@ -180,6 +186,8 @@ def relay(url: str, dialect: str, events: int, name: str) -> dict[str, float]:
         CONFIG.format(
             name=name,
             url=url,
+            batch=batch,
+            window=window,
             bootstrap=env("CDC_TEST_KAFKA_BOOTSTRAP"),
             registry=env("CDC_TEST_SCHEMA_REGISTRY_URL"),
         )
@@ -209,14 +217,24 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="5,000 events, 3 s runs: keeps the script working in CI"
     )
+    parser.add_argument("--batch-size", type=int, default=2000, help="the relay's batch_size")
+    parser.add_argument(
+        "--max-pending", type=int, default=6000, help="the relay's max_pending (its default: 20000)"
+    )
+    parser.add_argument(
+        "--relay-only", action="store_true", help="skip the write-overhead runs: measure the relay alone"
+    )
     args = parser.parse_args()
     start_rss_sampling()
     events, seconds = (5_000, 3) if args.quick else (args.events, args.seconds)
     url, name, server = _database(args.dialect)
     try:
-        cost = pg_overhead(url, seconds) if args.dialect == "postgresql" else mysql_overhead(url, seconds)
+        cost: dict[str, float | None] = {"tps_without": None, "tps_with": None, "overhead_pct": None}
+        if not args.relay_only:
+            overhead = pg_overhead if args.dialect == "postgresql" else mysql_overhead
+            cost = {**overhead(url, seconds)}
         print(f"write overhead: {cost}", file=sys.stderr)
-        rate = relay(url, args.dialect, events, name)
+        rate = relay(url, args.dialect, events, name, args.batch_size, args.max_pending)
     finally:
         time.sleep(1)
         with server.connect() as conn:

@@ -99,11 +99,16 @@ def teardown(schema: str) -> list[str]:
 
 def backfill(schema: str, table: AuditedTable) -> list[str]:
     """Every current row as a read ('r') record. SHARE mode holds writers off meanwhile, so no
-    change can commit between this snapshot and these ids (it would be published before them)."""
+    change can commit between this snapshot and these ids (it would be published before them).
+
+    The transaction takes its xid before it draws the first id, as every trigger's transaction
+    has (its own row change assigned it): the relay's scan bound relies on every writer of the
+    log holding its xid before drawing an id (see ``connectors.sources.audit.source``)."""
     target = f"{q(table.schema)}.{q(table.name)}"
     order = ", ".join(f"x.{q(k)}" for k in table.key)
     return [
         f"LOCK TABLE {target} IN SHARE MODE",
+        "SELECT pg_current_xact_id()",
         f"INSERT INTO {q(schema)}.{q(LOG_TABLE)} (table_schema, table_name, op, after) "  # noqa: S608 - quoted names
         f"SELECT {literal(table.schema)}, {literal(table.name)}, 'r', to_jsonb(x) FROM {target} x ORDER BY {order}",
     ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import pytest
+
 from cdc.audit import sql_mysql, sql_pg, sql_sqlite, values
 from cdc.audit.catalog import AuditedTable, Column
 
@@ -75,3 +77,30 @@ def test_sqlite_tags_are_undone() -> None:
         "i": 3,
         "n": None,
     }
+
+
+def test_pg_decoders_rebuild_common_types_and_hand_doubts_back() -> None:
+    oids = {"i": 23, "n": 1700, "f": 701, "t": 25, "c": 1042, "b": 16, "d": 1082, "ts": 1114, "tz": 1184}
+    decoders = values.pg_decoders(oids, dt.UTC)
+    assert decoders is not None
+    assert values.pg_decoders({"u": 2950}, dt.UTC) is None  # uuid: rebuilt by the server
+    text = (
+        '{"i": -5, "n": 1.10, "f": 0.30000000000000004, "t": "a\\"b", "c": "ab   ", "b": false, '
+        '"d": "2020-02-29", "ts": "2020-02-29T23:59:59.5", "tz": "2020-06-01T17:45:00.000001+05:45", "x": 1}'
+    )
+    row = values.decode_pg(text, list(oids), decoders)
+    assert row == {
+        "i": -5, "n": Decimal("1.10"), "f": 0.1 + 0.2, "t": 'a"b', "c": "ab   ", "b": False,
+        "d": dt.date(2020, 2, 29), "ts": dt.datetime(2020, 2, 29, 23, 59, 59, 500000),
+        "tz": dt.datetime(2020, 6, 1, 12, 0, 0, 1, dt.UTC),
+    }  # fmt: skip
+    assert row is not None and str(row["n"]) == "1.10" and row["tz"].tzinfo is dt.UTC
+    assert values.decode_pg('{"n": 7}', ["n"], decoders) == {"n": Decimal(7)}
+    assert values.decode_pg(None, ["n"], decoders) is None
+    for name, doubtful in (("n", '"NaN"'), ("f", '"Infinity"'), ("d", '"infinity"'), ("d", '"0044-03-15 BC"'),
+                           ("d", '"10000-01-01"'), ("ts", '"infinity"'), ("ts", '"2020-01-01T00:00:00+00:00"'),
+                           ("tz", '"-infinity"'), ("i", "1.5"), ("t", "1")):  # fmt: skip
+        with pytest.raises(values.UnsureValueError):
+            values.decode_pg(f'{{"{name}": {doubtful}}}', [name], decoders)
+    with pytest.raises(KeyError):  # a column the image lacks (added later): the server's NULL
+        values.decode_pg('{"i": 1}', ["i", "n"], decoders)
