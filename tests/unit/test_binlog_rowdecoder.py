@@ -22,6 +22,7 @@ from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.table import Table
 
 from cdc.mysql import rowdecoder, rowevents
+from tests.unit.test_binlog_decoding import _time2  # MySQL's TIME2 packing, for round trips
 
 WRITE_V2, UPDATE_V2, DELETE_V2 = 30, 31, 32
 TABLE_ID = 77
@@ -125,25 +126,6 @@ def _zero_datetime2(fsp: int) -> bytes:
 def _timestamp2(v: dt.datetime, fsp: int) -> bytes:
     seconds = (v.replace(microsecond=0) - dt.datetime(1970, 1, 1)) // dt.timedelta(seconds=1)
     return seconds.to_bytes(4, "big") + _frac(v.microsecond, fsp)
-
-
-def _time2(value: dt.timedelta, fsp: int) -> bytes:
-    """my_time_packed_to_binary."""
-    micros = abs(value) // dt.timedelta(microseconds=1)
-    seconds, frac = divmod(micros, 1_000_000)
-    hours, rest = divmod(seconds, 3600)
-    packed = (((hours << 12) | ((rest // 60) << 6) | (rest % 60)) << 24) + frac
-    if value < dt.timedelta(0):
-        packed = -packed
-    intpart = packed >> 24
-    fracpart = -((-packed) % (1 << 24)) if packed < 0 else packed % (1 << 24)
-    if fsp == 0:
-        return (intpart + 0x800000).to_bytes(3, "big")
-    if fsp in (5, 6):
-        return (packed + 0x800000000000).to_bytes(6, "big")
-    if fsp in (1, 2):
-        return (intpart + 0x800000).to_bytes(3, "big") + (int(fracpart / 10000) & 0xFF).to_bytes(1, "big")
-    return (intpart + 0x800000).to_bytes(3, "big") + (int(fracpart / 100) & 0xFFFF).to_bytes(2, "big")
 
 
 def _date(v: dt.date) -> bytes:
