@@ -78,6 +78,8 @@ bench-quick: $(STAMP) services
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_outbox.py --quick --mode log
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_outbox.py --quick --mode log --db mysql
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_wal.py --quick --scenario small-txns --shaping
+	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_sink.py --quick --target mysql
+	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_sink.py --quick --target sqlite
 
 # Pin what the venv resolved (after a change to pyproject.toml's dependencies).
 constraints:

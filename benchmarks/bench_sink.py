@@ -1,27 +1,33 @@
-"""Benchmark: the database sink upserting into PostgreSQL (drain mode).
+"""Benchmark: the database sink upserting into PostgreSQL, MariaDB or SQLite (drain mode).
 
 Drain mode: N entity records (distinct keys, one table) are produced to a 4-partition topic
 first, then one sink instance starts; rate = rows / (last batch committed - first batch
-committed). Each batch is one transaction with its conditional offset update. Goal: >= 30,000
-rows/s. The last line printed is JSON.
+committed). Each batch is one transaction with its conditional offset update. Goal (issue #15,
+PostgreSQL): >= 70,000 rows/s; MariaDB and SQLite figures are recorded. The last line printed
+is JSON.
 
-    python benchmarks/bench_sink.py [--records N] [--batch-size B] [--quick]
+    python benchmarks/bench_sink.py [--records N] [--batch-size B] [--target postgresql|mysql|sqlite] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
+import pymysql
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -90,59 +96,116 @@ def produce(bootstrap: str, registry: str, topic: str, records: int) -> None:
     assert producer.flush(120) == 0
 
 
+@contextlib.contextmanager
+def target_database(target: str, name: str, tmp: Path) -> Iterator[str]:
+    """A fresh database on the chosen target; yields the sink's URL and drops it afterwards."""
+    if target == "sqlite":
+        yield f"sqlite:///{tmp / 'target.db'}"
+        return
+    if target == "mysql":
+        dsn = env("CDC_TEST_MYSQL_DSN")
+        parts = urlsplit(dsn)
+        conn = pymysql.connect(
+            host=parts.hostname, port=parts.port or 3306, user=parts.username, password=parts.password or ""
+        )
+        with conn.cursor() as cur:  # the name is ours (bench_ + hex): nothing to quote away
+            cur.execute(f"CREATE DATABASE `{name}`")
+        try:
+            yield f"{dsn.rsplit('/', 1)[0]}/{name}"
+        finally:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            conn.close()
+        return
+    dsn = env("CDC_TEST_POSTGRES_DSN")
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        pg.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{dsn.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as pg:
+            pg.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def count_rows(target: str, url: str) -> int:
+    """Rows in the target's ``orders`` table."""
+    if target == "sqlite":
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as lite:
+            return int(lite.execute("SELECT count(*) FROM orders").fetchone()[0])
+    if target == "mysql":
+        parts = urlsplit(url)
+        conn = pymysql.connect(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=parts.username,
+            password=parts.password or "",
+            database=parts.path.lstrip("/"),
+        )
+        with contextlib.closing(conn), conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM orders")
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    with psycopg.connect(url) as pg:
+        row = pg.execute("SELECT count(*) FROM orders").fetchone()
+        return int(row[0]) if row else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument(
+        "--target",
+        choices=["postgresql", "mysql", "sqlite"],
+        default="postgresql",
+        help="the sink's database",
+    )
     parser.add_argument("--quick", action="store_true", help="10,000 records: keeps the script working in CI")
     args = parser.parse_args()
     start_rss_sampling()
     records = 10_000 if args.quick else args.records
     batch_size = min(args.batch_size, max(records // 10, 1))
-    dsn = env("CDC_TEST_POSTGRES_DSN")
     bootstrap = env("CDC_TEST_KAFKA_BOOTSTRAP")
     registry = env("CDC_TEST_SCHEMA_REGISTRY_URL")
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{dsn.rsplit('/', 1)[0]}/{name}"
+    tmp = Path(tempfile.mkdtemp())
     try:
-        t0 = time.monotonic()
-        produce(bootstrap, registry, name, records)
-        print(f"workload: {records} records produced in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-        tmp = Path(tempfile.mkdtemp())
-        (tmp / "sink.yaml").write_text(
-            CONFIG.format(name=name, url=url, bootstrap=bootstrap, registry=registry, batch_size=batch_size)
-        )
-        runner = SinkRunner(load_sink_config(tmp / "sink.yaml"))
-        thread = threading.Thread(target=runner.run, daemon=True)
-        launched = time.monotonic()
-        thread.start()
-        first = None
-        while runner.stats.messages < records:
-            if first is None and runner.stats.messages > 0:
-                first = (time.monotonic(), runner.stats.messages)
-            if not thread.is_alive():
-                sys.exit("benchmark: the sink stopped early")
-            time.sleep(0.01)
-        done_at = time.monotonic()
-        runner.stop.set()
-        thread.join(60)
-        with psycopg.connect(url) as conn:
-            row = conn.execute("SELECT count(*) FROM orders").fetchone()
-        assert row is not None and row[0] == records, f"{row} rows, expected {records}"
+        with target_database(args.target, name, tmp) as url:
+            t0 = time.monotonic()
+            produce(bootstrap, registry, name, records)
+            print(f"workload: {records} records produced in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+            (tmp / "sink.yaml").write_text(
+                CONFIG.format(
+                    name=name, url=url, bootstrap=bootstrap, registry=registry, batch_size=batch_size
+                )
+            )
+            runner = SinkRunner(load_sink_config(tmp / "sink.yaml"))
+            thread = threading.Thread(target=runner.run, daemon=True)
+            launched = time.monotonic()
+            thread.start()
+            first = None
+            while runner.stats.messages < records:
+                if first is None and runner.stats.messages > 0:
+                    first = (time.monotonic(), runner.stats.messages)
+                if not thread.is_alive():
+                    sys.exit("benchmark: the sink stopped early")
+                time.sleep(0.01)
+            done_at = time.monotonic()
+            runner.stop.set()
+            thread.join(60)
+            rows = count_rows(args.target, url)
+            assert rows == records, f"{rows} rows, expected {records}"
     finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         AdminClient({"bootstrap.servers": bootstrap}).delete_topics([name, f"{name}.sink-dlq"])
     # Steady rate: from the first committed batch on (group join and table creation excluded).
     started, counted = first if first is not None else (launched, 0)
     seconds = done_at - started
     report(
         {
-            "bench": "sink_postgres_upsert",
+            "bench": "sink_postgres_upsert" if args.target == "postgresql" else f"sink_{args.target}_upsert",
+            "target": args.target,
             "mode": "drain",
             "records": records,
             "batch_size": batch_size,
@@ -151,7 +214,7 @@ def main() -> None:
             "rows_per_s_incl_startup": round(records / (done_at - launched)),
             "batches": runner.stats.batches,
             "rss_mb": round(rss_mb(), 1),
-            "goal_rows_per_s": 30_000,
+            "goal_rows_per_s": 70_000 if args.target == "postgresql" else None,
         }
     )
 
