@@ -127,19 +127,25 @@ class _Emitter:
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
 
-    def varint(self, indent: int, source: str) -> None:
-        """The zig-zag varint of ``source`` (an int already known to be within the long range).
+    def varint(self, indent: int, source: str, signed: bool = True) -> None:
+        """The zig-zag varint of ``source`` (an int already known to be within the long range;
+        ``signed=False``: known not negative, a length, so zig-zag is a shift).
 
-        One byte (-64..63: union branches, lengths up to 63, small numbers) skips the loop."""
+        One byte (-64..63: union branches, lengths up to 63, small numbers) and two bytes skip
+        the loop."""
+        zigzag = f"({source} << 1) ^ ({source} >> 63)" if signed else f"{source} << 1"
         for line in (
-            f"n = ({source} << 1) ^ ({source} >> 63)",
+            f"n = {zigzag}",
             "if n < 0x80:",
-            "    out.append(n)",
+            "    ap(n)",
+            "elif n < 0x4000:",
+            "    ap((n & 0x7F) | 0x80)",
+            "    ap(n >> 7)",
             "else:",
             "    while n >= 0x80:",
-            "        out.append((n & 0x7F) | 0x80)",
+            "        ap((n & 0x7F) | 0x80)",
             "        n >>= 7",
-            "    out.append(n)",
+            "    ap(n)",
         ):
             self.emit(indent, line)
 
@@ -178,7 +184,7 @@ class _Emitter:
 
     def sized(self, indent: int, source: str) -> None:
         """A length-prefixed byte string."""
-        self.varint(indent, f"len({source})")
+        self.varint(indent, f"len({source})", signed=False)
         self.emit(indent, f"out += {source}")
 
     def value(self, indent: int, avro_type: Any, tag: str, in_union: bool) -> bool:
@@ -206,9 +212,9 @@ class _Emitter:
             self.unmodelled(indent + 1)
         elif base == "boolean":
             self.emit(indent, "if v is True:")
-            self.emit(indent + 1, "out.append(1)")
+            self.emit(indent + 1, "ap(1)")
             self.emit(indent, "elif v is False:")
-            self.emit(indent + 1, "out.append(0)")
+            self.emit(indent + 1, "ap(0)")
             self.emit(indent, "else:")
             self.unmodelled(indent + 1)
         elif base == "int":
@@ -274,9 +280,9 @@ class _Emitter:
             self.emit(indent, "if n is None:")
             self.unmodelled(indent + 1)
             if len(symbols) <= 64:
-                self.emit(indent, "out.append(n << 1)")  # an index below 64 is one byte
+                self.emit(indent, "ap(n << 1)")  # an index below 64 is one byte
             else:
-                self.varint(indent, "n")
+                self.varint(indent, "n", signed=False)
         return True
 
     def union(self, indent: int, branches: list[Any], tag: str) -> bool:
@@ -285,9 +291,9 @@ class _Emitter:
             return False
         null_index = branches.index("null")
         self.emit(indent, "if v is None:")
-        self.emit(indent + 1, f"out.append({null_index * 2})")
+        self.emit(indent + 1, f"ap({null_index * 2})")
         self.emit(indent, "else:")
-        self.emit(indent + 1, f"out.append({(1 - null_index) * 2})")
+        self.emit(indent + 1, f"ap({(1 - null_index) * 2})")
         return self.value(indent + 1, branches[1 - null_index], tag, in_union=True)
 
 
@@ -306,6 +312,7 @@ def compile_record_writer(schema: Any, prefix: bytes = b"") -> RecordWriter | No
     out.emit(1, "if type(record) is not dict:")
     out.unmodelled(2)
     out.emit(1, "out = bytearray(_PREFIX)")
+    out.emit(1, "ap = out.append")
     for i, f in enumerate(fields):
         if not isinstance(f, dict) or not isinstance(f.get("name"), str):
             return None
