@@ -5,7 +5,7 @@ value), built from driver-like Python values by the project's converter, as the 
 them to WireEncoder. Each run encodes every record with both paths, alternating A/B passes; the
 process CPU time (time.process_time) per record is reported per pass, the minimum and median.
 
-  python benchmarks/bench_wire_encode.py [--records 20000] [--runs 7]
+  python benchmarks/bench_wire_encode.py [--records 20000] [--runs 7] [--quick]
 
 The last line printed is JSON. No service is needed.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import time
@@ -87,13 +88,16 @@ def main() -> None:
     )
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="2,000 records, 2 runs (make bench-quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.records, args.runs = 2_000, 2
     result = {
         "wal_5_fields": measure("wal", KEY, VALUE, wal_rows(args.records), args.runs),
         "polling_10_fields": measure(
             "polling", polling.KEY, polling.VALUE, polling_rows(args.records), args.runs
         ),
-        "loadavg": [round(x, 2) for x in __import__("os").getloadavg()],
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(result))
 
