@@ -285,18 +285,11 @@ class RowMapper:
                 out[name] = value if stand_in_convert is None else stand_in_convert(value)
 
 
-def _fast_timestamp(value: Any) -> bool:
-    """True for a value whose timestamp normalization is only "attach UTC": a naive datetime
-    that is not the zero timestamp (the pre step returns it as is, the shared one replaces its
-    tzinfo)."""
-    return type(value) is dt.datetime and value.tzinfo is None and value != _EPOCH
-
-
 def _compile_mapping(mapper: RowMapper) -> tuple[MappedValues, Callable[[dict[str, Any]], dict[str, Any]]]:
     """The mapper's ``values`` and key extraction as generated straight-line functions; every
     call they make is one the reference makes, in the same order, on the same values, except
     those the canonical-type table (:data:`cdc.mysql.types.CANONICAL`) or the timestamp test
-    above show to return their input or a known value."""
+    below show to return their input or a known value."""
     consts: dict[str, Any] = {"UTC": dt.UTC}
     names = {c: f"N{i}" for i, c in enumerate(mapper.columns)}
     plans = {p[0]: p for p in mapper.plans}
@@ -312,10 +305,13 @@ def _compile_mapping(mapper: RowMapper) -> tuple[MappedValues, Callable[[dict[st
         consts[f"C{n}"] = convert
         _, pre, shared, data_type = plans.get(c, (c, None, None, ""))
         if pre is _utc_or_zero and data_type == "timestamp" and shared is not None:
+            # Only "attach UTC" is left to do for a naive datetime that is not the zero
+            # timestamp (the pre step returns it as is, the shared one replaces its tzinfo).
             lines += [f"    if {v} is not None:",
-                      f"        if _fast_ts({v}):", f"            {v} = {v}.replace(tzinfo=UTC)",
+                      f"        if type({v}) is DATETIME and {v}.tzinfo is None and {v} != EPOCH:",
+                      f"            {v} = {v}.replace(tzinfo=UTC)",
                       "        else:", f"            {v} = C{n}({v})"]  # fmt: skip
-            consts["_fast_ts"] = _fast_timestamp
+            consts.update(DATETIME=dt.datetime, EPOCH=_EPOCH)
         elif pre is None and shared is convert and data_type in CANONICAL:
             consts[f"T{n}"] = CANONICAL[data_type]
             lines += [f"    if {v} is not None and type({v}) is not T{n}:", f"        {v} = C{n}({v})"]
