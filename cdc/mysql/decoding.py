@@ -18,13 +18,13 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 
 from cdc.errors import SchemaError
-from cdc.mysql.types import ZeroDates, column_info
+from cdc.mysql.types import CANONICAL, ZeroDates, column_info
 from cdc.mysql.types import normalizer as canonical
 from cdc.plugin import ColumnInfo
 
@@ -236,9 +236,19 @@ def normalizer(info: ColumnInfo, zero_dates: ZeroDates) -> Normalizer | None:
     return lambda value: shared(pre(value))
 
 
+#: how build_mapper normalizes one mapped column: (name, the binlog-specific step, the shared
+#: canonical step, data type); either step may be None
+ColumnPlan = tuple[str, Normalizer | None, Normalizer | None, str]
+MappedValues = Callable[[dict[str, Any], dict[str, str] | None], dict[str, Any]]
+
+
 @dataclass(slots=True)
 class RowMapper:
-    """Turns one TABLE_MAP shape's row dicts into the stream's columns (mapped ones only)."""
+    """Turns one TABLE_MAP shape's row dicts into the stream's columns (mapped ones only).
+
+    :meth:`values` is the reference; :attr:`mapped` is the same function compiled for this
+    shape (straight-line code, no per-column loop or lambda), and :attr:`key_of` takes the key
+    columns out of its result."""
 
     stream: str
     table: str
@@ -247,6 +257,13 @@ class RowMapper:
     normalizers: tuple[tuple[str, Normalizer], ...]
     #: columns whose None may stand for something else: name -> (none source, its value)
     stand_ins: dict[str, tuple[Normalizer | None, dict[str, Any]]]
+    #: the normalizers' parts (lets the compiled mapping skip calls that return their input)
+    plans: tuple[ColumnPlan, ...] = ()
+    mapped: MappedValues = field(init=False)
+    key_of: Callable[[dict[str, Any]], dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mapped, self.key_of = _compile_mapping(self)
 
     def values(self, row: dict[str, Any], none_sources: dict[str, str] | None = None) -> dict[str, Any]:
         out = {c: row[c] for c in self.columns}
@@ -255,14 +272,66 @@ class RowMapper:
             if value is not None:
                 out[name] = convert(value)
         if none_sources:
-            # The library returns None for a zero or invalid date and for an empty SET, and
-            # says why in none_sources: put back what the column really holds.
-            for name in self.stand_ins.keys() & none_sources.keys():
-                stand_in_convert, by_source = self.stand_ins[name]
-                if none_sources[name] in by_source:
-                    value = by_source[none_sources[name]]
-                    out[name] = value if stand_in_convert is None else stand_in_convert(value)
+            self.put_back(out, none_sources)
         return out
+
+    def put_back(self, out: dict[str, Any], none_sources: dict[str, str]) -> None:
+        """The library returns None for a zero or invalid date and for an empty SET, and says
+        why in none_sources: put back what the column really holds."""
+        for name in self.stand_ins.keys() & none_sources.keys():
+            stand_in_convert, by_source = self.stand_ins[name]
+            if none_sources[name] in by_source:
+                value = by_source[none_sources[name]]
+                out[name] = value if stand_in_convert is None else stand_in_convert(value)
+
+
+def _compile_mapping(mapper: RowMapper) -> tuple[MappedValues, Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The mapper's ``values`` and key extraction as generated straight-line functions; every
+    call they make is one the reference makes, in the same order, on the same values, except
+    those the canonical-type table (:data:`cdc.mysql.types.CANONICAL`) or the timestamp test
+    below show to return their input or a known value."""
+    consts: dict[str, Any] = {"UTC": dt.UTC}
+    names = {c: f"N{i}" for i, c in enumerate(mapper.columns)}
+    plans = {p[0]: p for p in mapper.plans}
+    steps = dict(mapper.normalizers)
+    lines = ["def mapped(row, none_sources=None):"]
+    for c, n in names.items():
+        consts[n] = c
+        v = f"v{n[1:]}"
+        lines.append(f"    {v} = row[{n}]")
+        convert = steps.get(c)
+        if convert is None:
+            continue
+        consts[f"C{n}"] = convert
+        _, pre, shared, data_type = plans.get(c, (c, None, None, ""))
+        if pre is _utc_or_zero and data_type == "timestamp" and shared is not None:
+            # Only "attach UTC" is left to do for a naive datetime that is not the zero
+            # timestamp (the pre step returns it as is, the shared one replaces its tzinfo).
+            lines += [f"    if {v} is not None:",
+                      f"        if type({v}) is DATETIME and {v}.tzinfo is None and {v} != EPOCH:",
+                      f"            {v} = {v}.replace(tzinfo=UTC)",
+                      "        else:", f"            {v} = C{n}({v})"]  # fmt: skip
+            consts.update(DATETIME=dt.datetime, EPOCH=_EPOCH)
+        elif pre is None and shared is convert and data_type in CANONICAL:
+            consts[f"T{n}"] = CANONICAL[data_type]
+            lines += [f"    if {v} is not None and type({v}) is not T{n}:", f"        {v} = C{n}({v})"]
+        else:
+            lines += [f"    if {v} is not None:", f"        {v} = C{n}({v})"]
+    lines.append("    out = {" + ", ".join(f"{n}: v{n[1:]}" for n in names.values()) + "}")
+    if mapper.stand_ins:
+        consts["put_back"] = mapper.put_back
+        lines += ["    if none_sources:", "        put_back(out, none_sources)"]
+    lines.append("    return out")
+    keys = {k: f"K{i}" for i, k in enumerate(mapper.key_columns)}
+    consts.update({n: k for k, n in keys.items()})
+    lines += [
+        "def key_of(values):",
+        "    return {" + ", ".join(f"{n}: values[{n}]" for n in keys.values()) + "}",
+    ]
+    namespace: dict[str, Any] = {"__builtins__": {"type": type}, **consts}
+    # Column names reach the code as values in the namespace, never as text.
+    exec(compile("\n".join(lines), f"<binlog mapping of {mapper.table}>", "exec"), namespace)  # noqa: S102
+    return namespace["mapped"], namespace["key_of"]
 
 
 _STAND_INS: dict[str, dict[str, Any]] = {
@@ -294,6 +363,7 @@ def build_mapper(
             "then restart the connector",
         )
     normalizers: list[tuple[str, Normalizer]] = []
+    plans: list[ColumnPlan] = []
     stand_ins: dict[str, tuple[Normalizer | None, dict[str, Any]]] = {}
     for name in columns:
         column = by_name.get(name)
@@ -315,7 +385,13 @@ def build_mapper(
         convert = normalizer(info, zero_dates)
         if convert is not None:
             normalizers.append((name, convert))
+            pre = _PRE.get(info.data_type or "")
+            plans.append(
+                (name, pre, convert if pre is None else canonical(info, zero_dates), info.data_type or "")
+            )
         stand_in = _STAND_INS.get(info.data_type or "")
         if stand_in is not None:
             stand_ins[name] = (convert, stand_in)
-    return RowMapper(stream, table_name, tuple(columns), tuple(key_columns), tuple(normalizers), stand_ins)
+    return RowMapper(
+        stream, table_name, tuple(columns), tuple(key_columns), tuple(normalizers), stand_ins, tuple(plans)
+    )

@@ -58,22 +58,33 @@ class MariadbGtids(PositionTracker):
     def __init__(self, state: str) -> None:
         self._last: dict[int, tuple[int, int]] = {}
         self._text: str | None = None  # start(), until the next commit (asked once per transaction)
+        # the last GTID parsed (applied() then commit() see the same transaction's)
+        self._parsed: tuple[str, tuple[int, int, int]] = ("", (0, 0, 0))
         for part in filter(None, (p.strip() for p in state.split(","))):
             domain, server, seq = parse_mariadb_gtid(part)
             self._last[domain] = (server, seq)
 
     def start(self) -> str:
         if self._text is None:
-            self._text = ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(self._last.items()))
+            if len(self._last) == 1:  # the usual single domain: no sort, no generator
+                ((d, (s, n)),) = self._last.items()
+                self._text = f"{d}-{s}-{n}"
+            else:
+                self._text = ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(self._last.items()))
         return self._text
 
+    def _parse(self, txn: str) -> tuple[int, int, int]:
+        if self._parsed[0] != txn or not txn:
+            self._parsed = (txn, parse_mariadb_gtid(txn))
+        return self._parsed[1]
+
     def applied(self, txn: str) -> bool:
-        domain, _, seq = parse_mariadb_gtid(txn)
+        domain, _, seq = self._parse(txn)
         last = self._last.get(domain)
         return last is not None and seq <= last[1]
 
     def commit(self, txn: str) -> None:
-        domain, server, seq = parse_mariadb_gtid(txn)
+        domain, server, seq = self._parse(txn)
         self._last[domain] = (server, seq)
         self._text = None
 

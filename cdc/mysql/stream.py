@@ -125,6 +125,8 @@ def more_waiting(reader: BinLogStreamReader) -> bool:
 
     Reads the stream connection's socket (a private attribute of the library); on any doubt it
     says False, which only makes a batch smaller."""
+    if isinstance(reader, FastStreamReader):
+        return reader.more_waiting()
     conn = getattr(reader, "_stream_connection", None)
     sock = getattr(conn, "_sock", None)
     if sock is None:

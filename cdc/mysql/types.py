@@ -331,8 +331,8 @@ class _Never:
     """No value has this type: the value is always passed to the normalizer."""
 
 
-# The type whose values a normalizer returns unchanged (row_normalizer skips the call for them).
-_CANONICAL: dict[str, type] = {
+#: The type whose values a normalizer returns unchanged (row_normalizer skips the call for them).
+CANONICAL: dict[str, type] = {
     **dict.fromkeys(_TEXTS - {"inet4", "inet6"}, str),
     "inet4": str,
     "inet6": str,
@@ -374,7 +374,7 @@ def row_normalizer(
     """One function normalizing a whole row dict in place (columns absent from the row are
     left alone), for the columns whose driver values need it."""
     steps = [
-        (name, f, _CANONICAL.get(info.data_type or "", _Never))
+        (name, f, CANONICAL.get(info.data_type or "", _Never))
         for name, info in columns.items()
         if (f := normalizer(info, zero_dates)) is not None
     ]

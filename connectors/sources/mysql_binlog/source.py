@@ -471,29 +471,53 @@ class _TxnAssembler:
         mapper = self._mapper(event)
         if mapper is None:
             return
-        key_cols = mapper.key_columns
         kind = type(event)
-        stream, values, add = mapper.stream, mapper.values, self._add  # per row: bound once
-        if kind is rowevents.WriteRows:
+        stream, values, key_of, add = mapper.stream, mapper.mapped, mapper.key_of, self._add  # bound once
+        if kind is not rowevents.UpdateRows and self.src.incremental is None:
+            self._plain(stream, Op.CREATE if kind is rowevents.WriteRows else Op.DELETE, mapper, event.rows)
+        elif kind is rowevents.WriteRows:
             for row in event.rows:
                 after = values(row["values"], row.get("none_sources"))
-                add(stream, Op.CREATE, {k: after[k] for k in key_cols}, None, after)
+                add(stream, Op.CREATE, key_of(after), None, after)
         elif kind is rowevents.DeleteRows:
             for row in event.rows:
                 before = values(row["values"], row.get("none_sources"))
-                add(stream, Op.DELETE, {k: before[k] for k in key_cols}, before, None)
+                add(stream, Op.DELETE, key_of(before), before, None)
         else:
             for row in event.rows:
                 # an update row says why a value is None per image
                 before = values(row["before_values"], row.get("before_none_sources"))
                 after = values(row["after_values"], row.get("after_none_sources"))
-                key = {k: after[k] for k in key_cols}
-                old_key = {k: before[k] for k in key_cols}
+                key = key_of(after)
+                old_key = key_of(before)
                 if old_key != key:  # a key change: the old key's delete first
                     add(stream, Op.DELETE, old_key, before, None)
                 add(stream, Op.UPDATE, key, before, after)
         if len(self.chunk) >= CHUNK:
             self._flush()
+
+    def _plain(self, stream: str, op: Op, mapper: RowMapper, rows: list[dict[str, Any]]) -> None:
+        """The rows of an insert (CREATE) or delete (DELETE) without an incremental snapshot:
+        what :meth:`_add` does per row, with the transaction's fields read once."""
+        txns = self.txns
+        txn = txns.txn
+        assert txn is not None
+        values, key_of, append = mapper.mapped, mapper.key_of, self.chunk.append
+        start, ts_ms, skip, resume = txns.start, txns.timestamp * 1000, txns.skip, self.resume
+        create = op is Op.CREATE
+        for row in rows:
+            image = values(row["values"], row.get("none_sources"))
+            index = txns.index
+            txns.index = index + 1
+            if skip or (resume is not None and resume.drops(txn, index)):
+                continue  # already committed downstream before a restart
+            offset: Offset = {"phase": "stream", "start": start, "txn": txn, "i": index}
+            if create:
+                append(ChangeEvent(stream, op, key_of(image), image, PARTITION, offset, None, ts_ms, txn,
+                                   {"gtid": txn}))  # fmt: skip
+            else:
+                append(ChangeEvent(stream, op, key_of(image), None, PARTITION, offset, image, ts_ms, txn,
+                                   {"gtid": txn}))  # fmt: skip
 
     def _add(
         self,
