@@ -153,6 +153,59 @@ def shaping_cost(n: int) -> dict[str, float]:
     return out
 
 
+def routing_cost(tmp: Path, n: int, rounds: int = 3) -> dict[str, float]:
+    """CPU microseconds per event of the connector process's own work on an event, in-process:
+    route (filter, policies, eventify) and Avro-encode the same ``n`` change events, plain and
+    with --shaping's stream, alternating, best of ``rounds``. Process CPU time, so other load on
+    the machine distorts it less than a rate."""
+    import datetime as dt
+    import decimal
+    import gc
+
+    from cdc.plugin import ChangeEvent, Op
+    from cdc.runtime.encoding import RecordEncoder
+    from cdc.runtime.routing import Router
+    from cdc.schemas.eventify import Record, StreamEventifier
+
+    def build(shaping: bool) -> tuple[Router, RecordEncoder]:
+        (tmp / ("shaped" if shaping else "plain")).mkdir(parents=True, exist_ok=True)
+        app = make_runner(
+            tmp / ("shaped" if shaping else "plain"), "routing", "postgresql://u@h/d", "inline", shaping
+        ).app
+        eventifiers = {s.name: StreamEventifier(app, s) for s in app.streams}
+        return Router(app, eventifiers), RecordEncoder(eventifiers, {"rows": (1, 2)}, lambda: None)
+
+    def events() -> list[ChangeEvent]:  # like the WAL source's: one insert per transaction
+        ts = dt.datetime.now(dt.UTC)
+        return [
+            ChangeEvent("rows", Op.CREATE, {"id": i},
+                        {"id": i, "account": i % 1000, "label": f"row {i}",
+                         "amount": decimal.Decimal(i % 100000) / 100, "created_at": ts},
+                        "slot", {"phase": "stream", "commit": 1000 + i, "i": 0}, None, 1, str(i), {}, txn_order=1)
+            for i in range(1, n + 1)
+        ]  # fmt: skip
+
+    def run(router: Router, encoder: RecordEncoder, encode: bool) -> float:
+        todo = events()
+        gc.collect()
+        t0 = time.process_time()
+        for event in todo:
+            record = router(event)
+            if encode:
+                assert isinstance(record, Record)
+                encoder.encode(record)
+        return (time.process_time() - t0) / n * 1e6
+
+    sides = {"plain": build(False), "shaped": build(True)}
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for encode in (False, True):
+            for side, (router, encoder) in sides.items():
+                name = f"{'route_encode' if encode else 'route'}_{side}"
+                best[name] = min(best.get(name, float("inf")), run(router, encoder, encode))
+    return {name: round(us, 2) for name, us in best.items()}
+
+
 def create_slot_first(tmp: Path, name: str, url: str, capture: str, shaping: bool) -> None:
     """A first short run creates the slot and publication, so the workload written next is captured."""
     runner = make_runner(tmp, name, url, capture, shaping)
@@ -250,6 +303,9 @@ def main() -> None:
     }  # fmt: skip
     if args.shaping:
         results["shaping_us_per_event"] = shaping_cost(2_000 if args.quick else 100_000)
+        results["routing_cpu_us_per_event"] = routing_cost(
+            Path(tempfile.mkdtemp()), 2_000 if args.quick else 100_000
+        )
     for scenario in scenarios:
         name = f"bench_{uuid.uuid4().hex[:8]}"
         url = setup(dsn, name)

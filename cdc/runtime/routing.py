@@ -60,29 +60,43 @@ class Router:
         Filtered when the stream's filter drops it."""
         eventifier = self.eventifiers[event.stream]
         shaper = eventifier.shaper
+        if shaper is None:
+            try:
+                return eventifier(event)
+            except RowError as err:
+                return self._dead_letter(event, err)
         try:
-            if shaper is not None:
-                try:
-                    shaped = shaper(event)
-                except RowError:
-                    event = shaper.apply_policies(event)  # a dead letter shows the published values
-                    raise
-                if shaped is None:
-                    return Filtered(event.stream, event.partition, event.offset)
-                event = shaped
-            return eventifier(event)
+            kept = shaper.filter(event)  # on the raw values
         except RowError as err:
-            stream = self._streams[event.stream]
-            if stream.on_error is OnError.FAIL:
-                raise
-            return DeadLetter(
-                stream.name,
-                self.app.dead_letter_topic_of(stream),
-                event.key,
-                self._payload(event, err),
-                event.partition,
-                event.offset,
-            )
+            return self._dead_letter(shaper.apply_policies(event), err)  # shows published values
+        if kept is None:
+            return Filtered(event.stream, event.partition, event.offset)
+        if eventifier.fuses_policies:
+            # the policies apply while converting: no copied images on the hot path
+            try:
+                return eventifier(kept, shaped=True)
+            except RowError as err:
+                return self._dead_letter(shaper.apply_policies(kept), err)
+        kept = shaper.apply_policies(kept) if shaper.policies else kept
+        try:
+            return eventifier(kept)
+        except RowError as err:
+            return self._dead_letter(kept, err)
+
+    def _dead_letter(self, event: ChangeEvent, err: RowError) -> DeadLetter:
+        """The dead letter of an event that raised ``err`` (the event as published); raises
+        ``err`` again when the stream's ``on_error`` is ``fail``."""
+        stream = self._streams[event.stream]
+        if stream.on_error is OnError.FAIL:
+            raise err
+        return DeadLetter(
+            stream.name,
+            self.app.dead_letter_topic_of(stream),
+            event.key,
+            self._payload(event, err),
+            event.partition,
+            event.offset,
+        )
 
     def _payload(self, event: ChangeEvent, err: RowError) -> dict[str, Any]:
         return {

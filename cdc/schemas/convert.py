@@ -513,6 +513,23 @@ class RecordConverter:
         self.fields: tuple[str, ...] = tuple(p[0] for p in plan)
         self.source_columns: tuple[str, ...] = tuple(p[1] for p in plan)
 
+    def composed(self, before: Mapping[str, Conv]) -> RecordConverter:
+        """A converter that first passes the value of each source column named in ``before``
+        through its function (a stream's column policies), then converts it as this one does:
+        one pass over the row, no copied row. A value that does not fit is reported as the
+        function returned it; a missing column still takes the field's default."""
+
+        def compose(first: Conv, then: Conv) -> Conv:
+            return lambda v: then(first(v))
+
+        return RecordConverter(
+            self.stream,
+            [
+                (name, column, conv if column not in before else compose(before[column], conv), default)
+                for name, column, conv, default in self._plan
+            ],
+        )
+
     def __call__(self, row: Mapping[str, Any], key: object = None) -> dict[str, Any]:
         """Return the record for ``row``, ready for fastavro; a misfit raises RowError naming ``key``."""
         out: dict[str, Any] = {}

@@ -15,6 +15,7 @@ import orjson
 from fastavro import parse_schema, schemaless_writer
 
 from cdc.config.model import AppConfig, EventFormat, StreamConfig
+from cdc.errors import RowError
 from cdc.plugin import ChangeEvent, EncodedValue, Op
 from cdc.schemas.avsc import envelope_schema, load_avsc
 from cdc.schemas.convert import RecordConverter, compile_record
@@ -83,6 +84,16 @@ class StreamEventifier:
                 stream.name, stream.policies, stream.where, self.key_schema, self.row_schema,
                 stream.fields, app.base_dir,
             )  # fmt: skip
+        # The fused path: converters that apply the column policies while they convert (one pass,
+        # no copied images; the Router filters first, on the raw values). A routed stream renders
+        # its topic from the shaped values, so it keeps the reference path (shape, then convert).
+        self._key_shaped, self._row_shaped = self._key, self._row
+        #: True when ``__call__(event, shaped=True)`` applies the stream's policies itself
+        self.fuses_policies = False
+        if self.shaper is not None and self.shaper.policies and self.route is None:
+            self._key_shaped = self._key.composed(self.shaper.column_policies(key=True))
+            self._row_shaped = self._row.composed(self.shaper.column_policies(key=False))
+            self.fuses_policies = True
 
     def key_of(self, event: ChangeEvent) -> dict[str, Any]:
         return self._key(event.key, event.key)
@@ -99,39 +110,52 @@ class StreamEventifier:
         """A decoded key record (Avro field names) as source column values."""
         return {self.stream.fields.get(name, name): value for name, value in record.items()}
 
-    def __call__(self, event: ChangeEvent) -> Record:
-        key = self._key(event.key, event.key)
-        topic = self.topic if self.route is None else self.route(event)
-        if event.encoded_value is not None:
+    def __call__(self, event: ChangeEvent, shaped: bool = False) -> Record:
+        """The event's record. ``shaped`` (only where ``fuses_policies``): the event holds raw
+        values and the stream's column policies apply while converting; a row error then names
+        the key as published (see ``StreamShaper.published_key``)."""
+        if shaped:
+            key_conv, row_conv = self._key_shaped, self._row_shaped
+        else:
+            key_conv, row_conv = self._key, self._row
+        try:
+            key = key_conv(event.key, event.key)
+            topic = self.topic if self.route is None else self.route(event)
+            if event.encoded_value is not None:
+                headers = [("cdc.op", _OP_BYTES[event.op]), ("cdc.position", position_bytes(event))]
+                if event.headers:
+                    headers.extend(event.headers)
+                return Record(self.stream.name, topic, key, None, headers, event.encoded_value)
+            if self._envelope:
+                value: dict[str, Any] | None = {
+                    "before": None if event.before is None else row_conv(event.before, event.key),
+                    "after": None if event.after is None else row_conv(event.after, event.key),
+                    "source": {
+                        "connector": self.app.source.connector,
+                        "name": self.app.name,
+                        "stream": self.stream.name,
+                        "ts_ms": event.ts_ms,
+                        "txid": event.txid,
+                        "snapshot": event.op is Op.READ,
+                        "position": position_text(event),
+                    },
+                    "op": event.op.value,
+                    "ts_ms": int(time.time() * 1000),
+                }
+            elif event.op is Op.DELETE or event.after is None:
+                value = None
+            else:
+                value = row_conv(event.after, event.key)
             headers = [("cdc.op", _OP_BYTES[event.op]), ("cdc.position", position_bytes(event))]
+            if event.txid is not None:
+                headers.append(("cdc.txid", event.txid.encode()))
+            if event.ts_ms is not None:
+                headers.append(("cdc.commit_ts_ms", str(event.ts_ms).encode()))
             if event.headers:
                 headers.extend(event.headers)
-            return Record(self.stream.name, topic, key, None, headers, event.encoded_value)
-        if self._envelope:
-            value: dict[str, Any] | None = {
-                "before": None if event.before is None else self._row(event.before, event.key),
-                "after": None if event.after is None else self._row(event.after, event.key),
-                "source": {
-                    "connector": self.app.source.connector,
-                    "name": self.app.name,
-                    "stream": self.stream.name,
-                    "ts_ms": event.ts_ms,
-                    "txid": event.txid,
-                    "snapshot": event.op is Op.READ,
-                    "position": position_text(event),
-                },
-                "op": event.op.value,
-                "ts_ms": int(time.time() * 1000),
-            }
-        elif event.op is Op.DELETE or event.after is None:
-            value = None
-        else:
-            value = self._row(event.after, event.key)
-        headers = [("cdc.op", _OP_BYTES[event.op]), ("cdc.position", position_bytes(event))]
-        if event.txid is not None:
-            headers.append(("cdc.txid", event.txid.encode()))
-        if event.ts_ms is not None:
-            headers.append(("cdc.commit_ts_ms", str(event.ts_ms).encode()))
-        if event.headers:
-            headers.extend(event.headers)
-        return Record(self.stream.name, topic, key, value, headers)
+            return Record(self.stream.name, topic, key, value, headers)
+        except RowError as err:
+            if not shaped:
+                raise
+            assert self.shaper is not None
+            raise RowError(err.stream, self.shaper.published_key(event.key), err.field, err.reason) from None

@@ -263,6 +263,8 @@ def compile_predicate(node: Any, columns: Mapping[str, str]) -> Predicate:
     if isinstance(node, Field):
         column = columns.get(node.name, node.name)
         return lambda row: row.get(column)
+    if isinstance(node, Compare) and _field_and_literal(node):
+        return _compare_field(node, columns)
     if isinstance(node, Compare):
         left, right, cmp = (
             compile_predicate(node.left, columns),
@@ -308,7 +310,70 @@ def compile_predicate(node: Any, columns: Mapping[str, str]) -> Predicate:
     return _connective(parts, decisive=node.op == "or")
 
 
+def _field_and_literal(node: Compare) -> bool:
+    """A field compared with a non-null literal (either side): the common comparison."""
+    if isinstance(node.left, Field) and isinstance(node.right, Literal):
+        return node.right.value is not None
+    return isinstance(node.left, Literal) and isinstance(node.right, Field) and node.left.value is not None
+
+
+def _compare_field(node: Compare, columns: Mapping[str, str]) -> Predicate:
+    """A field compared with a literal in one closure (no closures per operand: this runs per
+    row); the same results and errors as the general comparison."""
+    field_first = isinstance(node.left, Field)
+    field_node, literal = (node.left, node.right) if field_first else (node.right, node.left)
+    assert isinstance(field_node, Field) and isinstance(literal, Literal)
+    column, value, cmp, op = (
+        columns.get(field_node.name, field_node.name),
+        literal.value,
+        _CMP[node.op],
+        node.op,
+    )
+    name = field_node.name
+
+    def fail(a: Any, b: Any) -> FilterTypeError:
+        return FilterTypeError(name, f"cannot compare {type(a).__name__} {a!r} {op} {type(b).__name__} {b!r}")
+
+    if field_first:
+
+        def compare(row: Row) -> bool | None:
+            a = row.get(column)
+            if a is None:
+                return None
+            try:
+                return cmp(a, value)
+            except TypeError:
+                raise fail(a, value) from None
+
+        return compare
+
+    def compare_reversed(row: Row) -> bool | None:
+        b = row.get(column)
+        if b is None:
+            return None
+        try:
+            return cmp(value, b)
+        except TypeError:
+            raise fail(value, b) from None
+
+    return compare_reversed
+
+
 def _connective(parts: list[Predicate], *, decisive: bool) -> Predicate:
+    if len(parts) == 2:  # the common case, unrolled (the loop costs as much as a comparison)
+        first, second = parts
+
+        def pair(row: Row) -> bool | None:
+            a = first(row)
+            if a is decisive:
+                return decisive
+            b = second(row)
+            if b is decisive:
+                return decisive
+            return None if a is None or b is None else not decisive
+
+        return pair
+
     def combine(row: Row) -> bool | None:
         result: bool | None = not decisive
         for part in parts:

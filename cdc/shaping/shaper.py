@@ -118,24 +118,55 @@ class StreamShaper:
             raise RowError(self.stream, key, exc.field, f"where: {exc}") from None
 
     def __call__(self, event: ChangeEvent) -> ChangeEvent | None:
-        """The shaped event, or None when the filter drops it (its offset still advances)."""
-        if self._filter is not None:
-            op = event.op
-            try:
-                if op is Op.CREATE or op is Op.READ:
-                    if not self._passes(event.after, event.key):
-                        return None
-                elif op is Op.UPDATE:
-                    if not self._passes(event.after, event.key):
-                        if self._passes(event.before, event.key) is False:
-                            return None  # out before, out after: nothing to tell
-                        event = _as_delete(event)
-                elif self._passes(event.before, event.key) is False:
+        """The shaped event, or None when the filter drops it (its offset still advances).
+
+        The reference path: the Router filters with :meth:`filter` and applies the policies
+        while converting (:meth:`column_policies`), which gives the same records."""
+        kept = self.filter(event)
+        if kept is None or not self._row:
+            return kept
+        return self.apply_policies(kept)
+
+    def filter(self, event: ChangeEvent) -> ChangeEvent | None:
+        """The filter alone, on the raw values: the event, a delete in place of an update whose
+        new row left the filter, or None when it drops the event. A row error (a comparison of
+        mismatched types) names the key as published, never the raw value."""
+        predicate = self._filter
+        if predicate is None:
+            return event
+        op = event.op
+        try:
+            if op is Op.CREATE or op is Op.READ:
+                after = event.after  # the hot path, inlined: the row is known, it must pass
+                if after is None or predicate(after) is not True:
                     return None
-            except RowError as err:
-                # the row error names the key as published, never the raw value
-                raise RowError(err.stream, self._apply(self._key, event.key), err.field, err.reason) from None
-        return self.apply_policies(event) if self._row else event
+            elif op is Op.UPDATE:
+                if not self._passes(event.after, event.key):
+                    if self._passes(event.before, event.key) is False:
+                        return None  # out before, out after: nothing to tell
+                    return _as_delete(event)
+            elif self._passes(event.before, event.key) is False:
+                return None
+        except expr.FilterTypeError as exc:  # from the inlined path
+            raise RowError(self.stream, self.published_key(event.key), exc.field, f"where: {exc}") from None
+        except RowError as err:
+            raise RowError(err.stream, self.published_key(event.key), err.field, err.reason) from None
+        return event
+
+    def published_key(self, key: dict[str, Any]) -> dict[str, Any]:
+        """A key of source column values with the key fields' policies applied (a copy)."""
+        out: dict[str, Any] = self._apply(self._key, key) if self._key else key
+        return out
+
+    def column_policies(self, key: bool) -> dict[str, Apply]:
+        """Per source column, the function its policies apply (of the key fields' policies only
+        for ``key``), for a converter to apply while it converts: the same values as
+        :meth:`apply_policies` (policies naming one column apply in turn, as there)."""
+        out: dict[str, Apply] = {}
+        for column, apply in self._key if key else self._row:
+            first = out.get(column)
+            out[column] = apply if first is None else _then(first, apply)
+        return out
 
     def apply_policies(self, event: ChangeEvent) -> ChangeEvent:
         """The event with every policy applied to its key, before and after images. The event
@@ -159,6 +190,10 @@ class StreamShaper:
             if column in out:
                 out[column] = apply(out[column])
         return out
+
+
+def _then(first: Apply, second: Apply) -> Apply:
+    return lambda value: second(first(value))
 
 
 def _as_delete(event: ChangeEvent) -> ChangeEvent:
