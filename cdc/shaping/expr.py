@@ -280,8 +280,10 @@ def compile_predicate(node: Any, columns: Mapping[str, str]) -> Predicate:
             try:
                 return cmp(a, b)
             except TypeError:
+                # Types only: the row's value may be one a column policy hides (it would
+                # reach the row error and the dead letter in clear).
                 raise FilterTypeError(
-                    name, f"cannot compare {type(a).__name__} {a!r} {node.op} {type(b).__name__} {b!r}"
+                    name, f"cannot compare a {type(a).__name__} {node.op} a {type(b).__name__}"
                 ) from None
 
         return compare
@@ -332,7 +334,10 @@ def _compare_field(node: Compare, columns: Mapping[str, str]) -> Predicate:
     name = field_node.name
 
     def fail(a: Any, b: Any) -> FilterTypeError:
-        return FilterTypeError(name, f"cannot compare {type(a).__name__} {a!r} {op} {type(b).__name__} {b!r}")
+        # The literal (from the config) is shown, never the row's value: a column policy may
+        # hide it, and this message reaches row errors and dead letters.
+        shown = [f"{type(x).__name__} {x!r}" if x is value else f"a {type(x).__name__}" for x in (a, b)]
+        return FilterTypeError(name, f"cannot compare {shown[0]} {op} {shown[1]}")
 
     if field_first:
 
