@@ -12,6 +12,7 @@ process (``cdc run``, the way it is deployed), with its health endpoint on a fre
                 warm (everything exists); the same for a connector of ONE of the tables, as the
                 baseline of what N tables add.
   idle RSS      the connector's process tree (connector + capture process), 3 s after start-up
+                (1 s with --quick)
   drain         --rows single-row transactions spread round-robin over the N tables, then the
                 same number into ONE table while the N-1 others are idle, drained by the
                 N-table connector; the latter also by the one-table connector: the difference
@@ -220,8 +221,9 @@ class Connector:
         return events, in_flight
 
 
-def start_up(connector: Connector, url: str, slot: str) -> dict[str, float]:
-    """Start the connector; seconds to /readyz 200, to the slot active, and the idle RSS."""
+def start_up(connector: Connector, url: str, slot: str, settle: float) -> dict[str, float]:
+    """Start the connector; seconds to /readyz 200, to the slot active, and the RSS ``settle``
+    seconds later (idle: no workload is written while it runs)."""
     t0 = connector.start()
     ready_at = slot_at = None
     with psycopg.connect(url, autocommit=True) as conn:
@@ -240,7 +242,7 @@ def start_up(connector: Connector, url: str, slot: str) -> dict[str, float]:
             time.sleep(0.02)
     assert connector.proc is not None
     cpu = tree_cpu_s(connector.proc.pid)
-    time.sleep(3)
+    time.sleep(settle)
     return {
         "ready_s": round(ready_at - t0, 2),
         "slot_active_s": round(slot_at - t0, 2),
@@ -386,7 +388,7 @@ def main() -> None:
         connectors += [many, single]
         for label, connector, slot, count in (("n_tables", many, name, n), ("one_table", single, one, 1)):
             for phase in ("cold", "warm"):
-                out = start_up(connector, url, slot)
+                out = start_up(connector, url, slot, 1.0 if args.quick else 3.0)
                 connector.stop()
                 results.setdefault("startup", {}).setdefault(label, {"tables": count})[phase] = out
                 log(f"start-up {label} ({count} tables) {phase}: {out}")
