@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -333,17 +334,26 @@ def teardown(dsn: str, name: str, slots: list[str], topic_prefix: str, subjects:
         registry = env("CDC_TEST_SCHEMA_REGISTRY_URL").rstrip("/")
 
         def delete(subject: str) -> int:
-            """Soft, then hard delete (a registry may not list every subject; the names are known)."""
+            """Soft, then hard delete (a registry may not list every subject; the names are known);
+            retried: a registry under load drops a connection now and then."""
+            done = 0
             for permanent in ("", "?permanent=true"):
-                req = urllib.request.Request(  # noqa: S310 - the registry's http URL
-                    f"{registry}/subjects/{subject}{permanent}", method="DELETE"
-                )
-                try:
-                    with urllib.request.urlopen(req, timeout=30):  # noqa: S310 - local
-                        pass
-                except urllib.error.HTTPError:
-                    return 0
-            return 1
+                for attempt in range(3):
+                    req = urllib.request.Request(  # noqa: S310 - the registry's http URL
+                        f"{registry}/subjects/{subject}{permanent}", method="DELETE"
+                    )
+                    try:
+                        with urllib.request.urlopen(req, timeout=30):  # noqa: S310 - local
+                            done = 1
+                        break
+                    except urllib.error.HTTPError as exc:
+                        if exc.code == 404:  # never registered (or already gone)
+                            break
+                    except OSError as exc:
+                        if attempt == 2:
+                            log(f"teardown: subject {subject} not deleted: {exc}")
+                    time.sleep(0.5)
+            return done
 
         with ThreadPoolExecutor(8) as pool:
             deleted = sum(pool.map(delete, subjects))
@@ -370,7 +380,7 @@ def main() -> None:
     name = f"bench_tables_{uuid.uuid4().hex[:8]}"
     one = f"{name}_one"
     tables = table_names(n)
-    results: dict[str, Any] = {"bench": "wal_tables", "quick": args.quick, "tables": n, "rows": rows,
+    results: dict[str, Any] = {"bench": "wal_tables", "name": name, "quick": args.quick, "tables": n, "rows": rows,
                                "partitions": args.partitions}  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="bench_wal_tables_"))
     connectors: list[Connector] = []
@@ -414,6 +424,7 @@ def main() -> None:
         subjects = [f"{c}.{t}-{part}" for c, ts in ((name, tables), (one, tables[:1])) for t in ts
                     for part in ("key", "value")]  # fmt: skip
         teardown(dsn, name, [name, one], name, subjects)
+        shutil.rmtree(tmp, ignore_errors=True)
     report(results)
 
 
