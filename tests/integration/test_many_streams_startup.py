@@ -5,6 +5,7 @@ with the path it replaces, on the same database or registry."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -189,3 +190,33 @@ def test_registration_errors_are_those_of_the_first_failing_subject(registry_url
     new_id = register(fresh, changed[4], allow_key_change=True)
     assert new_id not in for_each_subject(partial(register, fresh), items[:4])
     assert register(make_client(registry_url, {}), changed[4]) == new_id
+
+
+def test_topics_created_in_several_requests_all_exist(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from cdc import kafka_clients
+    from cdc.config.model import KafkaConfig
+
+    # a small limit stands in for 1,000 topics of 16 partitions (over the controller's 10,000)
+    monkeypatch.setattr(kafka_clients, "MAX_RECORDS_PER_REQUEST", 12)
+    names = [unique("test_many_topics") for _ in range(5)]
+    specs = [kafka_clients.TopicSpec(name, i % 2 == 0, 4, 1, {}) for i, name in enumerate(names)]
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    try:
+        kafka_clients.ensure_topics(KafkaConfig(bootstrap_servers=kafka_bootstrap), specs)
+        deadline = time.monotonic() + 30
+        while True:  # the broker's metadata catches up with the controller shortly after
+            topics = admin.list_topics(timeout=30).topics
+            if all(name in topics for name in names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for name in names:
+            assert len(topics[name].partitions) == 4
+        kafka_clients.ensure_topics(KafkaConfig(bootstrap_servers=kafka_bootstrap), specs)  # idempotent
+    finally:
+        for fut in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                fut.result()
