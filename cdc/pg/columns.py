@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -38,22 +38,26 @@ class Column:
     enum_labels: tuple[str, ...] | None
 
 
-_COLUMNS = """
+_COLUMNS_OF = """
 WITH RECURSIVE base(oid, root) AS (
     SELECT t.oid, t.oid FROM pg_type t
     UNION ALL
     SELECT b.oid, t.typbasetype FROM base b JOIN pg_type t ON t.oid = b.root WHERE t.typtype = 'd'
 )
-SELECT a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), bt.typname, bt.typcategory,
+SELECT a.attrelid, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), bt.typname, bt.typcategory,
        a.attnotnull, a.atttypmod, bt.oid,
        (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = bt.oid)
 FROM pg_attribute a
 JOIN LATERAL (SELECT root FROM base WHERE base.oid = a.atttypid
               AND NOT EXISTS (SELECT 1 FROM pg_type x WHERE x.oid = base.root AND x.typtype = 'd')) r ON true
 JOIN pg_type bt ON bt.oid = r.root
-WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
+WHERE a.attrelid {relation} AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
 """
+_COLUMNS = _COLUMNS_OF.format(relation="= %s")
+#: the columns of several relations in one query: the recursive walk over pg_type costs the
+#: server a few milliseconds per query, which per table made start-up of 1,000 tables take seconds
+_COLUMNS_MANY = _COLUMNS_OF.format(relation="= ANY(%s::oid[])")
 
 
 def _numeric_typmod(typmod: int) -> tuple[int | None, int | None]:
@@ -63,18 +67,34 @@ def _numeric_typmod(typmod: int) -> tuple[int | None, int | None]:
     return (value >> 16) & 0xFFFF, value & 0xFFFF
 
 
+def _column(row: tuple[Any, ...]) -> Column:
+    _relid, attname, typoid, typename, basename, category, notnull, typmod, _bt, labels = row
+    precision, scale = _numeric_typmod(int(typmod)) if basename == "numeric" else (None, None)
+    return Column(
+        attname, int(typoid), typename, basename, category, bool(notnull), precision, scale,
+        tuple(labels) if labels else None,
+    )  # fmt: skip
+
+
 def load_columns(conn: psycopg.Connection[Any], oid: int) -> dict[str, Column]:
     """The columns of the relation ``oid`` in table order."""
     columns: dict[str, Column] = {}
-    for attname, typoid, typename, basename, category, notnull, typmod, _bt, labels in conn.execute(
-        _COLUMNS, (oid,)
-    ):
-        precision, scale = _numeric_typmod(int(typmod)) if basename == "numeric" else (None, None)
-        columns[attname] = Column(
-            attname, int(typoid), typename, basename, category, bool(notnull), precision, scale,
-            tuple(labels) if labels else None,
-        )  # fmt: skip
+    for row in conn.execute(_COLUMNS, (oid,)):
+        column = _column(row)
+        columns[column.name] = column
     return columns
+
+
+def load_columns_of(conn: psycopg.Connection[Any], oids: Sequence[int]) -> dict[int, dict[str, Column]]:
+    """The columns of each relation in ``oids`` (in table order), as ``load_columns`` gives them,
+    in one query; a relation without columns maps to an empty dict."""
+    out: dict[int, dict[str, Column]] = {oid: {} for oid in oids}
+    if not oids:
+        return out
+    for row in conn.execute(_COLUMNS_MANY, (list(oids),)):
+        column = _column(row)
+        out[int(row[0])][column.name] = column
+    return out
 
 
 def column_infos(columns: Iterable[Column]) -> dict[str, ColumnInfo]:

@@ -10,6 +10,7 @@ import abc
 import json
 import logging
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from cdc.runtime.acks import AckTracker
 from cdc.runtime.encoding import RecordEncoder, SchemaIds
 from cdc.runtime.routing import Encoded
 from cdc.schemas.eventify import Record, StreamEventifier
-from cdc.schemas.subjects import SubjectSchema, make_client, register, resolve_id
+from cdc.schemas.subjects import SubjectSchema, for_each_subject, make_client, register, resolve_id
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +155,15 @@ class KafkaRecordOutput(Output):
         reg = self.app.schema_registry
         assert reg is not None
         client = make_client(reg.url, reg.config)
-        ids: SchemaIds = {}
-        for name, key_subject, value_subject in subjects_of(self.eventifiers):
-            if reg.auto_register:
-                ids[name] = (
-                    register(client, key_subject, allow_key_change=reg.allow_key_schema_change),
-                    register(client, value_subject, allow_key_change=reg.allow_key_schema_change),
-                )
-            else:
-                ids[name] = (resolve_id(client, key_subject), resolve_id(client, value_subject))
+        subjects = subjects_of(self.eventifiers)
+        resolve: Callable[[SubjectSchema], int] = (
+            partial(register, client, allow_key_change=reg.allow_key_schema_change)
+            if reg.auto_register
+            else partial(resolve_id, client)
+        )
+        # concurrently: with a thousand streams, one subject after another took most of start-up
+        found = for_each_subject(resolve, [item for _, key, value in subjects for item in (key, value)])
+        ids: SchemaIds = {name: (found[2 * i], found[2 * i + 1]) for i, (name, _, _) in enumerate(subjects)}
         self.encoder = RecordEncoder(self.eventifiers, ids, lambda: client)
         specs = self.topic_specs()
         ensure_topics(self.kafka, specs)

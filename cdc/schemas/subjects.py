@@ -8,6 +8,8 @@ partitioning and compaction; a key change needs ``allow_key_schema_change``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,11 @@ from cdc.schemas.avsc import canonical
 log = logging.getLogger(__name__)
 
 _NOT_FOUND = {40401, 40403}
+
+#: registry calls in flight at once while a connector resolves its subjects at start-up: each
+#: call is a round trip of a few milliseconds, mostly the registry's own time, so 2,000 subjects
+#: (1,000 streams) took 17-29 s one after another
+CONCURRENCY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,14 @@ def resolve_id(client: SchemaRegistryClient, item: SubjectSchema) -> int:
 def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_change: bool = False) -> int:
     """Register a subject's schema (idempotent); key subjects get FULL_TRANSITIVE and are guarded."""
     schema = Schema(canonical(item.schema), "AVRO")
+    # The common case at start-up, a schema registered before, in one round trip instead of two:
+    # found means the subject has versions, where the path below looks it up as well. Not found
+    # takes that path unchanged (it looks again: the subject may have been registered meanwhile).
+    try:
+        return int(_call("lookup", client.lookup_schema, item.subject, schema).schema_id)
+    except SchemaRegistryError as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
     try:
         versions = _call("versions", client.get_versions, item.subject)
     except SchemaRegistryError as exc:
@@ -114,6 +129,22 @@ def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_cha
         ) from None
     log.info("registered subject %s id %s", item.subject, schema_id)
     return schema_id
+
+
+def for_each_subject(fn: Callable[[SubjectSchema], int], items: Sequence[SubjectSchema]) -> list[int]:
+    """``fn`` (``register`` or ``resolve_id`` with their options bound) over ``items``, up to
+    CONCURRENCY at a time; the ids in the order of ``items``. Each subject's calls stay in
+    order; subjects are independent of each other. When several fail, the error raised is
+    that of the first failing subject in ``items`` order, as it was one after another (the
+    subjects after it may have been registered meanwhile: registering is idempotent)."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    pool = ThreadPoolExecutor(min(CONCURRENCY, len(items)), thread_name_prefix="registry")
+    try:
+        futures = [pool.submit(fn, item) for item in items]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def resolve_version_id(client: SchemaRegistryClient, subject: str, version: int | None) -> int:

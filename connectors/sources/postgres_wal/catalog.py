@@ -10,6 +10,7 @@ is created or altered, unless their stream is insert-only (those go to a separat
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from cdc.errors import SourceConfigError
-from cdc.pg.columns import Column, column_infos, load_columns
+from cdc.pg.columns import Column, column_infos, load_columns, load_columns_of
 from cdc.plugin import ColumnInfo
 
 
@@ -53,7 +54,7 @@ def load_table(conn: psycopg.Connection[Any], qualified: str, children: str | No
         (schema, name),
     ).fetchone()
     if row is None:
-        raise SourceConfigError(f"table {qualified!r} does not exist (or is not a table)")
+        raise missing_table(qualified)
     oid, replident, kind = int(row[0]), str(row[1]), str(row[2])
     columns = load_columns(conn, oid)
     key = tuple(
@@ -66,16 +67,70 @@ def load_table(conn: psycopg.Connection[Any], qualified: str, children: str | No
         )
     )
     table = Table(oid, schema, name, replident, key, columns, kind)
+    _add_children(conn, table, children)
+    return table
+
+
+def _add_children(conn: psycopg.Connection[Any], table: Table, children: str | None) -> None:
     if children:
         pattern = re.compile(children)
         for child_oid, child_schema, child_name in conn.execute(
             "SELECT c.oid, n.nspname, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.inhparent = %s ORDER BY c.relname",
-            (oid,),
+            (table.oid,),
         ):
             if pattern.fullmatch(child_name):
                 table.children.append((int(child_oid), child_schema, child_name))
-    return table
+
+
+def load_tables(
+    conn: psycopg.Connection[Any], wanted: Sequence[tuple[str, str | None]]
+) -> list[Table | None]:
+    """``load_table`` of each (qualified name, children pattern) in ``wanted``, None for one
+    that does not exist (the caller raises ``missing_table``), in three catalog queries for all
+    of them (and one per table with a children pattern) instead of three per table: with 1,000
+    streams those round trips, made twice (the connector and its capture process), took seconds
+    of start-up."""
+    names = [split_name(qualified) for qualified, _ in wanted]
+    found: dict[tuple[str, str], tuple[int, str, str]] = {
+        (str(nspname), str(relname)): (int(oid), str(replident), str(kind))
+        for nspname, relname, oid, replident, kind in conn.execute(
+            "SELECT n.nspname, c.relname, c.oid, c.relreplident, c.relkind "
+            "FROM unnest(%s::text[], %s::text[]) AS w(nspname, relname) "
+            "JOIN pg_namespace n ON n.nspname = w.nspname "
+            "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.relname "
+            "WHERE c.relkind IN ('r', 'p')",
+            ([schema for schema, _ in names], [name for _, name in names]),
+        )
+    }
+    oids = sorted({found[name][0] for name in names if name in found})
+    columns = load_columns_of(conn, oids)
+    keys: dict[int, list[str]] = {oid: [] for oid in oids}
+    if oids:
+        for relid, attname in conn.execute(
+            "SELECT i.indrelid, a.attname FROM pg_index i "
+            "JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+            "WHERE i.indrelid = ANY(%s::oid[]) AND i.indisprimary ORDER BY i.indrelid, k.n",
+            (oids,),
+        ):
+            keys[int(relid)].append(attname)
+    tables: list[Table | None] = []
+    for (schema, name), (_, children) in zip(names, wanted, strict=True):
+        if (schema, name) not in found:
+            tables.append(None)
+            continue
+        oid, replident, kind = found[(schema, name)]
+        # a copy per table: two streams of one table must not share a mutable children list
+        table = Table(oid, schema, name, replident, tuple(keys[oid]), dict(columns[oid]), kind)
+        _add_children(conn, table, children)
+        tables.append(table)
+    return tables
+
+
+def missing_table(qualified: str) -> SourceConfigError:
+    """The error of ``load_table`` for a table that does not exist."""
+    return SourceConfigError(f"table {qualified!r} does not exist (or is not a table)")
 
 
 def needs_identity(conn: psycopg.Connection[Any], table: Table) -> list[str]:

@@ -81,8 +81,12 @@ class PostgresWalSource(ReaderThread, SourceConnector):
 
     # --- catalog ---
     def _load_tables(self, conn: psycopg.Connection[Any]) -> None:
-        for name, cap in self.captures.items():
-            table = catalog.load_table(conn, cap.table, cap.children)
+        # one set of catalog queries for every stream's table (see load_tables); the checks
+        # and their errors come stream by stream, in order, as with one table at a time
+        loaded = catalog.load_tables(conn, [(cap.table, cap.children) for cap in self.captures.values()])
+        for (name, cap), table in zip(self.captures.items(), loaded, strict=True):
+            if table is None:
+                raise catalog.missing_table(cap.table)
             missing = [c for c in self.specs[name].columns if c not in table.columns]
             if missing:
                 raise SourceConfigError(f"stream {name!r}: columns {missing} not found in {table.qualified}")
