@@ -133,18 +133,36 @@ def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_cha
 
 def for_each_subject(fn: Callable[[SubjectSchema], int], items: Sequence[SubjectSchema]) -> list[int]:
     """``fn`` (``register`` or ``resolve_id`` with their options bound) over ``items``, up to
-    CONCURRENCY at a time; the ids in the order of ``items``. Each subject's calls stay in
-    order; subjects are independent of each other. When several fail, the error raised is
-    that of the first failing subject in ``items`` order, as it was one after another (the
-    subjects after it may have been registered meanwhile: registering is idempotent)."""
+    CONCURRENCY subjects at a time; the ids in the order of ``items``. Items of one subject
+    (streams sharing a topic) run one after another in ``items`` order, as their registrations
+    depend on each other (the first one creates the subject and sets its compatibility);
+    distinct subjects are independent. When several fail, the error raised is that of the first
+    failing item in ``items`` order, as it was one after another (items after it may have been
+    registered meanwhile: registering is idempotent)."""
     if len(items) <= 1:
         return [fn(item) for item in items]
-    pool = ThreadPoolExecutor(min(CONCURRENCY, len(items)), thread_name_prefix="registry")
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item.subject, []).append(index)
+    ids: list[int] = [0] * len(items)
+
+    def run(indexes: list[int]) -> tuple[int, BaseException] | None:
+        for index in indexes:
+            try:
+                ids[index] = fn(items[index])
+            except Exception as exc:
+                return index, exc
+        return None
+
+    pool = ThreadPoolExecutor(min(CONCURRENCY, len(groups)), thread_name_prefix="registry")
     try:
-        futures = [pool.submit(fn, item) for item in items]
-        return [future.result() for future in futures]
+        outcomes = [future.result() for future in [pool.submit(run, g) for g in groups.values()]]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    failures = [outcome for outcome in outcomes if outcome is not None]
+    if failures:
+        raise min(failures, key=lambda failure: failure[0])[1]
+    return ids
 
 
 def resolve_version_id(client: SchemaRegistryClient, subject: str, version: int | None) -> int:

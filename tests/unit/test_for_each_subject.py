@@ -58,3 +58,58 @@ def test_the_first_failing_subject_in_order_is_raised() -> None:
 
     with pytest.raises(SchemaError, match="'t3-value'"):
         for_each_subject(fail_some, ITEMS)
+
+
+def test_items_of_one_subject_run_one_after_another_in_order() -> None:
+    # Two streams into one topic share its subjects: their registrations must not race (the
+    # registry refused the second concurrent "set compatibility" of a new key subject with 409).
+    shared = [
+        SubjectSchema("pay-key", {"type": "long"}, True),
+        SubjectSchema("pay-value", {"type": "string"}, False),
+        SubjectSchema("pay-key", {"type": "long"}, True),
+        SubjectSchema("pay-value", {"type": "string"}, False),
+    ]
+    items = [*shared, *ITEMS]
+    lock = threading.Lock()
+    running: dict[str, int] = {}
+    order: list[int] = []
+    overlapped: list[str] = []
+
+    def call(item: SubjectSchema) -> int:
+        index = next(i for i, x in enumerate(items) if x is item)
+        with lock:
+            running[item.subject] = running.get(item.subject, 0) + 1
+            if running[item.subject] > 1:
+                overlapped.append(item.subject)
+            if item.subject.startswith("pay-"):
+                order.append(index)
+        time.sleep(0.01)
+        with lock:
+            running[item.subject] -= 1
+        return index
+
+    assert for_each_subject(call, items) == list(range(len(items)))
+    assert overlapped == []
+    assert [i for i in order if items[i].subject == "pay-key"] == [0, 2]
+    assert [i for i in order if items[i].subject == "pay-value"] == [1, 3]
+
+
+def test_a_failure_stops_the_rest_of_its_subject_and_the_first_in_order_is_raised() -> None:
+    items = [
+        SubjectSchema("a-value", {"type": "long"}, False),
+        SubjectSchema("b-value", {"type": "long"}, False),
+        SubjectSchema("a-value", {"type": "string"}, False),
+    ]
+    called: list[int] = []
+
+    def call(item: SubjectSchema) -> int:
+        index = next(i for i, x in enumerate(items) if x is item)
+        called.append(index)
+        if index in (0, 1):
+            time.sleep(0.05 if index == 0 else 0)  # b fails first, a is earlier in order
+            raise SchemaError(f"subject {item.subject!r}: refused #{index}")
+        return index
+
+    with pytest.raises(SchemaError, match="refused #0"):
+        for_each_subject(call, items)
+    assert 2 not in called  # the second item of a failed subject is not tried
