@@ -14,7 +14,13 @@ committed, in the order it was told, between two polls of the source (on the thr
 as in-process). The child dies with the parent (PR_SET_PDEATHSIG, and EOF on its pipe), so a
 kill -9 of the connector never leaves a child holding a replication slot or a lease.
 
-Messages, parent -> child: ``("ack", offsets)``, ``("stop",)``. Child -> parent:
+The child is spawned early (``spawn``: a second interpreter, its imports, the source built and
+its tables described - seconds with many tables) while this process still resolves schemas in
+the registry; ``start`` then sends what only exists after that: the committed offsets, the
+schema ids, the live keys.
+
+Messages, parent -> child: ``("start", StartOrder)`` once, then ``("ack", offsets)``,
+``("stop",)`` (also before the start: the child then exits without starting). Child -> parent:
 ``("started",)``, ``("batch", [event fields as a plain tuple, ...])`` (or, for a source that
 encodes in the capture process, ``[Encoded fields as a plain tuple | DeadLetter, ...]``), ``("lag", {...})``,
 ``("error", ErrorReport)``.
@@ -89,15 +95,21 @@ class ErrorReport:
 
 @dataclass(frozen=True)
 class CaptureSettings:
-    """What the child needs: it builds its own source from the config."""
+    """What the child needs to prepare: it builds its own source from the config."""
 
     app: AppConfig
-    offsets: Offsets
-    #: set when the source encodes in the capture process (``encode_in_capture``)
-    schema_ids: SchemaIds | None
     log_level: int
     log_format: str
     lag_interval: float
+
+
+@dataclass(frozen=True)
+class StartOrder:
+    """What the child needs to start its source, known once the parent prepared its output."""
+
+    offsets: Offsets
+    #: set when the source encodes in the capture process (``encode_in_capture``)
+    schema_ids: SchemaIds | None
     #: the baseline of key-set delete detection (cdc.runtime.keyset), restored before start
     live_keys: LiveKeys
 
@@ -120,19 +132,19 @@ class CaptureProcess:
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
 
-    def start(self, offsets: Offsets) -> None:
-        """Spawn the child and wait until its source started (start errors are raised here)."""
+    def spawn(self) -> None:
+        """Start the child now: it builds its source and describes the tables, then waits for
+        ``start``. Called early, that overlaps the parent's own preparation (the registry)."""
+        if self._process is not None:
+            return
         # spawn, not fork: this process already runs librdkafka's threads, which fork cannot copy.
         ctx = multiprocessing.get_context("spawn")
         parent_end, child_end = ctx.Pipe(duplex=True)
         settings = CaptureSettings(
             self.app,
-            offsets,
-            self.schema_ids,
             logging.getLogger().level,
             os.environ.get("CDC_LOG_FORMAT") or _current_log_format(),
             self.app.runtime.metrics_log_interval,
-            self.live_keys,
         )
         process = ctx.Process(
             target=_child_main, args=(child_end, settings, os.getpid()), name=f"cdc-capture-{self.app.name}"
@@ -142,6 +154,16 @@ class CaptureProcess:
         child_end.close()
         self._conn, self._process = parent_end, process
         log.info("capture process started (pid %d)", process.pid)
+
+    def start(self, offsets: Offsets) -> None:
+        """Spawn the child unless ``spawn`` did, hand it the offsets and what else it needs, and
+        wait until its source started (its preparation and start errors are raised here)."""
+        self.spawn()
+        assert self._conn is not None
+        try:
+            self._conn.send(("start", StartOrder(offsets, self.schema_ids, self.live_keys)))
+        except OSError:
+            raise self._died() from None
         while True:
             message = self._receive(0.5)
             if message is None:
@@ -275,15 +297,26 @@ def _capture(conn: Connection, settings: CaptureSettings) -> None:
     from cdc.runtime.runner import build_source
 
     source, eventifiers = build_source(settings.app)
-    gctuning.tune_for_streaming()
-    pack = _encoder(settings, eventifiers) if settings.schema_ids is not None else _fields_of
-    acks: deque[Offsets] = deque()
-    stop = threading.Event()
-    threading.Thread(target=_control, args=(conn, acks, stop), name="capture-control", daemon=True).start()
-    committed = dict(settings.offsets)
     try:
         source.describe()
-        restore(source, eventifiers, settings.live_keys)
+        # Prepared while the parent prepares its output; now wait for the order to start.
+        message = conn.recv()  # EOF (the parent gone) ends the child through _child_main
+        if message[0] != "start":
+            return  # stopped before the start (the parent's preparation failed or a SIGTERM)
+        order: StartOrder = message[1]
+        gctuning.tune_for_streaming()
+        pack = (
+            _encoder(settings.app, order.schema_ids, eventifiers)
+            if order.schema_ids is not None
+            else _fields_of
+        )
+        acks: deque[Offsets] = deque()
+        stop = threading.Event()
+        threading.Thread(
+            target=_control, args=(conn, acks, stop), name="capture-control", daemon=True
+        ).start()
+        committed = dict(order.offsets)
+        restore(source, eventifiers, order.live_keys)
         source.start(committed)
         conn.send(("started",))
         next_lag = time.monotonic()
@@ -326,16 +359,16 @@ def _fields_of(events: list[ChangeEvent]) -> list[Any]:
 
 
 def _encoder(
-    settings: CaptureSettings, eventifiers: dict[str, Any]
+    app: AppConfig, schema_ids: SchemaIds, eventifiers: dict[str, Any]
 ) -> Callable[[list[ChangeEvent]], list[Any]]:
     """Eventify and serialize in the child: records cross the pipe as wire-format bytes
     (Encoded fields as a plain tuple; a NamedTuple pickles through Python code per item)."""
     from cdc.schemas.subjects import make_client
 
-    reg = settings.app.schema_registry
-    assert reg is not None and settings.schema_ids is not None
-    encoder = RecordEncoder(eventifiers, settings.schema_ids, lambda: make_client(reg.url, reg.config))
-    route = Router(settings.app, eventifiers)
+    reg = app.schema_registry
+    assert reg is not None
+    encoder = RecordEncoder(eventifiers, schema_ids, lambda: make_client(reg.url, reg.config))
+    route = Router(app, eventifiers)
 
     def pack(events: list[ChangeEvent]) -> list[Any]:
         items: list[Any] = []

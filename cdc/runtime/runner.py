@@ -143,6 +143,11 @@ class Runner:
             tracker = AckTracker()
             txn_id = f"cdc-{self.app.name}" if self.app.delivery is Delivery.EXACTLY_ONCE else None
             output = make_output(self.app, prepared.eventifiers, tracker, txn_id, source.encodes_values)
+            if isinstance(output, KafkaRecordOutput) and self._capture_process(source):
+                # Spawned before the registry is asked: the child's interpreter, imports, source
+                # and table descriptions (seconds with 1,000 tables) overlap those round trips.
+                capture = CaptureProcess(self.app, self.stop)
+                capture.spawn()
             output.prepare()
             feed: Feed = source
             live: keyset.LiveKeys = {}
@@ -156,9 +161,11 @@ class Runner:
                     name: output.live_keys(prepared.eventifiers[name])
                     for name in keyset.streams_to_restore(self.app, source)
                 }
-            if isinstance(output, KafkaRecordOutput) and self._capture_process(source):
-                ids = output.schema_ids if source.encode_in_capture else None
-                feed = capture = CaptureProcess(self.app, self.stop, ids, live)
+            if capture is not None:
+                assert isinstance(output, KafkaRecordOutput)
+                capture.schema_ids = output.schema_ids if source.encode_in_capture else None
+                capture.live_keys = live
+                feed = capture
             else:
                 keyset.restore(source, prepared.eventifiers, live)
             txn_meta = None

@@ -72,3 +72,30 @@ def test_inline_capture_delivers_the_same_as_the_capture_process(
     finally:
         conn.ensure_stopped()
         reader.close()
+
+
+def test_a_capture_process_spawned_before_a_failed_preparation_never_outlives_it(
+    tmp_path: Path, pg_database: str, topic_name: str, kafka_bootstrap: str
+) -> None:
+    # The child is spawned while the parent still asks the registry; here nothing answers there,
+    # so every attempt fails after the spawn and is retried: each attempt's child must be gone
+    # before the next one is spawned, and the last one with the connector.
+    app = LegacyApp(pg_database)
+    app.insert_many(5)
+    config = make_config(tmp_path, pg_database, topic_name, kafka_bootstrap, "http://127.0.0.1:9/ccompat")
+    config.write_text(config.read_text().replace("runtime:\n", "runtime:\n  retry_backoff_max: 1s\n"))
+    conn = Connector(config, tmp_path / "run.log")
+    try:
+        wait_for(
+            lambda: len(re.findall(r"capture process started \(pid (\d+)\)", conn.log_text())) >= 3,
+            90,
+            "three attempts, each spawning a capture process",
+        )
+        pids = [int(p) for p in re.findall(r"capture process started \(pid (\d+)\)", conn.log_text())]
+        for pid in pids[:-1]:
+            assert not _alive(pid), f"capture process {pid} of a failed attempt is still running"
+        conn.proc.send_signal(signal.SIGTERM)
+        assert conn.proc.wait(60) == 0
+        wait_for(lambda: not any(_alive(p) for p in pids), 10, "every capture process to exit")
+    finally:
+        conn.ensure_stopped()
