@@ -38,7 +38,9 @@ class Column:
     enum_labels: tuple[str, ...] | None
 
 
-_COLUMNS_OF = """
+#: the columns of several relations in one query: the recursive walk over pg_type costs the
+#: server a few milliseconds per query, which per table made start-up of 1,000 tables take seconds
+_COLUMNS = """
 WITH RECURSIVE base(oid, root) AS (
     SELECT t.oid, t.oid FROM pg_type t
     UNION ALL
@@ -51,13 +53,9 @@ FROM pg_attribute a
 JOIN LATERAL (SELECT root FROM base WHERE base.oid = a.atttypid
               AND NOT EXISTS (SELECT 1 FROM pg_type x WHERE x.oid = base.root AND x.typtype = 'd')) r ON true
 JOIN pg_type bt ON bt.oid = r.root
-WHERE a.attrelid {relation} AND a.attnum > 0 AND NOT a.attisdropped
+WHERE a.attrelid = ANY(%s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
-_COLUMNS = _COLUMNS_OF.format(relation="= %s")
-#: the columns of several relations in one query: the recursive walk over pg_type costs the
-#: server a few milliseconds per query, which per table made start-up of 1,000 tables take seconds
-_COLUMNS_MANY = _COLUMNS_OF.format(relation="= ANY(%s::oid[])")
 
 
 def _numeric_typmod(typmod: int) -> tuple[int | None, int | None]:
@@ -78,11 +76,7 @@ def _column(row: tuple[Any, ...]) -> Column:
 
 def load_columns(conn: psycopg.Connection[Any], oid: int) -> dict[str, Column]:
     """The columns of the relation ``oid`` in table order."""
-    columns: dict[str, Column] = {}
-    for row in conn.execute(_COLUMNS, (oid,)):
-        column = _column(row)
-        columns[column.name] = column
-    return columns
+    return load_columns_of(conn, [oid])[oid]
 
 
 def load_columns_of(conn: psycopg.Connection[Any], oids: Sequence[int]) -> dict[int, dict[str, Column]]:
@@ -91,7 +85,7 @@ def load_columns_of(conn: psycopg.Connection[Any], oids: Sequence[int]) -> dict[
     out: dict[int, dict[str, Column]] = {oid: {} for oid in oids}
     if not oids:
         return out
-    for row in conn.execute(_COLUMNS_MANY, (list(oids),)):
+    for row in conn.execute(_COLUMNS, (list(oids),)):
         column = _column(row)
         out[int(row[0])][column.name] = column
     return out

@@ -121,13 +121,12 @@ class CaptureProcess:
         self,
         app: AppConfig,
         stop: threading.Event,
-        schema_ids: SchemaIds | None = None,
-        live_keys: LiveKeys | None = None,
     ) -> None:
         self.app = app
         self.stop = stop
-        self.schema_ids = schema_ids
-        self.live_keys = live_keys or {}
+        # Set by the runner once its output is prepared (after ``spawn``), sent with the start.
+        self.schema_ids: SchemaIds | None = None
+        self.live_keys: LiveKeys = {}
         self._lag: dict[str, float] = {}
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
