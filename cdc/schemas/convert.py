@@ -503,6 +503,12 @@ class _Compiler:
         )
 
 
+def compose(first: Conv, then: Conv) -> Conv:
+    """``then`` applied to what ``first`` returns (a column's policy before its conversion, or
+    two policies naming one column in turn)."""
+    return lambda value: then(first(value))
+
+
 class RecordConverter:
     """Maps one source row onto one Avro record; built by :func:`compile_record`."""
 
@@ -518,10 +524,6 @@ class RecordConverter:
         through its function (a stream's column policies), then converts it as this one does:
         one pass over the row, no copied row. A value that does not fit is reported as the
         function returned it; a missing column still takes the field's default."""
-
-        def compose(first: Conv, then: Conv) -> Conv:
-            return lambda v: then(first(v))
-
         return RecordConverter(
             self.stream,
             [

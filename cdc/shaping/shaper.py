@@ -18,6 +18,7 @@ from typing import Any
 
 from cdc.errors import RowError, SchemaError
 from cdc.plugin import ChangeEvent, Op
+from cdc.schemas.convert import compose
 from cdc.shaping import expr
 from cdc.shaping.config import Policy
 from cdc.shaping.policies import Apply, avro_kinds, check_policies, compile_policy, describe
@@ -165,7 +166,7 @@ class StreamShaper:
         out: dict[str, Apply] = {}
         for column, apply in self._key if key else self._row:
             first = out.get(column)
-            out[column] = apply if first is None else _then(first, apply)
+            out[column] = apply if first is None else compose(first, apply)
         return out
 
     def apply_policies(self, event: ChangeEvent) -> ChangeEvent:
@@ -190,10 +191,6 @@ class StreamShaper:
             if column in out:
                 out[column] = apply(out[column])
         return out
-
-
-def _then(first: Apply, second: Apply) -> Apply:
-    return lambda value: second(first(value))
 
 
 def _as_delete(event: ChangeEvent) -> ChangeEvent:
