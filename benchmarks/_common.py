@@ -68,6 +68,20 @@ def _tree_pids() -> list[int]:
     return _tree[1]
 
 
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process's descendants that still run
+    (the connector's capture process): getrusage counts a child only once it was reaped."""
+    total = 0
+    for pid in _descendants(os.getpid())[1:]:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def current_rss_mb() -> float:
     """Resident set size of this process and its descendants now, in MiB (the list of
     descendants is refreshed every second)."""
@@ -118,26 +132,35 @@ def report(result: dict[str, Any]) -> None:
 
 
 def drain(
-    runner: Any, name: str, events: int, timeout: float, cpu: list[float] | None = None
+    runner: Any,
+    name: str,
+    events: int,
+    timeout: float,
+    cpu: list[float] | None = None,
+    capture_cpu: list[float] | None = None,
 ) -> tuple[float, float]:
     """Run the connector until its stream ``rows`` produced ``events`` events, all acknowledged and
     committed; returns (first event read, last acknowledged) monotonic times. ``cpu``, when given,
-    receives this process's CPU seconds over the same span (start-up excluded)."""
+    receives this process's CPU seconds over the same span (start-up excluded), ``capture_cpu``
+    its capture process's (0 when the source runs inline)."""
     counter = runner.metrics.events.labels(name, "rows")
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     first = None
-    cpu_first = 0.0
+    cpu_first = children_first = 0.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         produced = counter._value.get()
         if first is None and produced > 0:
             first = time.monotonic()
             cpu_first = time.process_time()
+            children_first = children_cpu_s() if capture_cpu is not None else 0.0
         in_flight = runner.metrics.in_flight.labels(name)._value.get()
         if produced >= events and in_flight == 0:  # every event acknowledged by the broker and committed
             if cpu is not None:
                 cpu.append(time.process_time() - cpu_first)
+            if capture_cpu is not None:
+                capture_cpu.append(children_cpu_s() - children_first)
             return first or time.monotonic(), time.monotonic()
         if not thread.is_alive():
             sys.exit("benchmark: the connector stopped early")

@@ -223,7 +223,9 @@ def main() -> None:
                 file=sys.stderr,
             )
             runner = make_runner(tmp, name, url, args.capture, start)
-            first, done = drain(runner, name, rows, timeout=1800)
+            cpu: list[float] = []
+            capture_cpu: list[float] = []
+            first, done = drain(runner, name, rows, timeout=1800, cpu=cpu, capture_cpu=capture_cpu)
             runner.stop.set()
             results[scenario] = {
                 "mode": "drain",
@@ -231,6 +233,10 @@ def main() -> None:
                 "events_per_s": round(rows / max(done - first, 1e-6)),
                 "seconds": round(done - first, 2),
                 "rss_mb": round(rss_mb(), 1),
+                # CPU per event, first event to last ack: the connector process (eventify, encode,
+                # produce) and its capture process (binlog reading, decoding, pickling)
+                "connector_cpu_us_per_event": round(cpu[0] / rows * 1e6, 1),
+                "capture_cpu_us_per_event": round(capture_cpu[0] / rows * 1e6, 1),
             }
         finally:
             time.sleep(1)

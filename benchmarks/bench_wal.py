@@ -334,7 +334,8 @@ def main() -> None:
             )
             runner = make_runner(tmp, name, url, args.capture, args.shaping)
             cpu: list[float] = []
-            first, done = drain(runner, name, rows, timeout=1800, cpu=cpu)
+            capture_cpu: list[float] = []
+            first, done = drain(runner, name, rows, timeout=1800, cpu=cpu, capture_cpu=capture_cpu)
             runner.stop.set()
             results[scenario] = {
                 "mode": "drain",
@@ -346,6 +347,8 @@ def main() -> None:
                 # shaping, encode, produce; the capture process reads): robust to other load on
                 # the machine, unlike the rate
                 "connector_cpu_us_per_event": round(cpu[0] / rows * 1e6, 1),
+                # the capture process's (reading, decoding, pickling), same span
+                "capture_cpu_us_per_event": round(capture_cpu[0] / rows * 1e6, 1),
             }
         finally:
             time.sleep(1)
