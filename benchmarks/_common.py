@@ -168,6 +168,20 @@ def drain(
     sys.exit(f"benchmark: timed out ({counter._value.get()} of {events} events)")
 
 
+def wait_streaming(runner: Any, thread: threading.Thread, timeout: float = 120) -> None:
+    """Wait until the connector's source started (its readiness), then a second more for its
+    first reads: a live benchmark that starts writing earlier measures the connector's start-up
+    (spawning the capture process, the registry, connecting) as latency of its first events."""
+    deadline = time.monotonic() + timeout
+    while not runner.metrics.ready:
+        if not thread.is_alive():
+            sys.exit("benchmark: the connector stopped before it was ready")
+        if time.monotonic() > deadline:
+            sys.exit(f"benchmark: the connector was not ready after {timeout:.0f}s")
+        time.sleep(0.05)
+    time.sleep(1)
+
+
 def percentiles(latencies: list[float]) -> dict[str, float]:
     """p50, p99 and max of latencies in milliseconds (-1 when there are none)."""
     latencies = sorted(latencies)

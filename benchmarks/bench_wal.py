@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import KEY, VALUE, drain, env, percentiles, report, rss_mb, start_rss_sampling
+from _common import KEY, VALUE, drain, env, percentiles, report, rss_mb, start_rss_sampling, wait_streaming
 
 from cdc.config import load_config
 from cdc.runtime.runner import Runner
@@ -242,7 +242,7 @@ def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict
 
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
-    time.sleep(3)
+    wait_streaming(runner, thread)
     consumer = Consumer(
         {
             "bootstrap.servers": env("CDC_TEST_KAFKA_BOOTSTRAP"),
