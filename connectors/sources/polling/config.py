@@ -32,7 +32,9 @@ class PollingConfig(BaseModel):
         None, description="zone of zone-less timestamp columns (default: the database's default zone)"
     )
     fetch_size: int = Field(10_000, ge=1, description="rows fetched per round trip (bounded memory)")
-    queue_events: int = Field(50_000, ge=100, description="events buffered between pollers and the pipeline")
+    # 10,000 decouples reading from the pipeline for 0.2 s or more at full speed; 50,000 held
+    # ~50-70 MB more at peak (issue #15's RSS goal) and was no faster in the drain benchmarks.
+    queue_events: int = Field(10_000, ge=100, description="events buffered between pollers and the pipeline")
     progress: bool = Field(True, description="progress bar / log lines during an initial load")
     zero_dates: Literal["error", "null"] = Field(
         "error",
