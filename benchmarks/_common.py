@@ -68,11 +68,14 @@ def _tree_pids() -> list[int]:
     return _tree[1]
 
 
-def children_cpu_s() -> float:
+def children_cpu_s(exclude: tuple[int | None, ...] = ()) -> float:
     """CPU seconds (user + system) used so far by this process's descendants that still run
-    (the connector's capture process): getrusage counts a child only once it was reaped."""
+    (the connector's capture process), but ``exclude`` (e.g. a workload writer): getrusage
+    counts a child only once it was reaped."""
     total = 0
     for pid in _descendants(os.getpid())[1:]:
+        if pid in exclude:
+            continue
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()

@@ -32,7 +32,18 @@ from urllib.parse import urlparse
 import pymysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import KEY, VALUE, drain, env, percentiles, report, rss_mb, start_rss_sampling, wait_streaming
+from _common import (
+    KEY,
+    VALUE,
+    children_cpu_s,
+    drain,
+    env,
+    percentiles,
+    report,
+    rss_mb,
+    start_rss_sampling,
+    wait_streaming,
+)
 
 from cdc.config import load_config
 from cdc.runtime.runner import Runner
@@ -157,6 +168,7 @@ def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict
         consumer.poll(0.5)
     proc = multiprocessing.get_context("spawn").Process(target=writer, args=(url, rate, seconds))
     proc.start()
+    capture_first = children_cpu_s(exclude=(proc.pid,))  # the capture process's, not the writer's
     latencies: list[float] = []
     end = time.monotonic() + seconds + 10
     while time.monotonic() < end:
@@ -168,11 +180,14 @@ def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict
         received = time.time()
         row: Any = schemaless_reader(io.BytesIO(msg.value()[5:]), schema, None)
         latencies.append((received - float(row["label"])) * 1000)
+    capture_cpu = children_cpu_s(exclude=(proc.pid,)) - capture_first
     proc.join()
     consumer.close()
     runner.stop.set()
     thread.join(30)
-    return percentiles(latencies)
+    out: dict[str, Any] = dict(percentiles(latencies))
+    out["capture_cpu_us_per_event"] = round(capture_cpu / max(len(latencies), 1) * 1e6, 1)
+    return out
 
 
 def main() -> None:
