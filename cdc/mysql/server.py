@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
+from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
 from sqlalchemy.engine import make_url
 
 from cdc.errors import SourceConfigError, SourceUnavailableError
 from cdc.masking import mask_dsn
 from cdc.plugin import ColumnInfo
+
+#: connection fields Settings keeps apart from the DSN's driver options
+_ADDRESS = frozenset({"host", "port", "user", "password", "database"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,32 +27,51 @@ class Settings:
     user: str
     password: str
     database: str | None
+    #: the DSN's driver options as ``pymysql.connect`` keywords - TLS above all
+    #: (``?ssl_ca=/ca.pem&ssl_cert=...&ssl_key=...&ssl_check_hostname=true`` become ``ssl={...}``),
+    #: read the way SQLAlchemy's PyMySQL dialect reads them, so the replication stream and the
+    #: plain sessions connect exactly like the catalog's engine does
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, dsn: str) -> Settings:
         url = make_url(dsn)
+        _, kwargs = MySQLDialect_pymysql().create_connect_args(url)
+        options = {k: v for k, v in kwargs.items() if k not in _ADDRESS}
         return cls(
-            url.host or "127.0.0.1", url.port or 3306, url.username or "", url.password or "", url.database
-        )
+            url.host or "127.0.0.1", url.port or 3306, url.username or "", url.password or "", url.database,
+            options,
+        )  # fmt: skip
 
     def replication(self) -> dict[str, Any]:
-        """Connection settings for BinLogStreamReader."""
-        return {"host": self.host, "port": self.port, "user": self.user, "passwd": self.password}
+        """Connection settings for BinLogStreamReader (its control and stream connections)."""
+        return {
+            **self.options,
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "passwd": self.password,
+        }
 
 
 def connect(settings: Settings, dsn_for_errors: str) -> pymysql.connections.Connection[Any]:
-    """A plain autocommit session in UTC (TIMESTAMP values read as UTC, like the binlog's)."""
+    """A plain autocommit session in UTC (TIMESTAMP values read as UTC, like the binlog's), with
+    the DSN's driver options (TLS); autocommit, the character set and the time zone are this
+    function's whatever the DSN says, as every value read depends on them."""
     try:
         conn = pymysql.connect(
-            host=settings.host,
-            port=settings.port,
-            user=settings.user,
-            password=settings.password,
-            database=settings.database,
-            autocommit=True,
-            connect_timeout=10,
-            charset="utf8mb4",
-            init_command="SET time_zone = '+00:00'",
+            **{
+                **settings.options,
+                "host": settings.host,
+                "port": settings.port,
+                "user": settings.user,
+                "password": settings.password,
+                "database": settings.database,
+                "autocommit": True,
+                "connect_timeout": settings.options.get("connect_timeout", 10),
+                "charset": "utf8mb4",
+                "init_command": "SET time_zone = '+00:00'",
+            }
         )
     except pymysql.MySQLError as exc:
         raise SourceUnavailableError(f"cannot connect to {mask_dsn(dsn_for_errors)}: {exc}") from None
