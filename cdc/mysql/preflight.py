@@ -6,6 +6,7 @@ Every finding names the statement or setting that fixes it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pymysql
@@ -103,3 +104,68 @@ def _retention(values: dict[str, str]) -> CheckResult:
                          "SET GLOBAL binlog_expire_logs_seconds = 604800"),
         warning=not ok,
     )  # fmt: skip
+
+
+_GRANT = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<target>\S+) TO ", re.IGNORECASE)
+
+
+def signal_table(conn: Any, db: str, table: str) -> CheckResult:
+    """Whether the connector can write incremental-snapshot watermarks into its signal table
+    ``db.table`` (INSERT), and create it at start when it does not exist yet (CREATE)."""
+    grants = [str(r[0]) for r in server.rows(conn, "SHOW GRANTS")]
+    exists = server.scalar(
+        conn,
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+        (db, table),
+    )
+    return signal_table_privileges(grants, db, table, exists=bool(exists))
+
+
+def signal_table_privileges(grants: list[str], db: str, table: str, *, exists: bool) -> CheckResult:
+    """The finding for the signal table from the connector user's ``SHOW GRANTS`` lines."""
+    held = _privileges_on(grants, db, table)
+    needed = ["INSERT"] if exists else ["CREATE", "INSERT"]
+    missing = [p for p in needed if "ALL PRIVILEGES" not in held and p not in held]
+    name = f"{server.quote(db)}.{server.quote(table)}"
+    what = f"signal table {db}.{table}: " + (
+        "INSERT" if exists else "missing; CREATE and INSERT to create it at start"
+    )
+    if not missing:
+        return CheckResult(True, what)
+    fix = f"GRANT {', '.join(missing)} ON {name if exists else server.quote(db) + '.*'} TO <connector user>"
+    if not exists:
+        fix += (
+            f"; or create it yourself: CREATE TABLE {name} (id VARCHAR(100) PRIMARY KEY, "
+            "type VARCHAR(64) NOT NULL, data TEXT), and GRANT INSERT ON it"
+        )
+    return CheckResult(False, what, fix + " (privileges through roles are not resolved here)")
+
+
+def _privileges_on(grants: list[str], db: str, table: str) -> set[str]:
+    """The privileges the GRANT lines give on ``db.table`` (global, database - with MySQL's
+    wildcard patterns - and table grants; column grants are ignored)."""
+    held: set[str] = set()
+    for line in grants:
+        found = _GRANT.match(line)
+        if found is None:
+            continue  # a role granted to the user: not resolved
+        target_db, _, target_table = found["target"].partition(".")
+        target_db, target_table = target_db.strip("`"), target_table.strip("`")
+        if not (_db_matches(target_db, db) and target_table in ("*", table)):
+            continue
+        for privilege in found["privileges"].split(","):
+            privilege = privilege.strip().upper()
+            if "(" not in privilege:  # SELECT (col): a column grant
+                held.add(privilege)
+    return held
+
+
+def _db_matches(pattern: str, db: str) -> bool:
+    """A database grant's name against ``db``: ``*``, the name, or a pattern (``%``, ``_``, ``\\_``)."""
+    if pattern in ("*", db):
+        return True
+    regex = "".join(
+        ".*" if part == "%" else "." if part == "_" else re.escape(part[-1])
+        for part in re.findall(r"\\.|%|_|[^\\%_]", pattern)
+    )
+    return re.fullmatch(regex, db) is not None

@@ -42,6 +42,7 @@ from cdc.mysql.positions import (
     resume_of,
 )
 from cdc.mysql.preflight import preflight
+from cdc.mysql.preflight import signal_table as signal_table_check
 from cdc.mysql.stream import Seen
 from cdc.mysql.types import row_normalizer
 from cdc.plugin import (
@@ -142,6 +143,8 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
                 by_gtid=self.cfg.resume_by is ResumeBy.GTID,
                 mariadb=self.mariadb,
             )
+            if self.signal_table is not None:
+                results.append(signal_table_check(conn, *self.signal_table))
         finally:
             conn.close()
         return results
