@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 #: the key and value schemas of the log-source benchmarks (the table bench)
@@ -183,6 +185,91 @@ def wait_streaming(runner: Any, thread: threading.Thread, timeout: float = 120) 
             sys.exit(f"benchmark: the connector was not ready after {timeout:.0f}s")
         time.sleep(0.05)
     time.sleep(1)
+
+
+def consume_latencies(
+    topic: str,
+    latency_ms: Callable[[Any, float], float],
+    ready: Any,
+    writer_done: Any,
+    out: Any,
+    deadline_s: float,
+) -> None:
+    """The measuring consumer of a live benchmark, in a process of its own: inside the
+    connector's process its polling and Avro decoding would compete with the pipeline for the
+    GIL (a thread holding it keeps another waiting up to the 5 ms switch interval), which is
+    latency of the benchmark, not of the connector. Sets ``ready`` once connected and fetching,
+    reads until the writer is done and the topic is idle (or ``deadline_s`` after the writer
+    started), then sends the latencies (``latency_ms(message, received_epoch_s)``) on ``out``."""
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": env("CDC_TEST_KAFKA_BOOTSTRAP"),
+            "group.id": f"bench-{topic}",
+            "fetch.wait.max.ms": 5,  # measure the pipeline, not the consumer's own fetch wait
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, OFFSET_END)])  # after the warm-up row
+    # Connect and fetch before the writer starts: the first connection and fetch session
+    # would otherwise add their setup time to the first events' latency.
+    for _ in range(3):
+        consumer.poll(0.5)
+    ready.set()
+    latencies: list[float] = []
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            if writer_done.is_set() and msg is None and latencies:
+                break
+            continue
+        latencies.append(latency_ms(msg, time.time()))
+    consumer.close()
+    out.send(latencies)
+
+
+def measure_live(
+    runner: Any, topic: str, warm_up: Callable[[], None], writer: Callable[..., None],
+    writer_args: tuple[Any, ...], latency_ms: Callable[[Any, float], float], seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Run the connector until a first row (``warm_up()`` writes it) went through it, then the
+    measuring consumer (from the topic's end) and the workload writer, each in a process of its
+    own, for ``seconds``; latency percentiles and the capture process's CPU per event. Before
+    the first row arrived, latency would measure the connector's start-up."""
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    wait_streaming(runner, thread)
+    warm_up()
+    produced = runner.metrics.events.labels(topic, "rows")
+    deadline = time.monotonic() + 120
+    while produced._value.get() < 1:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sys.exit("benchmark: the warm-up row did not go through the connector")
+        time.sleep(0.02)
+    ctx = multiprocessing.get_context("spawn")
+    ready, writer_done = ctx.Event(), ctx.Event()
+    receive, send = ctx.Pipe(duplex=False)
+    consumer = ctx.Process(
+        target=consume_latencies, args=(topic, latency_ms, ready, writer_done, send, seconds + 10)
+    )
+    consumer.start()
+    if not ready.wait(60):
+        sys.exit("benchmark: the measuring consumer did not connect")
+    proc = ctx.Process(target=writer, args=writer_args)
+    proc.start()
+    others = (proc.pid, consumer.pid)  # the capture process's CPU, not the writer's or the consumer's
+    capture_first = children_cpu_s(exclude=others)
+    proc.join()
+    writer_done.set()
+    latencies: list[float] = receive.recv()
+    capture_cpu = children_cpu_s(exclude=others) - capture_first
+    consumer.join()
+    runner.stop.set()
+    thread.join(30)
+    out: dict[str, Any] = dict(percentiles(latencies))
+    out["capture_cpu_us_per_event"] = round(capture_cpu / max(len(latencies), 1) * 1e6, 1)
+    return out
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:

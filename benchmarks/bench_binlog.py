@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import multiprocessing
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -35,14 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     KEY,
     VALUE,
-    children_cpu_s,
     drain,
     env,
-    percentiles,
+    measure_live,
     report,
     rss_mb,
     start_rss_sampling,
-    wait_streaming,
 )
 
 from cdc.config import load_config
@@ -148,46 +144,31 @@ def writer(url: str, rate: int, seconds: float) -> None:
     conn.close()
 
 
-def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict[str, Any]:
-    from confluent_kafka import Consumer, TopicPartition
+_ROW_SCHEMA: Any = None
+
+
+def insert_latency_ms(msg: Any, received_s: float) -> float:
+    """The row's insert (its label: the writer's clock just before the INSERT; binlog
+    timestamps have whole seconds) to the consumer's receipt."""
+    global _ROW_SCHEMA
     from fastavro import parse_schema, schemaless_reader
 
-    schema = parse_schema(VALUE)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    wait_streaming(runner, thread)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": env("CDC_TEST_KAFKA_BOOTSTRAP"),
-            "group.id": f"bench-{name}",
-            "fetch.wait.max.ms": 5,
-        }
-    )
-    consumer.assign([TopicPartition(name, 0, 0)])
-    for _ in range(3):  # connect and fetch once before the writer starts
-        consumer.poll(0.5)
-    proc = multiprocessing.get_context("spawn").Process(target=writer, args=(url, rate, seconds))
-    proc.start()
-    capture_first = children_cpu_s(exclude=(proc.pid,))  # the capture process's, not the writer's
-    latencies: list[float] = []
-    end = time.monotonic() + seconds + 10
-    while time.monotonic() < end:
-        msg = consumer.poll(0.5)
-        if msg is None or msg.error():
-            if not proc.is_alive() and msg is None and latencies:
-                break
-            continue
-        received = time.time()
-        row: Any = schemaless_reader(io.BytesIO(msg.value()[5:]), schema, None)
-        latencies.append((received - float(row["label"])) * 1000)
-    capture_cpu = children_cpu_s(exclude=(proc.pid,)) - capture_first
-    proc.join()
-    consumer.close()
-    runner.stop.set()
-    thread.join(30)
-    out: dict[str, Any] = dict(percentiles(latencies))
-    out["capture_cpu_us_per_event"] = round(capture_cpu / max(len(latencies), 1) * 1e6, 1)
-    return out
+    if _ROW_SCHEMA is None:
+        _ROW_SCHEMA = parse_schema(VALUE)
+    row: Any = schemaless_reader(io.BytesIO(msg.value()[5:]), _ROW_SCHEMA, None)
+    return (received_s - float(row["label"])) * 1000
+
+
+def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict[str, Any]:
+    def warm_up() -> None:
+        conn = connect(url, url.rsplit("/", 1)[1])
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO bench (account, label, amount) VALUES (0, %s, 0)", (f"{time.time():.6f}",)
+            )
+        conn.close()
+
+    return measure_live(runner, name, warm_up, writer, (url, rate, seconds), insert_latency_ms, seconds)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -36,14 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     KEY,
     VALUE,
-    children_cpu_s,
     drain,
     env,
-    percentiles,
+    measure_live,
     report,
     rss_mb,
     start_rss_sampling,
-    wait_streaming,
 )
 
 from cdc.config import load_config
@@ -248,46 +245,17 @@ def writer(url: str, rate: int, seconds: float) -> None:
                 time.sleep(lag)
 
 
-def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict[str, Any]:
-    from confluent_kafka import Consumer, TopicPartition
+def commit_latency_ms(msg: Any, received_s: float) -> float:
+    """Commit (PostgreSQL's commit timestamp, the event's header) to the consumer's receipt."""
+    return received_s * 1000 - int(dict(msg.headers() or [])["cdc.commit_ts_ms"])
 
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    wait_streaming(runner, thread)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": env("CDC_TEST_KAFKA_BOOTSTRAP"),
-            "group.id": f"bench-{name}",
-            "fetch.wait.max.ms": 5,  # measure the pipeline, not the consumer's own fetch wait
-        }
-    )
-    consumer.assign([TopicPartition(name, 0, 0)])
-    # Connect and fetch once before the writer starts: the consumer's first connection and
-    # fetch session would otherwise add their setup time to the first events' latency.
-    for _ in range(3):
-        consumer.poll(0.5)
-    proc = multiprocessing.get_context("spawn").Process(target=writer, args=(url, rate, seconds))
-    proc.start()
-    capture_first = children_cpu_s(exclude=(proc.pid,))  # the capture process's, not the writer's
-    latencies: list[float] = []
-    end = time.monotonic() + seconds + 10
-    while time.monotonic() < end:
-        msg = consumer.poll(0.5)
-        if msg is None or msg.error():
-            if not proc.is_alive() and msg is None and latencies:
-                break
-            continue
-        received = time.time() * 1000
-        commit_ms = int(dict(msg.headers() or [])["cdc.commit_ts_ms"])
-        latencies.append(received - commit_ms)
-    capture_cpu = children_cpu_s(exclude=(proc.pid,)) - capture_first
-    proc.join()
-    consumer.close()
-    runner.stop.set()
-    thread.join(30)
-    out: dict[str, Any] = dict(percentiles(latencies))
-    out["capture_cpu_us_per_event"] = round(capture_cpu / max(len(latencies), 1) * 1e6, 1)
-    return out
+
+def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict[str, Any]:
+    def warm_up() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO bench (account, label, amount) VALUES (0, 'warm-up', 0)")
+
+    return measure_live(runner, name, warm_up, writer, (url, rate, seconds), commit_latency_ms, seconds)
 
 
 def main() -> None:
