@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import pymysql
@@ -42,7 +42,9 @@ from _common import (
 )
 
 from cdc.config import load_config
-from cdc.runtime.runner import Runner
+
+if TYPE_CHECKING:
+    from cdc.runtime.runner import Runner
 
 CONFIG = """
 name: {name}
@@ -103,6 +105,8 @@ def teardown(dsn: str, name: str) -> None:
 
 
 def make_runner(tmp: Path, name: str, url: str, capture: str, start: str | None = None) -> Runner:
+    from cdc.runtime.runner import Runner  # here: a spawned capture process re-imports this script
+
     (tmp / "key.avsc").write_text(json.dumps(KEY))
     (tmp / "value.avsc").write_text(json.dumps(VALUE))
     (tmp / "c.yaml").write_text(

@@ -40,7 +40,6 @@ from _common import drain_until_empty, env, report, rss_mb, start_rss_sampling
 from cdc import migrations
 from cdc.config import load_config
 from cdc.outbox import OutboxWriter
-from cdc.runtime.runner import Runner
 
 EVENT = {
     "type": "record",
@@ -134,6 +133,8 @@ class MysqlDb:
 
 
 def main() -> None:
+    from cdc.runtime.runner import Runner  # here: a spawned capture process re-imports this script
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

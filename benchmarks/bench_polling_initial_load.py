@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import current_rss_mb, env, report, rss_mb, start_rss_sampling
 
 from cdc.config import load_config
-from cdc.runtime.runner import Runner
 
 KEY = {"type": "record", "name": "BenchKey", "fields": [{"name": "id", "type": "long"}]}
 VALUE = {
@@ -102,6 +101,8 @@ def drop(dsn: str, db: str) -> None:
 
 
 def main() -> None:
+    from cdc.runtime.runner import Runner  # here: a spawned capture process re-imports this script
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -44,7 +44,9 @@ from _common import (
 )
 
 from cdc.config import load_config
-from cdc.runtime.runner import Runner
+
+if TYPE_CHECKING:
+    from cdc.runtime.runner import Runner
 
 CONFIG = """
 name: {name}
@@ -110,6 +112,8 @@ SHAPED_VALUE = {
 
 
 def make_runner(tmp: Path, name: str, url: str, capture: str, shaping: bool = False) -> Runner:
+    from cdc.runtime.runner import Runner  # here: a spawned capture process re-imports this script
+
     (tmp / "key.avsc").write_text(json.dumps(KEY))
     (tmp / "value.avsc").write_text(json.dumps(SHAPED_VALUE if shaping else VALUE))
     (tmp / "c.yaml").write_text(

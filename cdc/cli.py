@@ -193,7 +193,7 @@ def run(config: ConfigArg, log_level: LogLevel = "INFO", log_format: LogFormat =
 def status(config: ConfigArg) -> None:
     """Show the committed positions of a connector and its source lag."""
     from cdc.offsets import make_offset_store
-    from cdc.runtime.runner import build_source
+    from cdc.runtime.sources import build_source
 
     cfg = _load(config)
     store = make_offset_store(cfg)
@@ -227,7 +227,7 @@ def snapshot(
     so it is picked up in order with the changes; chunks are reconciled with watermarks, so a
     snapshot row never overwrites a newer change. Use it to add a table to a running connector.
     """
-    from cdc.runtime.runner import build_source
+    from cdc.runtime.sources import build_source
 
     cfg = _load(config)
     source, _ = build_source(cfg)

@@ -41,17 +41,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdc import errors
 from cdc.config.model import AppConfig
 from cdc.errors import CdcError, SourceUnavailableError
 from cdc.plugin import ChangeEvent, Offsets, Op
 from cdc.runtime import gctuning
-from cdc.runtime.encoding import RecordEncoder, SchemaIds
-from cdc.runtime.keyset import LiveKeys, restore
+from cdc.runtime.livekeys import LiveKeys, restore
 from cdc.runtime.routing import DeadLetter, Encoded, Filtered, Router
 from cdc.schemas.eventify import Record
+
+if TYPE_CHECKING:
+    from cdc.runtime.encoding import SchemaIds
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +295,7 @@ def _child_main(conn: Connection, settings: CaptureSettings, parent_pid: int) ->
 
 
 def _capture(conn: Connection, settings: CaptureSettings) -> None:
-    from cdc.runtime.runner import build_source
+    from cdc.runtime.sources import build_source
 
     source, eventifiers = build_source(settings.app)
     try:
@@ -362,11 +364,20 @@ def _encoder(
 ) -> Callable[[list[ChangeEvent]], list[Any]]:
     """Eventify and serialize in the child: records cross the pipe as wire-format bytes
     (Encoded fields as a plain tuple; a NamedTuple pickles through Python code per item)."""
-    from cdc.schemas.subjects import make_client
+    from cdc.runtime.encoding import RecordEncoder  # here: only a source that encodes here needs it
 
     reg = app.schema_registry
     assert reg is not None
-    encoder = RecordEncoder(eventifiers, schema_ids, lambda: make_client(reg.url, reg.config))
+
+    def registry() -> Any:
+        # The registry client (and the Kafka client under it, ~30 MB of this interpreter) is
+        # loaded only if a record needs a schema id the parent did not send (an application's
+        # encoded value naming a schema version).
+        from cdc.schemas.subjects import make_client
+
+        return make_client(reg.url, reg.config)
+
+    encoder = RecordEncoder(eventifiers, schema_ids, registry)
     route = Router(app, eventifiers)
 
     def pack(events: list[ChangeEvent]) -> list[Any]:

@@ -12,7 +12,6 @@ from typing import Any
 
 from cdc.plugin import EncodedValue
 from cdc.schemas.eventify import Record, StreamEventifier
-from cdc.schemas.subjects import resolve_version_id
 from cdc.schemas.wire import WireEncoder
 
 #: per stream: (key schema id, value schema id) as registered or resolved in the registry
@@ -57,6 +56,8 @@ class RecordEncoder:
         if schema_id < 0:
             if self._client is None:
                 self._client = self._registry_client()
+            from cdc.schemas.subjects import resolve_version_id  # the registry client: only on this path
+
             schema_id = resolve_version_id(self._client, subject, encoded.version)
             self._version_ids[cache_key] = schema_id
         return struct.pack(">bI", 0, schema_id) + encoded.body

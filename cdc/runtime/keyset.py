@@ -20,7 +20,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Message
@@ -30,14 +30,12 @@ from cdc.config.model import AppConfig, EventFormat
 from cdc.errors import CdcError, SchemaError
 from cdc.kafka_clients import read_topic
 from cdc.plugin import SourceConnector
+from cdc.runtime.livekeys import LiveKeys
 from cdc.schemas.eventify import StreamEventifier
 from cdc.schemas.subjects import make_client
 from cdc.schemas.wire import split_header
 
 log = logging.getLogger(__name__)
-
-#: per stream: the Avro body of each live key -> the key as source column values
-LiveKeys = dict[str, dict[bytes, dict[str, Any]]]
 
 
 def streams_to_restore(app: AppConfig, source: SourceConnector) -> list[str]:
@@ -120,10 +118,3 @@ def _decode(raw: bytes, client: Any, writers: dict[int, Any], ev: StreamEventifi
             f"stream {ev.stream.name!r}: a key in topic {ev.topic!r} cannot be read back: {exc}",
             hint="the topic must hold only this connector's keys (or turn delete_detection off)",
         ) from None
-
-
-def restore(source: SourceConnector, eventifiers: Mapping[str, StreamEventifier], live: LiveKeys) -> None:
-    """Hand the live keys to the source (in the process the source runs in)."""
-    for name, keys in live.items():
-        encode: Callable[[dict[str, Any]], bytes] = eventifiers[name].key_body
-        source.restore_keys(name, keys, encode)

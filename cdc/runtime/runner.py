@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from cdc.config.model import AppConfig, Delivery
 from cdc.errors import CdcError, SchemaError
 from cdc.offsets import make_offset_store
-from cdc.plugin import Lease, SourceConnector, StreamSpec
-from cdc.registry import load_source_class
-from cdc.runtime import gctuning, keyset, transactions
+from cdc.plugin import Lease, SourceConnector
+from cdc.runtime import gctuning, keyset, livekeys, transactions
 from cdc.runtime.acks import AckTracker
 from cdc.runtime.capture import CaptureProcess
 from cdc.runtime.metrics import Metrics, serve
@@ -24,6 +23,7 @@ from cdc.runtime.outputs import FileRecordOutput, KafkaRecordOutput, make_output
 from cdc.runtime.pipeline import Feed, Pipeline
 from cdc.runtime.retry import run_with_retries
 from cdc.runtime.signals import install_stop_handlers
+from cdc.runtime.sources import build_source
 from cdc.runtime.standby import take_lease
 from cdc.schemas.eventify import StreamEventifier
 from cdc.schemas.sourcecheck import check_fields
@@ -40,25 +40,6 @@ class Prepared:
     source: SourceConnector
     eventifiers: dict[str, StreamEventifier]
     warnings: list[str]
-
-
-def build_source(app: AppConfig) -> tuple[SourceConnector, dict[str, StreamEventifier]]:
-    """Instantiate the source and the stream eventifiers (no I/O beyond reading .avsc files)."""
-    cls = load_source_class(app.source.connector)
-    source_cfg = cls.config_model.model_validate(app.source.options())
-    eventifiers = {s.name: StreamEventifier(app, s) for s in app.streams}
-    specs = [
-        StreamSpec(
-            name=s.name,
-            key_columns=eventifiers[s.name].key_columns,
-            columns=eventifiers[s.name].columns,
-            capture=cls.stream_model.model_validate(s.capture).model_dump(),
-            where=s.where,
-            field_map=dict(s.fields),
-        )
-        for s in app.streams
-    ]
-    return cls(source_cfg, specs), eventifiers
 
 
 def prepare(app: AppConfig) -> Prepared:
@@ -150,7 +131,7 @@ class Runner:
                 capture.spawn()
             output.prepare()
             feed: Feed = source
-            live: keyset.LiveKeys = {}
+            live: livekeys.LiveKeys = {}
             if isinstance(output, KafkaRecordOutput):
                 # the baseline of key-set delete detection: what the entity topics still hold
                 live = keyset.read_live_keys(
@@ -167,7 +148,7 @@ class Runner:
                 capture.live_keys = live
                 feed = capture
             else:
-                keyset.restore(source, prepared.eventifiers, live)
+                livekeys.restore(source, prepared.eventifiers, live)
             txn_meta = None
             if self.app.transactions is not None and isinstance(output, KafkaRecordOutput):
                 txn_meta = transactions.TransactionMetadata(self.app, tracker, output.send_raw)
