@@ -9,7 +9,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 #: the key and value schemas of the log-source benchmarks (the table bench)
@@ -70,14 +70,10 @@ def _tree_pids() -> list[int]:
     return _tree[1]
 
 
-def children_cpu_s(exclude: tuple[int | None, ...] = ()) -> float:
-    """CPU seconds (user + system) used so far by this process's descendants that still run
-    (the connector's capture process), but ``exclude`` (e.g. a workload writer): getrusage
-    counts a child only once it was reaped."""
+def cpu_s(pids: Iterable[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (those still running)."""
     total = 0
-    for pid in _descendants(os.getpid())[1:]:
-        if pid in exclude:
-            continue
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
@@ -85,6 +81,13 @@ def children_cpu_s(exclude: tuple[int | None, ...] = ()) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s(exclude: tuple[int | None, ...] = ()) -> float:
+    """CPU seconds used so far by this process's running descendants (the connector's capture
+    process) but ``exclude`` (e.g. a workload writer): getrusage counts a child only once it
+    was reaped."""
+    return cpu_s(pid for pid in _descendants(os.getpid())[1:] if pid not in exclude)
 
 
 def current_rss_mb() -> float:

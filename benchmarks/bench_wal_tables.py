@@ -53,7 +53,7 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import KEY, VALUE, _descendants, env, report
+from _common import KEY, VALUE, _descendants, cpu_s, env, report
 
 CONFIG = """
 name: {name}
@@ -154,15 +154,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 
 def tree_cpu_s(pid: int) -> float:
     """User + system CPU seconds of ``pid`` and its live descendants."""
-    total = 0
-    for p in _descendants(pid):
-        try:
-            with open(f"/proc/{p}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
+    return cpu_s(_descendants(pid))
 
 
 def tree_rss_mb(pid: int) -> float:
