@@ -26,6 +26,7 @@ reader falls back to the library's loop entirely.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib.metadata
 import select
@@ -35,6 +36,9 @@ import termios
 from typing import Any
 
 import pymysql
+import pymysql.connections
+from pymysql.constants import CR
+from pymysql.protocol import MysqlPacket
 from pymysqlreplication import BinLogStreamReader, binlogstream
 from pymysqlreplication.constants import BINLOG
 from pymysqlreplication.event import MariadbGtidEvent, XidEvent
@@ -47,6 +51,10 @@ _HEADER = struct.Struct("<xIBIIIH")  # OK byte, timestamp, type, server id, even
 _GTID = struct.Struct("<QIB")  # MariaDB GTID: sequence number, domain id, flags
 _XID = struct.Struct("<Q")
 _INT = struct.Struct("=i")  # a C int in native order (FIONREAD's answer)
+_PACKET_HEADER = struct.Struct("<HBB")  # MySQL protocol packet: length (3 bytes), sequence number
+_MAX_PACKET = 2**24 - 1  # a packet this long continues in the next one
+_LOST = "Lost connection to MySQL server during query"
+_READ_PACKET = pymysql.connections.Connection._read_packet  # the method read_packet reproduces
 _ROWS_V1 = {BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.DELETE_ROWS_EVENT_V1}
 _ROWS_V2 = {BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2}
 _UPDATES = {BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2}
@@ -70,6 +78,8 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
     _cdc_sock: Any = None
     _cdc_known = 0
     _cdc_taken = 0
+    # the stream connection whose packets read_packet reads (a plain pymysql Connection)
+    _cdc_raw: Any = None
 
     def fetchone(self) -> Any:
         if not LOOP_MATCHES:
@@ -82,10 +92,18 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
                 self._BinLogStreamReader__connect_to_stream()
             if not self._BinLogStreamReader__connected_ctl:
                 self._BinLogStreamReader__connect_to_ctl()
+            conn = self._stream_connection
+            if conn is not self._cdc_raw and _reads_raw(conn):  # asked once per connection
+                self._cdc_raw = conn
             try:
-                pkt = self._stream_connection._read_packet()
+                if conn is self._cdc_raw:
+                    pkt = None
+                    data = read_packet(conn)
+                else:
+                    pkt = conn._read_packet()
+                    data = pkt._data
                 # bytes taken off the stream (each packet of up to 2**24-1 bytes has a 4-byte header)
-                self._cdc_taken += len(pkt._data) + 4 * (len(pkt._data) // 0xFFFFFF + 1)
+                self._cdc_taken += len(data) + 4 * (len(data) // 0xFFFFFF + 1)
             except pymysql.OperationalError as error:
                 code, _message = error.args
                 if code in binlogstream.MYSQL_EXPECTED_ERROR_CODES:  # reconnect, as the library does
@@ -97,17 +115,18 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
                     )
                     continue
                 raise
-            if pkt.is_eof_packet():
+            first = data[0]  # MysqlPacket's is_eof_packet and is_ok_packet
+            if first == 0xFE and len(data) < 9:
                 self.close()
                 return None
-            if not pkt.is_ok_packet():
+            if first != 0 or len(data) < 7:
                 continue
-            event = self._fast(pkt)
+            event = self._fast(data)
             if event is _SKIP:
                 continue
             if event is not None:
                 return event
-            event = self._library(pkt)
+            event = self._library(pkt if pkt is not None else MysqlPacket(data, conn.encoding))
             if event is not _SKIP:
                 return event
 
@@ -183,10 +202,9 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
 
     # --- the fast path ---
 
-    def _fast(self, pkt: Any) -> Any:
+    def _fast(self, data: bytes) -> Any:
         """The event of a hot packet built from its bytes, _SKIP, or None: not handled here
         (nothing consumed)."""
-        data = pkt._data
         if len(data) < 20 or not isinstance(data, bytes):
             return None
         kind = data[5]
@@ -313,6 +331,72 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
             or (only_schemas is not None and table.schema not in only_schemas)
             or (ignored_schemas is not None and table.schema in ignored_schemas)
         )
+
+
+def _reads_raw(conn: Any) -> bool:
+    """True when :func:`read_packet` may read ``conn``'s packets: a connection whose
+    ``_read_packet`` is pymysql's own, with its buffered reader and without debug dumps."""
+    return (
+        getattr(type(conn), "_read_packet", None) is _READ_PACKET
+        and getattr(conn, "_rfile", None) is not None
+        and not pymysql.connections.DEBUG
+    )
+
+
+def read_packet(conn: Any) -> bytes:
+    """The payload of the next protocol packet of a pymysql connection: its ``_read_packet``
+    (PyMySQL 1.x) without the MysqlPacket it wraps every packet in - the same reads, sequence
+    checks, continuation packets, timeouts and errors (an error packet raises through
+    pymysql's own MysqlPacket.raise_for_error)."""
+    # the read timeout set lazily, as _read_packet does (settimeout gives the GIL away)
+    if conn._current_timeout != conn._read_timeout:
+        conn._sock.settimeout(conn._read_timeout)
+        conn._current_timeout = conn._read_timeout
+    parts = []
+    while True:
+        low, high, number = _PACKET_HEADER.unpack(_read(conn, 4))
+        length = low + (high << 16)
+        if number != conn._next_seq_id:
+            conn._force_close()
+            if number == 0:  # MariaDB sends its error packet with sequence number 0 when shutting down
+                raise pymysql.OperationalError(CR.CR_SERVER_LOST, _LOST)
+            raise pymysql.InternalError(
+                f"Packet sequence number wrong - got {number:d} expected {conn._next_seq_id:d}"
+            )
+        conn._next_seq_id = (conn._next_seq_id + 1) % 256
+        data = _read(conn, length)
+        if length < _MAX_PACKET:
+            break
+        parts.append(data)  # a packet of 16 MB or more continues in the next one
+    if parts:
+        parts.append(data)
+        data = b"".join(parts)
+    if not data or data[0] == 0xFF:  # pymysql's path (an empty packet raises its IndexError)
+        packet = MysqlPacket(data, conn.encoding)
+        if packet.is_error_packet():
+            if conn._result is not None and conn._result.unbuffered_active is True:
+                conn._result.unbuffered_active = False
+            packet.raise_for_error()
+    return data
+
+
+def _read(conn: Any, size: int) -> bytes:
+    """pymysql's Connection._read_bytes, its buffered read inline."""
+    try:
+        data: bytes = conn._rfile.read(size)
+    except OSError as exc:
+        if exc.errno == errno.EINTR:
+            again: bytes = conn._read_bytes(size)  # as _read_bytes does: it reads again
+            return again
+        conn._force_close()
+        raise pymysql.OperationalError(CR.CR_SERVER_LOST, f"{_LOST} ({exc})")  # noqa: B904 (as pymysql)
+    except BaseException:
+        conn._force_close()  # an unknown exception stays what it is
+        raise
+    if len(data) < size:
+        conn._force_close()
+        raise pymysql.OperationalError(CR.CR_SERVER_LOST, _LOST)
+    return data
 
 
 _FAST_KINDS = frozenset(
