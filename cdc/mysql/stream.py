@@ -169,7 +169,13 @@ class Transactions:
                 self.begin(None, event.timestamp)  # only in file mode without a GTID/BEGIN seen
             return Seen.ROWS
         if kind is MariadbGtidEvent:
-            self.begin(str(event.gtid), event.timestamp)
+            gtid = str(event.gtid)
+            tracker = self.tracker
+            if type(tracker) is MariadbGtids:  # the event's numbers: the tracker parses no text
+                domain, server, seq = event.domain_id, event.server_id, event.gtid_seq_no
+                if type(domain) is int and type(server) is int and type(seq) is int:
+                    tracker.known(gtid, domain, server, seq)
+            self.begin(gtid, event.timestamp)
             return Seen.BEGIN
         if kind is GtidEvent:
             gtid = str(event.gtid)

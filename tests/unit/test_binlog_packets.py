@@ -272,3 +272,59 @@ def test_another_connection_class_keeps_its_own_read_packet() -> None:
     conn.__class__ = Wrapped
     assert not fast_reader._reads_raw(conn)
     assert fast_reader._reads_raw(_connection(b""))
+
+
+# --- transaction boundaries: the GTID event's numbers instead of its parsed text ---
+
+
+class _Parsing:
+    """A MariadbGtids that must parse every GTID's text (the reference)."""
+
+    @staticmethod
+    def make(state: str) -> Any:
+        from cdc.mysql.positions import MariadbGtids
+
+        class Reference(MariadbGtids):
+            def known(self, txn: str, domain: int, server: int, seq: int) -> None:
+                raise AssertionError("the reference parses")
+
+        return Reference(state)
+
+
+def test_transactions_on_gtid_numbers_keep_the_parsed_positions() -> None:
+    from pymysqlreplication.event import MariadbGtidEvent, XidEvent
+
+    from cdc.mysql import stream
+    from cdc.mysql.positions import MariadbGtids
+
+    def gtid(domain: int, server: int, seq: int) -> Any:
+        event: Any = object.__new__(MariadbGtidEvent)
+        event.__dict__.update(domain_id=domain, server_id=server, gtid_seq_no=seq, timestamp=seq,
+                              gtid=f"{domain}-{server}-{seq}")  # fmt: skip
+        return event
+
+    xid: Any = object.__new__(XidEvent)
+    # new transactions, replays (already applied), other domains, a replay after a jump
+    order = [
+        (0, 1, 5),
+        (0, 1, 6),
+        (0, 1, 6),
+        (1, 2, 3),
+        (0, 2, 4),
+        (0, 1, 7),
+        (1, 2, 3),
+        (2, 9, 1),
+        (0, 1, 9),
+    ]
+
+    def trace(tracker: Any) -> list[Any]:
+        txns = stream.Transactions(tracker, None, by_file=False)  # type: ignore[arg-type]
+        out = []
+        for numbers in order:
+            out.append((txns.handle(gtid(*numbers)), txns.txn, txns.start, txns.skip, txns.timestamp))
+            out.append((txns.handle(xid), tracker.start()))
+        return out
+
+    primed = MariadbGtids("0-1-5,1-2-2")
+    assert trace(primed) == trace(_Parsing.make("0-1-5,1-2-2"))
+    assert primed.start() == "0-1-9,1-2-3,2-9-1"
