@@ -218,25 +218,35 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         size = event_size - (23 if self._BinLogStreamReader__use_checksum else 19)  # the body's
         if size < 0 or 20 + size > len(data):
             return None
-        if kind == BINLOG.TABLE_MAP_EVENT:
-            table = rowevents.CachedTableMap._parsed.get(data[20 : 20 + size])
+        if kind == _TABLE_MAP:
+            table = _PARSED_MAPS.get(data[20 : 20 + size])
             if table is None:
                 return None  # parsed (and cached) by the library
             self._position(log_pos)
             self.table_map[table.table_id] = table
             return _SKIP
-        if kind == BINLOG.MARIADB_GTID_EVENT or kind == BINLOG.XID_EVENT:
-            if size < (13 if kind == BINLOG.MARIADB_GTID_EVENT else 8):
+        if kind in (_XID_KIND, _GTID_KIND):
+            if size < (8 if kind == _XID_KIND else 13):
                 return None
             event: Any = object.__new__(cls)
-            self._base(event, kind, timestamp, size)
-            if kind == BINLOG.XID_EVENT:
-                event.xid = _XID.unpack_from(data, 20)[0]
+            fields = event.__dict__
+            fields.update(self._shared())
+            fields["event_type"] = kind
+            fields["timestamp"] = timestamp
+            fields["event_size"] = size
+            if kind == _XID_KIND:
+                fields["xid"] = _XID.unpack_from(data, 20)[0]
             else:
                 seq, domain, flags = _GTID.unpack_from(data, 20)
-                event.__dict__.update(server_id=server_id, gtid_seq_no=seq, domain_id=domain, flags=flags,
-                                      gtid=f"{domain}-{server_id}-{seq}")  # fmt: skip
-            self._position(log_pos)
+                fields["server_id"] = server_id
+                fields["gtid_seq_no"] = seq
+                fields["domain_id"] = domain
+                fields["flags"] = flags
+                fields["gtid"] = f"{domain}-{server_id}-{seq}"
+            if log_pos:  # _position, inline
+                self.log_pos = log_pos
+            if self.end_log_pos and self.log_pos >= self.end_log_pos:
+                self.is_past_end_log_pos = True
             return event if cls in self._BinLogStreamReader__allowed_events else _SKIP
         event = self._rows(cls, kind, data, timestamp, size)
         if event is None:
@@ -253,6 +263,10 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
 
     def _base(self, event: Any, kind: int, timestamp: int, size: int) -> None:
         """BinLogEvent's attributes (without a packet: the event is complete)."""
+        event.__dict__.update(self._shared(), event_type=kind, timestamp=timestamp, event_size=size)
+
+    def _shared(self) -> dict[str, Any]:
+        """The attributes every event built here shares with the reader's state."""
         shared: dict[str, Any] | None = self.__dict__.get("_cdc_shared")
         if (
             shared is None
@@ -268,7 +282,7 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
                 _verify_checksum=False, _is_event_valid=None, _processed=True, complete=True,
                 dbms=self._ctl_connection._get_dbms(),
             )  # fmt: skip
-        event.__dict__.update(shared, event_type=kind, timestamp=timestamp, event_size=size)
+        return shared
 
     def _rows(self, cls: type, kind: int, data: bytes, timestamp: int, size: int) -> Any:
         """A rows event decoded whole, or None when the library must build it."""
@@ -399,6 +413,8 @@ def _read(conn: Any, size: int) -> bytes:
     return data
 
 
+_TABLE_MAP, _XID_KIND, _GTID_KIND = BINLOG.TABLE_MAP_EVENT, BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT
+_PARSED_MAPS = rowevents.CachedTableMap._parsed  # TABLE_MAP bodies parsed before -> their table
 _FAST_KINDS = frozenset(
     {BINLOG.TABLE_MAP_EVENT, BINLOG.MARIADB_GTID_EVENT, BINLOG.XID_EVENT, *_ROWS_V1, *_ROWS_V2}
 )
