@@ -366,9 +366,18 @@ def read_packet(conn: Any) -> bytes:
     if conn._current_timeout != conn._read_timeout:
         conn._sock.settimeout(conn._read_timeout)
         conn._current_timeout = conn._read_timeout
+    rfile = conn._rfile
     parts = []
+    data: bytes
     while True:
-        low, high, number = _PACKET_HEADER.unpack(_read(conn, 4))
+        # _read_bytes' buffered reads, inline (two per packet); _failed handles their errors
+        try:
+            header = rfile.read(4)
+        except BaseException as exc:
+            header = _failed(conn, exc, 4)
+        if len(header) < 4:
+            _short(conn)
+        low, high, number = _PACKET_HEADER.unpack(header)
         length = low + (high << 16)
         if number != conn._next_seq_id:
             conn._force_close()
@@ -378,7 +387,12 @@ def read_packet(conn: Any) -> bytes:
                 f"Packet sequence number wrong - got {number:d} expected {conn._next_seq_id:d}"
             )
         conn._next_seq_id = (conn._next_seq_id + 1) % 256
-        data = _read(conn, length)
+        try:
+            data = rfile.read(length)
+        except BaseException as exc:
+            data = _failed(conn, exc, length)
+        if len(data) < length:
+            _short(conn)
         if length < _MAX_PACKET:
             break
         parts.append(data)  # a packet of 16 MB or more continues in the next one
@@ -394,23 +408,23 @@ def read_packet(conn: Any) -> bytes:
     return data
 
 
-def _read(conn: Any, size: int) -> bytes:
-    """pymysql's Connection._read_bytes, its buffered read inline."""
-    try:
-        data: bytes = conn._rfile.read(size)
-    except OSError as exc:
+def _failed(conn: Any, exc: BaseException, size: int) -> bytes:
+    """What pymysql's Connection._read_bytes does when its read raised ``exc`` (called in the
+    except clause: a raised error has ``exc`` as its context, as there)."""
+    if isinstance(exc, OSError):
         if exc.errno == errno.EINTR:
-            again: bytes = conn._read_bytes(size)  # as _read_bytes does: it reads again
+            again: bytes = conn._read_bytes(size)  # _read_bytes reads again
             return again
         conn._force_close()
-        raise pymysql.OperationalError(CR.CR_SERVER_LOST, f"{_LOST} ({exc})")  # noqa: B904 (as pymysql)
-    except BaseException:
-        conn._force_close()  # an unknown exception stays what it is
-        raise
-    if len(data) < size:
-        conn._force_close()
-        raise pymysql.OperationalError(CR.CR_SERVER_LOST, _LOST)
-    return data
+        raise pymysql.OperationalError(CR.CR_SERVER_LOST, f"{_LOST} ({exc})")
+    conn._force_close()  # an unknown exception stays what it is
+    raise exc
+
+
+def _short(conn: Any) -> None:
+    """pymysql's answer to a read that ended early: the server closed the connection."""
+    conn._force_close()
+    raise pymysql.OperationalError(CR.CR_SERVER_LOST, _LOST)
 
 
 _TABLE_MAP, _XID_KIND, _GTID_KIND = BINLOG.TABLE_MAP_EVENT, BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT
