@@ -22,6 +22,11 @@ than the standard one, a table the library would filter), or rows the compiled r
 goes through the library's own wrapper and event classes, from the untouched packet. The loop
 around it is the library's ``fetchone`` of the pinned version (1.0.x); with another version the
 reader falls back to the library's loop entirely.
+
+The packets themselves are read by :func:`read_packet`: pymysql's ``Connection._read_packet``
+(of the pinned 1.2.x) without the ``MysqlPacket`` object it builds per packet - only the
+library's path, and an error packet, get one. Another pymysql version, a connection class with
+its own ``_read_packet`` or pymysql's debug dumps keep pymysql's own read.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ _SKIP = object()  # the packet was consumed and yields no event
 _EVENT_MAP: dict[int, type] = BinLogPacketWrapper._BinLogPacketWrapper__event_map
 #: the loop below reproduces the fetchone of mysql-replication 1.0.x (1.0.17 pinned)
 LOOP_MATCHES = importlib.metadata.version("mysql-replication").startswith("1.0.")
+#: read_packet reproduces Connection._read_packet of PyMySQL 1.2.x (1.2.4 pinned)
+PACKETS_MATCH = importlib.metadata.version("PyMySQL").startswith("1.2.")
 
 
 class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
@@ -351,7 +358,8 @@ def _reads_raw(conn: Any) -> bool:
     """True when :func:`read_packet` may read ``conn``'s packets: a connection whose
     ``_read_packet`` is pymysql's own, with its buffered reader and without debug dumps."""
     return (
-        getattr(type(conn), "_read_packet", None) is _READ_PACKET
+        PACKETS_MATCH
+        and getattr(type(conn), "_read_packet", None) is _READ_PACKET
         and getattr(conn, "_rfile", None) is not None
         and not pymysql.connections.DEBUG
     )

@@ -262,7 +262,9 @@ def test_a_lost_connection_reconnects_as_the_library_does(caplog: pytest.LogCapt
     assert "Re-request the connection" in caplog.text
 
 
-def test_another_connection_class_keeps_its_own_read_packet() -> None:
+def test_another_connection_class_or_pymysql_version_keeps_its_own_read_packet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     class Wrapped(pymysql.connections.Connection):  # type: ignore[misc]
         def _read_packet(self, packet_type: Any = pymysql.connections.MysqlPacket) -> Any:
             self.calls = getattr(self, "calls", 0) + 1
@@ -272,6 +274,8 @@ def test_another_connection_class_keeps_its_own_read_packet() -> None:
     conn.__class__ = Wrapped
     assert not fast_reader._reads_raw(conn)
     assert fast_reader._reads_raw(_connection(b""))
+    monkeypatch.setattr(fast_reader, "PACKETS_MATCH", False)
+    assert not fast_reader._reads_raw(_connection(b""))
 
 
 # --- transaction boundaries: the GTID event's numbers instead of its parsed text ---
