@@ -78,6 +78,11 @@ class MariadbGtids(PositionTracker):
             self._parsed = (txn, parse_mariadb_gtid(txn))
         return self._parsed[1]
 
+    def known(self, txn: str, domain: int, server: int, seq: int) -> None:
+        """``txn`` is the GTID ``domain-server-seq`` of these numbers (a GTID event's own fields):
+        the next applied() and commit() of it need not parse the text."""
+        self._parsed = (txn, (domain, server, seq))
+
     def applied(self, txn: str) -> bool:
         domain, _, seq = self._parse(txn)
         last = self._last.get(domain)

@@ -22,10 +22,16 @@ than the standard one, a table the library would filter), or rows the compiled r
 goes through the library's own wrapper and event classes, from the untouched packet. The loop
 around it is the library's ``fetchone`` of the pinned version (1.0.x); with another version the
 reader falls back to the library's loop entirely.
+
+The packets themselves are read by :func:`read_packet`: pymysql's ``Connection._read_packet``
+(of the pinned 1.2.x) without the ``MysqlPacket`` object it builds per packet - only the
+library's path, and an error packet, get one. Another pymysql version, a connection class with
+its own ``_read_packet`` or pymysql's debug dumps keep pymysql's own read.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib.metadata
 import select
@@ -35,6 +41,9 @@ import termios
 from typing import Any
 
 import pymysql
+import pymysql.connections
+from pymysql.constants import CR
+from pymysql.protocol import MysqlPacket
 from pymysqlreplication import BinLogStreamReader, binlogstream
 from pymysqlreplication.constants import BINLOG
 from pymysqlreplication.event import MariadbGtidEvent, XidEvent
@@ -47,6 +56,10 @@ _HEADER = struct.Struct("<xIBIIIH")  # OK byte, timestamp, type, server id, even
 _GTID = struct.Struct("<QIB")  # MariaDB GTID: sequence number, domain id, flags
 _XID = struct.Struct("<Q")
 _INT = struct.Struct("=i")  # a C int in native order (FIONREAD's answer)
+_PACKET_HEADER = struct.Struct("<HBB")  # MySQL protocol packet: length (3 bytes), sequence number
+_MAX_PACKET = 2**24 - 1  # a packet this long continues in the next one
+_LOST = "Lost connection to MySQL server during query"
+_READ_PACKET = pymysql.connections.Connection._read_packet  # the method read_packet reproduces
 _ROWS_V1 = {BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.DELETE_ROWS_EVENT_V1}
 _ROWS_V2 = {BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2}
 _UPDATES = {BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2}
@@ -54,6 +67,8 @@ _SKIP = object()  # the packet was consumed and yields no event
 _EVENT_MAP: dict[int, type] = BinLogPacketWrapper._BinLogPacketWrapper__event_map
 #: the loop below reproduces the fetchone of mysql-replication 1.0.x (1.0.17 pinned)
 LOOP_MATCHES = importlib.metadata.version("mysql-replication").startswith("1.0.")
+#: read_packet reproduces Connection._read_packet of PyMySQL 1.2.x (1.2.4 pinned)
+PACKETS_MATCH = importlib.metadata.version("PyMySQL").startswith("1.2.")
 
 
 class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
@@ -70,6 +85,8 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
     _cdc_sock: Any = None
     _cdc_known = 0
     _cdc_taken = 0
+    # the stream connection whose packets read_packet reads (a plain pymysql Connection)
+    _cdc_raw: Any = None
 
     def fetchone(self) -> Any:
         if not LOOP_MATCHES:
@@ -82,10 +99,18 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
                 self._BinLogStreamReader__connect_to_stream()
             if not self._BinLogStreamReader__connected_ctl:
                 self._BinLogStreamReader__connect_to_ctl()
+            conn = self._stream_connection
+            if conn is not self._cdc_raw and _reads_raw(conn):  # asked once per connection
+                self._cdc_raw = conn
             try:
-                pkt = self._stream_connection._read_packet()
+                if conn is self._cdc_raw:
+                    pkt = None
+                    data = read_packet(conn)
+                else:
+                    pkt = conn._read_packet()
+                    data = pkt._data
                 # bytes taken off the stream (each packet of up to 2**24-1 bytes has a 4-byte header)
-                self._cdc_taken += len(pkt._data) + 4 * (len(pkt._data) // 0xFFFFFF + 1)
+                self._cdc_taken += len(data) + 4 * (len(data) // 0xFFFFFF + 1)
             except pymysql.OperationalError as error:
                 code, _message = error.args
                 if code in binlogstream.MYSQL_EXPECTED_ERROR_CODES:  # reconnect, as the library does
@@ -97,17 +122,18 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
                     )
                     continue
                 raise
-            if pkt.is_eof_packet():
+            first = data[0]  # MysqlPacket's is_eof_packet and is_ok_packet
+            if first == 0xFE and len(data) < 9:
                 self.close()
                 return None
-            if not pkt.is_ok_packet():
+            if first != 0 or len(data) < 7:
                 continue
-            event = self._fast(pkt)
+            event = self._fast(data)
             if event is _SKIP:
                 continue
             if event is not None:
                 return event
-            event = self._library(pkt)
+            event = self._library(pkt if pkt is not None else MysqlPacket(data, conn.encoding))
             if event is not _SKIP:
                 return event
 
@@ -183,10 +209,9 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
 
     # --- the fast path ---
 
-    def _fast(self, pkt: Any) -> Any:
+    def _fast(self, data: bytes) -> Any:
         """The event of a hot packet built from its bytes, _SKIP, or None: not handled here
         (nothing consumed)."""
-        data = pkt._data
         if len(data) < 20 or not isinstance(data, bytes):
             return None
         kind = data[5]
@@ -200,25 +225,35 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         size = event_size - (23 if self._BinLogStreamReader__use_checksum else 19)  # the body's
         if size < 0 or 20 + size > len(data):
             return None
-        if kind == BINLOG.TABLE_MAP_EVENT:
-            table = rowevents.CachedTableMap._parsed.get(data[20 : 20 + size])
+        if kind == _TABLE_MAP:
+            table = _PARSED_MAPS.get(data[20 : 20 + size])
             if table is None:
                 return None  # parsed (and cached) by the library
             self._position(log_pos)
             self.table_map[table.table_id] = table
             return _SKIP
-        if kind == BINLOG.MARIADB_GTID_EVENT or kind == BINLOG.XID_EVENT:
-            if size < (13 if kind == BINLOG.MARIADB_GTID_EVENT else 8):
+        if kind in (_XID_KIND, _GTID_KIND):
+            if size < (8 if kind == _XID_KIND else 13):
                 return None
             event: Any = object.__new__(cls)
-            self._base(event, kind, timestamp, size)
-            if kind == BINLOG.XID_EVENT:
-                event.xid = _XID.unpack_from(data, 20)[0]
+            fields = event.__dict__
+            fields.update(self._shared())
+            fields["event_type"] = kind
+            fields["timestamp"] = timestamp
+            fields["event_size"] = size
+            if kind == _XID_KIND:
+                fields["xid"] = _XID.unpack_from(data, 20)[0]
             else:
                 seq, domain, flags = _GTID.unpack_from(data, 20)
-                event.__dict__.update(server_id=server_id, gtid_seq_no=seq, domain_id=domain, flags=flags,
-                                      gtid=f"{domain}-{server_id}-{seq}")  # fmt: skip
-            self._position(log_pos)
+                fields["server_id"] = server_id
+                fields["gtid_seq_no"] = seq
+                fields["domain_id"] = domain
+                fields["flags"] = flags
+                fields["gtid"] = f"{domain}-{server_id}-{seq}"
+            if log_pos:  # _position, inline
+                self.log_pos = log_pos
+            if self.end_log_pos and self.log_pos >= self.end_log_pos:
+                self.is_past_end_log_pos = True
             return event if cls in self._BinLogStreamReader__allowed_events else _SKIP
         event = self._rows(cls, kind, data, timestamp, size)
         if event is None:
@@ -235,6 +270,10 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
 
     def _base(self, event: Any, kind: int, timestamp: int, size: int) -> None:
         """BinLogEvent's attributes (without a packet: the event is complete)."""
+        event.__dict__.update(self._shared(), event_type=kind, timestamp=timestamp, event_size=size)
+
+    def _shared(self) -> dict[str, Any]:
+        """The attributes every event built here shares with the reader's state."""
         shared: dict[str, Any] | None = self.__dict__.get("_cdc_shared")
         if (
             shared is None
@@ -250,7 +289,7 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
                 _verify_checksum=False, _is_event_valid=None, _processed=True, complete=True,
                 dbms=self._ctl_connection._get_dbms(),
             )  # fmt: skip
-        event.__dict__.update(shared, event_type=kind, timestamp=timestamp, event_size=size)
+        return shared
 
     def _rows(self, cls: type, kind: int, data: bytes, timestamp: int, size: int) -> Any:
         """A rows event decoded whole, or None when the library must build it."""
@@ -315,6 +354,89 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         )
 
 
+def _reads_raw(conn: Any) -> bool:
+    """True when :func:`read_packet` may read ``conn``'s packets: a connection whose
+    ``_read_packet`` is pymysql's own, with its buffered reader and without debug dumps."""
+    return (
+        PACKETS_MATCH
+        and getattr(type(conn), "_read_packet", None) is _READ_PACKET
+        and getattr(conn, "_rfile", None) is not None
+        and not pymysql.connections.DEBUG
+    )
+
+
+def read_packet(conn: Any) -> bytes:
+    """The payload of the next protocol packet of a pymysql connection: its ``_read_packet``
+    (PyMySQL 1.x) without the MysqlPacket it wraps every packet in - the same reads, sequence
+    checks, continuation packets, timeouts and errors (an error packet raises through
+    pymysql's own MysqlPacket.raise_for_error)."""
+    # the read timeout set lazily, as _read_packet does (settimeout gives the GIL away)
+    if conn._current_timeout != conn._read_timeout:
+        conn._sock.settimeout(conn._read_timeout)
+        conn._current_timeout = conn._read_timeout
+    rfile = conn._rfile
+    parts = []
+    data: bytes
+    while True:
+        # _read_bytes' buffered reads, inline (two per packet); _failed handles their errors
+        try:
+            header = rfile.read(4)
+        except BaseException as exc:
+            header = _failed(conn, exc, 4)
+        if len(header) < 4:
+            _short(conn)
+        low, high, number = _PACKET_HEADER.unpack(header)
+        length = low + (high << 16)
+        if number != conn._next_seq_id:
+            conn._force_close()
+            if number == 0:  # MariaDB sends its error packet with sequence number 0 when shutting down
+                raise pymysql.OperationalError(CR.CR_SERVER_LOST, _LOST)
+            raise pymysql.InternalError(
+                f"Packet sequence number wrong - got {number:d} expected {conn._next_seq_id:d}"
+            )
+        conn._next_seq_id = (conn._next_seq_id + 1) % 256
+        try:
+            data = rfile.read(length)
+        except BaseException as exc:
+            data = _failed(conn, exc, length)
+        if len(data) < length:
+            _short(conn)
+        if length < _MAX_PACKET:
+            break
+        parts.append(data)  # a packet of 16 MB or more continues in the next one
+    if parts:
+        parts.append(data)
+        data = b"".join(parts)
+    if not data or data[0] == 0xFF:  # pymysql's path (an empty packet raises its IndexError)
+        packet = MysqlPacket(data, conn.encoding)
+        if packet.is_error_packet():
+            if conn._result is not None and conn._result.unbuffered_active is True:
+                conn._result.unbuffered_active = False
+            packet.raise_for_error()
+    return data
+
+
+def _failed(conn: Any, exc: BaseException, size: int) -> bytes:
+    """What pymysql's Connection._read_bytes does when its read raised ``exc`` (called in the
+    except clause: a raised error has ``exc`` as its context, as there)."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.EINTR:
+            again: bytes = conn._read_bytes(size)  # _read_bytes reads again
+            return again
+        conn._force_close()
+        raise pymysql.OperationalError(CR.CR_SERVER_LOST, f"{_LOST} ({exc})")
+    conn._force_close()  # an unknown exception stays what it is
+    raise exc
+
+
+def _short(conn: Any) -> None:
+    """pymysql's answer to a read that ended early: the server closed the connection."""
+    conn._force_close()
+    raise pymysql.OperationalError(CR.CR_SERVER_LOST, _LOST)
+
+
+_TABLE_MAP, _XID_KIND, _GTID_KIND = BINLOG.TABLE_MAP_EVENT, BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT
+_PARSED_MAPS = rowevents.CachedTableMap._parsed  # TABLE_MAP bodies parsed before -> their table
 _FAST_KINDS = frozenset(
     {BINLOG.TABLE_MAP_EVENT, BINLOG.MARIADB_GTID_EVENT, BINLOG.XID_EVENT, *_ROWS_V1, *_ROWS_V2}
 )
