@@ -4,51 +4,66 @@ Readers ``put`` chunks of events (blocking while the pipeline is behind: that is
 back-pressure on the database reads, not an error) and report failures with ``fail``; the
 pipeline ``take``s up to a batch, and a reported failure is raised there, in the pipeline's
 thread, never swallowed.
+
+The bound counts events, not chunks: a log reader hands over at every transaction end when
+nothing more is waiting, so under a live trickle a chunk is often one event, and a bound of
+N/1000 chunks would let only a handful of events wait - stalling the reader (and adding
+latency) while the pipeline lingers for a batch.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 
 from cdc.plugin import ChangeEvent
 
 
 class EventHandoff:
-    """A bounded queue of event chunks plus the reader's first failure."""
+    """A queue of event chunks bounded by its number of events, plus the reader's first failure."""
 
-    def __init__(self, max_events: int, chunk: int = 1000) -> None:
-        self._queue: queue.Queue[list[ChangeEvent]] = queue.Queue(maxsize=max(2, max_events // chunk))
+    def __init__(self, max_events: int) -> None:
+        self._chunks: deque[list[ChangeEvent]] = deque()
+        self._events = 0  # events in the chunks queued
+        self._max = max_events
+        self._changed = threading.Condition()
         self.error: BaseException | None = None
 
     def put(self, events: list[ChangeEvent], stop: threading.Event) -> bool:
-        """Hand over a chunk; False when ``stop`` was set while waiting for room."""
-        while not stop.is_set():
-            try:
-                self._queue.put(events, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Hand over a chunk; False when ``stop`` was set while waiting for room. A chunk larger
+        than the bound is taken alone once the queue is empty."""
+        with self._changed:
+            while self._events and self._events + len(events) > self._max:
+                if stop.is_set():
+                    return False
+                self._changed.wait(0.2)
+            if stop.is_set():
+                return False
+            self._chunks.append(events)
+            self._events += len(events)
+            self._changed.notify_all()
+        return True
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
 
     def take(self, timeout: float, batch: int = 5000) -> list[ChangeEvent]:
-        """Up to about ``batch`` events, waiting at most ``timeout`` for the first chunk."""
+        """Up to about ``batch`` events (whole chunks), waiting at most ``timeout`` for the first."""
         if self.error is not None:
             raise self.error
-        try:
-            events = list(self._queue.get(timeout=timeout))
-        except queue.Empty:
-            return []
-        while len(events) < batch:
-            try:
-                events.extend(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        with self._changed:
+            if not self._chunks and timeout > 0:
+                self._changed.wait(timeout)
+            if not self._chunks:
+                return []
+            events = list(self._chunks.popleft())
+            while self._chunks and len(events) < batch:
+                events.extend(self._chunks.popleft())
+            self._events -= len(events)
+            self._changed.notify_all()
         return events
 
     def empty(self) -> bool:
-        return self._queue.empty()
+        with self._changed:
+            return not self._chunks

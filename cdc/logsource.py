@@ -44,7 +44,7 @@ class ReaderThread:
     _lease_engine: Any = None
 
     def _init_reader(self, queue_events: int) -> None:
-        self._handoff = EventHandoff(queue_events, CHUNK)
+        self._handoff = EventHandoff(queue_events)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._acked = threading.Condition()

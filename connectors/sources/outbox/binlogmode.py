@@ -76,7 +76,7 @@ class BinlogReader:
         self.to_event = to_event
         self.partition = PARTITION
         self.settings = server.Settings.parse(dsn)
-        self.handoff = EventHandoff(50 * CHUNK, CHUNK)
+        self.handoff = EventHandoff(50 * CHUNK)
         self.stop = threading.Event()
         self.columns: dict[str, ColumnInfo] = {}
         self.db = ""

@@ -50,7 +50,7 @@ class LogReader:
         self.to_event = to_event
         self.partition = f"slot:{slot}"
         self.confirm = ConfirmTracker()
-        self.handoff = EventHandoff(50 * CHUNK, CHUNK)
+        self.handoff = EventHandoff(50 * CHUNK)
         self.stop = threading.Event()
         self.resume: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
