@@ -18,6 +18,11 @@ from collections import deque
 
 from cdc.plugin import ChangeEvent
 
+#: events a source buffers ahead of the pipeline unless its ``queue_events`` says otherwise:
+#: 10,000 decouples reading from the pipeline for 0.2 s or more at full speed; 50,000 held
+#: ~50-70 MB more at peak (issue #15's RSS goal) and was no faster in the drain benchmarks
+DEFAULT_QUEUE_EVENTS = 10_000
+
 
 class EventHandoff:
     """A queue of event chunks bounded by its number of events, plus the reader's first failure."""

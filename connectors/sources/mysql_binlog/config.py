@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
+from cdc.handoff import DEFAULT_QUEUE_EVENTS
 from cdc.logsource import SnapshotMode
 from cdc.mysql.types import ZeroDates
 
@@ -45,9 +46,9 @@ class BinlogConfig(BaseModel):
         "error",
         description="MySQL/MariaDB zero or invalid dates (0000-00-00): a row error naming the field, or null",
     )
-    # 10,000 decouples reading from the pipeline for 0.2 s or more at full speed; 50,000 held
-    # ~50-70 MB more at peak (issue #15's RSS goal) and was no faster in the drain benchmarks.
-    queue_events: int = Field(10_000, ge=100, description="decoded events buffered ahead of the pipeline")
+    queue_events: int = Field(
+        DEFAULT_QUEUE_EVENTS, ge=100, description="decoded events buffered ahead of the pipeline"
+    )
     signal_table: str | None = Field(
         None,
         description="db.table (or table, in the URL's database) for signals and snapshot watermarks "

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
+from cdc.handoff import DEFAULT_QUEUE_EVENTS
 
 
 class Mode(StrEnum):
@@ -32,9 +33,9 @@ class PollingConfig(BaseModel):
         None, description="zone of zone-less timestamp columns (default: the database's default zone)"
     )
     fetch_size: int = Field(10_000, ge=1, description="rows fetched per round trip (bounded memory)")
-    # 10,000 decouples reading from the pipeline for 0.2 s or more at full speed; 50,000 held
-    # ~50-70 MB more at peak (issue #15's RSS goal) and was no faster in the drain benchmarks.
-    queue_events: int = Field(10_000, ge=100, description="events buffered between pollers and the pipeline")
+    queue_events: int = Field(
+        DEFAULT_QUEUE_EVENTS, ge=100, description="events buffered between pollers and the pipeline"
+    )
     progress: bool = Field(True, description="progress bar / log lines during an initial load")
     zero_dates: Literal["error", "null"] = Field(
         "error",

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdc.config.durations import Duration
 from cdc.config.secrets import DsnField
+from cdc.handoff import DEFAULT_QUEUE_EVENTS
 from cdc.logsource import SnapshotMode
 
 __all__ = ["SnapshotMode", "UnchangedToast", "WalConfig", "WalStream"]
@@ -38,9 +39,9 @@ class WalConfig(BaseModel):
     keep_slot: bool = Field(False, description="initial_only: keep the slot instead of a temporary one")
     status_interval: Duration = Field(5.0, description="how often the confirmed position is reported")
     snapshot_fetch_size: int = Field(10_000, ge=1, description="rows per round trip while snapshotting")
-    # 10,000 decouples reading from the pipeline for 0.2 s or more at full speed; 50,000 held
-    # ~50-70 MB more at peak (issue #15's RSS goal) and was no faster in the drain benchmarks.
-    queue_events: int = Field(10_000, ge=100, description="decoded events buffered ahead of the pipeline")
+    queue_events: int = Field(
+        DEFAULT_QUEUE_EVENTS, ge=100, description="decoded events buffered ahead of the pipeline"
+    )
     heartbeat_query: str | None = Field(
         None, description="SQL run every heartbeat_interval on the source so an idle database's slot advances"
     )
