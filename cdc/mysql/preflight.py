@@ -27,9 +27,12 @@ _SETTINGS = (
 )
 
 
-def preflight(conn: Any, *, server_id: int, by_gtid: bool, mariadb: bool) -> list[CheckResult]:
+def preflight(
+    conn: Any, *, server_id: int, by_gtid: bool, mariadb: bool, signal_table: tuple[str, str] | None = None
+) -> list[CheckResult]:
     """The findings for a reader registering as replica ``server_id`` and keeping positions by
-    GTID (``by_gtid``) or by file, in order; a failed one has ok=False, a risk has warning=True."""
+    GTID (``by_gtid``) or by file, writing watermarks into ``signal_table`` (db, table) if
+    given, in order; a failed one has ok=False, a risk has warning=True."""
     out: list[CheckResult] = []
     names = [n for n, _, _ in _SETTINGS] + [
         "server_id", "gtid_mode", "binlog_expire_logs_seconds", "expire_logs_days",
@@ -52,8 +55,17 @@ def preflight(conn: Any, *, server_id: int, by_gtid: bool, mariadb: bool) -> lis
                         "" if ok else "SET GLOBAL gtid_mode = ON (after enforce_gtid_consistency = ON), or resume_by: file")
         )  # fmt: skip
     out.append(_server_id(conn, server_id, values.get("server_id", "")))
-    out.append(_privileges(conn, mariadb))
+    grants = [str(r[0]) for r in server.rows(conn, "SHOW GRANTS")]
+    out.append(_privileges(grants, mariadb))
     out.append(_retention(values))
+    if signal_table is not None:
+        db, table = signal_table
+        exists = server.scalar(
+            conn,
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (db, table),
+        )
+        out.append(signal_table_privileges(grants, db, table, exists=bool(exists)))
     return out
 
 
@@ -73,8 +85,8 @@ def _server_id(conn: Any, server_id: int, own: str) -> CheckResult:
     )
 
 
-def _privileges(conn: Any, mariadb: bool) -> CheckResult:
-    grants = " ".join(str(r[0]).upper() for r in server.rows(conn, "SHOW GRANTS"))
+def _privileges(grant_lines: list[str], mariadb: bool) -> CheckResult:
+    grants = " ".join(line.upper() for line in grant_lines)
     needed = ["REPLICATION SLAVE", "REPLICATION CLIENT" if not mariadb else "BINLOG MONITOR", "SELECT"]
     if mariadb and "REPLICATION CLIENT" in grants:
         grants += " BINLOG MONITOR"  # the pre-10.5 name of the same privilege
@@ -107,18 +119,6 @@ def _retention(values: dict[str, str]) -> CheckResult:
 
 
 _GRANT = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<target>\S+) TO ", re.IGNORECASE)
-
-
-def signal_table(conn: Any, db: str, table: str) -> CheckResult:
-    """Whether the connector can write incremental-snapshot watermarks into its signal table
-    ``db.table`` (INSERT), and create it at start when it does not exist yet (CREATE)."""
-    grants = [str(r[0]) for r in server.rows(conn, "SHOW GRANTS")]
-    exists = server.scalar(
-        conn,
-        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-        (db, table),
-    )
-    return signal_table_privileges(grants, db, table, exists=bool(exists))
 
 
 def signal_table_privileges(grants: list[str], db: str, table: str, *, exists: bool) -> CheckResult:

@@ -42,7 +42,6 @@ from cdc.mysql.positions import (
     resume_of,
 )
 from cdc.mysql.preflight import preflight
-from cdc.mysql.preflight import signal_table as signal_table_check
 from cdc.mysql.stream import Seen
 from cdc.mysql.types import row_normalizer
 from cdc.plugin import (
@@ -142,9 +141,8 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
                 server_id=self.cfg.server_id,
                 by_gtid=self.cfg.resume_by is ResumeBy.GTID,
                 mariadb=self.mariadb,
+                signal_table=self.signal_table,
             )
-            if self.signal_table is not None:
-                results.append(signal_table_check(conn, *self.signal_table))
         finally:
             conn.close()
         return results
