@@ -61,6 +61,7 @@ def connect(settings: Settings, dsn_for_errors: str) -> pymysql.connections.Conn
     try:
         conn = pymysql.connect(
             **{
+                "connect_timeout": 10,
                 **settings.options,
                 "host": settings.host,
                 "port": settings.port,
@@ -68,7 +69,6 @@ def connect(settings: Settings, dsn_for_errors: str) -> pymysql.connections.Conn
                 "password": settings.password,
                 "database": settings.database,
                 "autocommit": True,
-                "connect_timeout": settings.options.get("connect_timeout", 10),
                 "charset": "utf8mb4",
                 "init_command": "SET time_zone = '+00:00'",
             }
