@@ -32,6 +32,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# The C accelerators (setup.py) need a C compiler and Python's headers, here only: the runtime
+# stage installs the built wheel. (The official python image has the headers; a Debian base
+# gets them from python3-dev.)
+RUN if ! command -v gcc >/dev/null; then \
+      headers=$(python3 -c 'import os, sysconfig; print("" if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else "python3-dev")') \
+      && apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev $headers \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 # Everything the build backend needs; .dockerignore keeps venvs, caches and outputs out.
 COPY . .
 # The versions CI tested (constraints.txt), not whatever is newest today.
@@ -56,7 +64,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels liberator-cdc \
     && cdc --help >/dev/null \
-    && cdc connectors list
+    && cdc connectors list \
+    && python3 -c "import cdc._avroread"
 
 # An unprivileged user with a fixed uid/gid (10001) for volume ownership and runAsUser policies.
 RUN groupadd --system --gid 10001 cdc \

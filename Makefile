@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 #   make container-test   run it against the services: tests/container
 .PHONY: image container-test constraints test-latest run test services services-down services-status env venv lint typecheck check smoke bench-quick unit clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard cdc/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
@@ -104,4 +104,4 @@ test-latest: services
 	eval "$$(bash $(SERVICES) env)" && .venv-latest/bin/pytest -q $(LATEST_INTEGRATION) $(PYTEST_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache cdc/*.so

@@ -9,6 +9,10 @@ reads the wire bytes in place. Its results are those of fastavro (tests compare 
 same bytes, including the types and the exact decimal representation); any other schema
 (nested records, enums, fixed, maps, arrays, other unions, unknown logical types) returns
 None here and keeps fastavro.
+
+Where the C accelerator ``cdc._avroread`` was built (see :mod:`cdc.accel`), the same schemas are
+read by its twin of the compiled function: the same values and types, at a fraction of the CPU.
+The unit tests read the same bytes with both.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import uuid
 from collections.abc import Callable
 from decimal import Context, Decimal
 from typing import Any
+
+from cdc import accel
 
 #: (bytes, position) -> (the record as a dict, the position after it); raises on bad bytes
 RecordReader = Callable[[bytes, int], tuple[dict[str, Any], int]]
@@ -83,6 +89,9 @@ class _Emitter:
             "        pos += 1",
             "        n |= (b & 0x7F) << shift",
             "        shift += 7",
+            # Longer than Avro's ten bytes, or past 64 bits: garbage, as the C reader says.
+            "    if shift > 70 or n >> 64:",
+            "        raise ValueError('a varint longer than 64 bits')",
             f"    {target} = (n >> 1) ^ -(n & 1)",
         ):
             self.emit(indent, line)
@@ -165,8 +174,75 @@ class _Emitter:
         return True
 
 
-def compile_record_reader(schema: Any) -> RecordReader | None:
-    """A reader for a flat record schema (see the module doc), or None to keep fastavro."""
+#: Avro base type (or base/logical pair) -> the C reader's kind (``cdc._avroread``'s constants)
+_C_KINDS = {
+    "boolean": "BOOLEAN",
+    "int": "LONG",
+    "long": "LONG",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "bytes": "BYTES",
+    "string": "STRING",
+    "timestamp-millis": "TIMESTAMP_MILLIS",
+    "timestamp-micros": "TIMESTAMP_MICROS",
+    "local-timestamp-millis": "LOCAL_TIMESTAMP_MILLIS",
+    "local-timestamp-micros": "LOCAL_TIMESTAMP_MICROS",
+    "date": "DATE",
+    "decimal": "BYTES",  # then the decimal's Python conversion
+    "uuid": "STRING",  # then uuid.UUID
+}
+
+
+def _c_field(avro_type: Any) -> tuple[str, int, Callable[[Any], Any] | None] | None:
+    """(kind, null branch or -1, conversion) of one field for the C reader; None when the pure-
+    Python emitter would not compile it either (the same rules as :meth:`_Emitter.value`)."""
+    null_index = -1
+    if isinstance(avro_type, list):
+        if len(avro_type) != 2 or avro_type.count("null") != 1:
+            return None
+        null_index = avro_type.index("null")
+        avro_type = avro_type[1 - null_index]
+    logical = None
+    if isinstance(avro_type, dict):
+        logical = avro_type.get("logicalType")
+        base = avro_type.get("type")
+        if not isinstance(base, str) or base not in _SIMPLE:
+            return None
+        if logical is not None and _LOGICAL.get(logical) != base:
+            return None
+    elif isinstance(avro_type, str) and avro_type in _SIMPLE:
+        base = avro_type
+    else:
+        return None
+    convert: Callable[[Any], Any] | None = None
+    if logical == "decimal":
+        assert isinstance(avro_type, dict)
+        convert = _decimal(Context(prec=int(avro_type["precision"])), int(avro_type.get("scale", 0)))
+    elif logical == "uuid":
+        convert = uuid.UUID
+    return _C_KINDS[logical or base], null_index, convert
+
+
+def _c_reader(fields: list[Any]) -> RecordReader | None:
+    """The C twin of the compiled reader, or None where the accelerator is not available."""
+    module = accel.load("_avroread")
+    if module is None:
+        return None
+    plan = []
+    for f in fields:
+        found = _c_field(f.get("type"))
+        if found is None:
+            return None
+        kind, null_index, convert = found
+        plan.append((f["name"], getattr(module, kind), null_index, convert))
+    reader: RecordReader = module.make_reader(plan, _EPOCH, _EPOCH_NAIVE, dt.date.fromordinal, _DAYS_SHIFT)
+    return reader
+
+
+def compile_record_reader(schema: Any, *, accelerated: bool = True) -> RecordReader | None:
+    """A reader for a flat record schema (see the module doc), or None to keep fastavro.
+
+    ``accelerated``: use the C reader where it is available (``False``: the pure-Python one)."""
     if not isinstance(schema, dict) or schema.get("type") != "record":
         return None
     fields = schema.get("fields")
@@ -180,6 +256,10 @@ def compile_record_reader(schema: Any) -> RecordReader | None:
         if not out.value(1, f"v{i}", f.get("type"), str(i)):
             return None
         names.append(f["name"])
+    if accelerated:
+        fast = _c_reader(fields)
+        if fast is not None:
+            return fast
     # Field names are Avro names (fastavro's parse_schema validated them); repr() quotes them anyway.
     record = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(names))
     source = "\n".join(["def read(data, pos):", *out.lines, f"    return {{{record}}}, pos"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import struct
 import uuid
 from decimal import Decimal
 from io import BytesIO
@@ -12,8 +13,21 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from cdc import _avroread
 from cdc.sink.decode import DecodeError, Decoder, WriterSchema
-from cdc.sink.fastread import compile_record_reader
+from cdc.sink.fastread import RecordReader, compile_record_reader
+
+# Both readers, on the same bytes: the C accelerator (which must be built: `make venv` builds it,
+# and a missing one fails here) and the pure-Python one it must match exactly.
+BOTH = pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
+
+
+def compiled(schema: Any, accelerated: bool) -> RecordReader:
+    reader = compile_record_reader(schema, accelerated=accelerated)
+    assert reader is not None
+    assert isinstance(reader, _avroread.Reader) is accelerated
+    return reader
+
 
 DECIMAL = {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}
 FLAT = {
@@ -92,9 +106,9 @@ def same(ours: Any, theirs: Any) -> None:
             assert ours[name].tzinfo == value.tzinfo, name
 
 
-def test_flat_records_read_exactly_as_fastavro_reads_them() -> None:
-    reader = compile_record_reader(FLAT)
-    assert reader is not None
+@BOTH
+def test_flat_records_read_exactly_as_fastavro_reads_them(accelerated: bool) -> None:
+    reader = compiled(FLAT, accelerated)
     rng = random.Random(15)
     for i in range(500):
         body = encode(FLAT, flat_record(rng, i))
@@ -103,11 +117,11 @@ def test_flat_records_read_exactly_as_fastavro_reads_them() -> None:
         same(ours, fastavro_read(FLAT, body))
 
 
-def test_decimal_rounding_to_the_precision_matches_fastavro() -> None:
+@BOTH
+def test_decimal_rounding_to_the_precision_matches_fastavro(accelerated: bool) -> None:
     """An unscaled value with more digits than the precision is rounded the way fastavro rounds it."""
     schema = {"type": "record", "name": "D", "fields": [{"name": "x", "type": DECIMAL}]}
-    reader = compile_record_reader(schema)
-    assert reader is not None
+    reader = compiled(schema, accelerated)
     for unscaled in (0, 5, -5, 10**10 - 1, 10**12 + 5, -(10**15) - 7, 123456789012345):
         body = bytes([16 * 2]) + unscaled.to_bytes(16, "big", signed=True)  # zig-zag length, then bytes
         ours, end = reader(b"\0" + body, 1)
@@ -132,19 +146,24 @@ def test_decimal_rounding_to_the_precision_matches_fastavro() -> None:
         "SomeNamedType",
     ],
 )
-def test_other_schemas_keep_fastavro(avro_type: Any) -> None:
+@BOTH
+def test_other_schemas_keep_fastavro(avro_type: Any, accelerated: bool) -> None:
     schema = {
         "type": "record",
         "name": "R",
         "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": avro_type}],
     }
-    assert compile_record_reader(schema) is None
+    assert compile_record_reader(schema, accelerated=accelerated) is None
 
 
-def test_only_records_are_compiled() -> None:
-    assert compile_record_reader("string") is None
-    assert compile_record_reader({"type": "long"}) is None
-    assert compile_record_reader({"type": "record", "name": "Empty", "fields": []}) is None
+@BOTH
+def test_only_records_are_compiled(accelerated: bool) -> None:
+    assert compile_record_reader("string", accelerated=accelerated) is None
+    assert compile_record_reader({"type": "long"}, accelerated=accelerated) is None
+    assert (
+        compile_record_reader({"type": "record", "name": "Empty", "fields": []}, accelerated=accelerated)
+        is None
+    )
 
 
 class _Registry:
@@ -195,3 +214,80 @@ def test_a_bad_union_branch_and_bad_utf8_are_decode_errors() -> None:
         decoder.decode(wire(3, b"\x04"))  # branch 2 of 2
     with pytest.raises(DecodeError):
         decoder.decode(wire(3, b"\x02\x02\xff"))  # not UTF-8
+
+
+def outcome(reader: RecordReader, data: bytes) -> Any:
+    """What a reader makes of the bytes: its record and end, or that it refused them."""
+    try:
+        record, end = reader(data, 5)
+    except Exception:
+        return "refused"
+    return [(name, type(v), comparable(v)) for name, v in record.items()], end
+
+
+def comparable(value: Any) -> Any:
+    """Decimals by digits and exponent, floats by their bits (a NaN is not equal to itself)."""
+    if isinstance(value, Decimal):
+        return value.as_tuple()
+    if isinstance(value, float):
+        return struct.pack("<d", value)
+    return value
+
+
+def test_the_c_and_python_readers_agree_on_every_cut_and_corruption() -> None:
+    """Valid records cut at every byte, and with bytes overwritten at random: the C reader returns
+    exactly what the Python reader returns, or refuses exactly where it refuses."""
+    c_reader, py_reader = compiled(FLAT, True), compiled(FLAT, False)
+    rng = random.Random(2026)
+    checked = refused = 0
+    for i in range(60):
+        data = b"\0\0\0\0\7" + encode(FLAT, flat_record(rng, i))
+        variants = [data[:cut] for cut in range(5, len(data))]
+        for _ in range(40):
+            corrupt = bytearray(data)
+            for _ in range(rng.randint(1, 3)):
+                corrupt[rng.randrange(5, len(corrupt))] = rng.choice(
+                    [0x00, 0x01, 0x7F, 0x80, 0xFF, rng.randrange(256)]
+                )
+            variants.append(bytes(corrupt))
+        for variant in variants:
+            expected = outcome(py_reader, variant)
+            assert outcome(c_reader, variant) == expected, variant.hex()
+            checked += 1
+            refused += expected == "refused"
+    assert refused > checked // 3  # the corruptions did reach the error paths
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("avro_type", "body"),
+    [
+        ("long", b"\x80" * 10 + b"\x01"),  # eleven bytes
+        ("long", b"\xff" * 9 + b"\x02"),  # 65 bits
+        ("string", b"\x01"),  # a negative length
+        ("string", b"\x08ab"),  # cut short
+        ({"type": "long", "logicalType": "timestamp-millis"}, b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01"),
+        ({"type": "long", "logicalType": "timestamp-micros"}, b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01"),
+        ({"type": "int", "logicalType": "date"}, b"\xfe\xff\xff\xff\x1f"),
+        ({"type": "string", "logicalType": "uuid"}, b"\x06abc"),
+        ("double", b"\0\0\0"),
+    ],
+)
+def test_garbage_is_refused_by_both_readers(avro_type: Any, body: bytes, accelerated: bool) -> None:
+    reader = compiled(
+        {"type": "record", "name": "G", "fields": [{"name": "x", "type": avro_type}]}, accelerated
+    )
+    with pytest.raises((ValueError, IndexError, EOFError, OverflowError, struct.error)):
+        reader(b"\0" + body, 1)
+
+
+def test_the_c_reader_takes_any_buffer_and_checks_its_arguments() -> None:
+    reader = compiled({"type": "record", "name": "K", "fields": [{"name": "id", "type": "long"}]}, True)
+    assert reader(bytearray(b"\0\x04"), 1) == ({"id": 2}, 2)
+    assert reader(memoryview(b"\0\x04"), 1) == ({"id": 2}, 2)
+    with pytest.raises(TypeError):
+        reader(b"\x04")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="negative"):
+        reader(b"\x04", -1)
+    with pytest.raises(TypeError):
+        type(reader)()  # built by make_reader only
