@@ -34,7 +34,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env, report, rss_mb, start_rss_sampling
+from _common import _descendants, cpu_s, env, report, rss_mb, start_rss_sampling
 
 from cdc.schemas.wire import WireEncoder
 from cdc.sink.loader import load_sink_config
@@ -127,6 +127,25 @@ def target_database(target: str, name: str, tmp: Path) -> Iterator[str]:
             pg.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def postgres_cpu_s(postmaster: int | None) -> float | None:
+    """CPU seconds used so far by the PostgreSQL server's processes (None: not measured)."""
+    return cpu_s(_descendants(postmaster)) if postmaster is not None else None
+
+
+def postmaster_pid(target: str) -> int | None:
+    """The local PostgreSQL server's postmaster (the parent of a backend), for its CPU."""
+    if target != "postgresql":
+        return None
+    with psycopg.connect(env("CDC_TEST_POSTGRES_DSN")) as pg:
+        row = pg.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    try:
+        with open(f"/proc/{row[0]}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None  # a server on another machine
+
+
 def count_rows(target: str, url: str) -> int:
     """Rows in the target's ``orders`` table."""
     if target == "sqlite":
@@ -182,17 +201,23 @@ def main() -> None:
                 )
             )
             runner = SinkRunner(load_sink_config(tmp / "sink.yaml"))
+            server = postmaster_pid(args.target)
             thread = threading.Thread(target=runner.run, daemon=True)
             launched = time.monotonic()
             thread.start()
             first = None
             while runner.stats.messages < records:
                 if first is None and runner.stats.messages > 0:
-                    first = (time.monotonic(), runner.stats.messages)
+                    first = (
+                        time.monotonic(),
+                        runner.stats.messages,
+                        time.process_time(),
+                        postgres_cpu_s(server),
+                    )
                 if not thread.is_alive():
                     sys.exit("benchmark: the sink stopped early")
                 time.sleep(0.01)
-            done_at = time.monotonic()
+            done_at, done_cpu, done_server = time.monotonic(), time.process_time(), postgres_cpu_s(server)
             runner.stop.set()
             thread.join(60)
             rows = count_rows(args.target, url)
@@ -200,8 +225,19 @@ def main() -> None:
     finally:
         AdminClient({"bootstrap.servers": bootstrap}).delete_topics([name, f"{name}.sink-dlq"])
     # Steady rate: from the first committed batch on (group join and table creation excluded).
-    started, counted = first if first is not None else (launched, 0)
+    started, counted, cpu_at_first, server_at_first = (
+        first if first is not None else (launched, 0, None, None)
+    )
     seconds = done_at - started
+    # CPU per row over the same span: the sink's own (its threads and librdkafka's), and the
+    # PostgreSQL server's (all its processes: the sink's backend, checkpointer, WAL writer).
+    rows_measured = max(records - counted, 1)
+    cpu_us = (done_cpu - cpu_at_first) / rows_measured * 1e6 if cpu_at_first is not None else None
+    server_us = (
+        (done_server - server_at_first) / rows_measured * 1e6
+        if done_server is not None and server_at_first is not None
+        else None
+    )
     report(
         {
             "bench": "sink_postgres_upsert" if args.target == "postgresql" else f"sink_{args.target}_upsert",
@@ -213,6 +249,8 @@ def main() -> None:
             "seconds": round(seconds, 2),
             "rows_per_s_incl_startup": round(records / (done_at - launched)),
             "batches": runner.stats.batches,
+            "sink_cpu_us_per_row": round(cpu_us, 2) if cpu_us is not None else None,
+            "server_cpu_us_per_row": round(server_us, 2) if server_us is not None else None,
             "rss_mb": round(rss_mb(), 1),
             "goal_rows_per_s": 70_000 if args.target == "postgresql" else None,
         }

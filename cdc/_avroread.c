@@ -7,10 +7,12 @@
  * (data, pos) returns (the record as a dict, the position after it), exactly the values and
  * types of the pure-Python reader; the unit tests read the same bytes with both.
  *
- * Conversions whose exact semantics live in Python objects (the decimal's context rounding, the
- * uuid's parsing) are the plan's callables, called with the base value; timestamps are the
- * epoch plus a timedelta, dates date.fromordinal, as in Python, so the results (and the
- * OverflowError or ValueError of a value out of range) are those of the pure-Python reader.
+ * Conversions whose exact semantics live in Python objects (the decimal's context rounding where
+ * digits exceed the precision, the uuid's parsing) are the plan's callables, called with the base
+ * value; dates are date.fromordinal as in Python. Timestamps are built from their fields (the
+ * value of epoch + timedelta, OverflowError outside years 1-9999 as there), and a decimal that
+ * fits in 64 bits and its precision is parsed from "<unscaled>E<-scale>" (no rounding: the
+ * same digits and exponent). The tests compare both readers on every logical type's edges.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,7 +32,8 @@ enum kind {
     K_LOCAL_TIMESTAMP_MILLIS = 8,
     K_LOCAL_TIMESTAMP_MICROS = 9,
     K_DATE = 10,
-    K_LAST = K_DATE,
+    K_DECIMAL = 11, /* bytes; the plan's precision and scale; convert for what the fast path leaves */
+    K_LAST = K_DECIMAL,
 };
 
 typedef struct {
@@ -38,14 +41,15 @@ typedef struct {
     int kind;          /* enum kind */
     int null_index;    /* -1: not a union; 0 or 1: the index of the null branch */
     PyObject *convert; /* NULL or a callable applied to the base value (decimal, uuid) */
+    int precision;     /* K_DECIMAL */
+    int scale;         /* K_DECIMAL */
 } Field;
 
 typedef struct {
     PyObject_VAR_HEAD
     vectorcallfunc vectorcall;
-    PyObject *epoch;       /* 1970-01-01 00:00 UTC, aware */
-    PyObject *epoch_naive; /* 1970-01-01 00:00, naive */
     PyObject *fromordinal; /* datetime.date.fromordinal */
+    PyObject *decimal;     /* decimal.Decimal */
     long long days_shift;  /* date(1970, 1, 1).toordinal() */
     Field fields[1];
 } Reader;
@@ -106,26 +110,81 @@ read_sized(const unsigned char *data, Py_ssize_t len, Py_ssize_t *pos, Py_ssize_
     return 0;
 }
 
-/* epoch + timedelta(microseconds=us): timedelta's OverflowError past its +-999999999 days. */
+/* The proleptic Gregorian date of a day count since 1970-01-01 (exact for any int64 input
+ * within +-2**40 days; callers check the year range). */
+static void
+civil_from_days(int64_t days, int64_t *year, int *month, int *day)
+{
+    days += 719468;
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *month = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *year = yoe + era * 400 + (*month <= 2);
+}
+
+/* The datetime of ``us`` microseconds after 1970-01-01 00:00 (UTC when aware): the value of
+ * epoch + timedelta(microseconds=us), built directly; OverflowError outside years 1-9999, as
+ * that addition raises. */
 static PyObject *
-timestamp(PyObject *epoch, int64_t us)
+timestamp(int64_t us, int aware)
 {
     int64_t days = us / US_PER_DAY, rem = us % US_PER_DAY;
     if (rem < 0) {
         rem += US_PER_DAY;
         days -= 1;
     }
-    if (days > 999999999 || days < -999999999) {
-        PyErr_Format(PyExc_OverflowError, "days=%lld; must have magnitude <= 999999999", (long long)days);
+    int64_t year = 0;
+    int month = 0, day = 0;
+    if (days > -1000000000LL && days < 1000000000LL) {
+        civil_from_days(days, &year, &month, &day);
+    }
+    if (year < 1 || year > 9999) {
+        PyErr_SetString(PyExc_OverflowError, "date value out of range");
         return NULL;
     }
-    PyObject *delta = PyDelta_FromDSU((int)days, (int)(rem / 1000000), (int)(rem % 1000000));
-    if (delta == NULL) {
+    int64_t seconds = rem / 1000000;
+    return PyDateTimeAPI->DateTime_FromDateAndTime(
+        (int)year, month, day, (int)(seconds / 3600), (int)(seconds / 60 % 60), (int)(seconds % 60),
+        (int)(rem % 1000000), aware ? PyDateTime_TimeZone_UTC : Py_None, PyDateTimeAPI->DateTimeType);
+}
+
+/* A decimal whose unscaled value fits in 64 bits and in the precision (at most 18 digits) is
+ * exactly Decimal("<unscaled>E<-scale>"): what the context's create_decimal and scaleb give
+ * when nothing rounds. Anything else goes to the plan's Python conversion. */
+static PyObject *
+read_decimal(Reader *self, const Field *f, const unsigned char *raw, Py_ssize_t size)
+{
+    if (size <= 8 && f->precision <= 18) {
+        int64_t n = size > 0 && (raw[0] & 0x80) ? -1 : 0;
+        for (Py_ssize_t i = 0; i < size; i++) {
+            n = (int64_t)((uint64_t)n << 8 | raw[i]);
+        }
+        uint64_t magnitude = n < 0 ? -(uint64_t)n : (uint64_t)n;
+        uint64_t limit = 1;
+        for (int i = 0; i < f->precision; i++) {
+            limit *= 10;
+        }
+        if (magnitude < limit) {
+            PyObject *text = PyUnicode_FromFormat("%lldE%d", (long long)n, -f->scale);
+            if (text == NULL) {
+                return NULL;
+            }
+            PyObject *value = PyObject_CallOneArg(self->decimal, text);
+            Py_DECREF(text);
+            return value;
+        }
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)raw, size);
+    if (bytes == NULL) {
         return NULL;
     }
-    PyObject *result = PyNumber_Add(epoch, delta);
-    Py_DECREF(delta);
-    return result;
+    PyObject *value = PyObject_CallOneArg(f->convert, bytes);
+    Py_DECREF(bytes);
+    return value;
 }
 
 static PyObject *
@@ -187,11 +246,16 @@ read_value(Reader *self, const Field *f, const unsigned char *data, Py_ssize_t l
         int local = f->kind == K_LOCAL_TIMESTAMP_MILLIS || f->kind == K_LOCAL_TIMESTAMP_MICROS;
         int64_t us = n;
         if (millis && __builtin_mul_overflow(n, (int64_t)1000, &us)) {
-            PyErr_SetString(PyExc_OverflowError, "a timestamp beyond the range of datetime");
+            PyErr_SetString(PyExc_OverflowError, "date value out of range");
             return NULL;
         }
-        return timestamp(local ? self->epoch_naive : self->epoch, us);
+        return timestamp(us, !local);
     }
+    case K_DECIMAL:
+        if (read_sized(data, len, pos, &start, &size) < 0) {
+            return NULL;
+        }
+        return read_decimal(self, f, data + start, size);
     case K_DATE: {
         if (read_long(data, len, pos, &n) < 0) {
             return NULL;
@@ -315,9 +379,8 @@ reader_dealloc(Reader *self)
         Py_XDECREF(self->fields[i].name);
         Py_XDECREF(self->fields[i].convert);
     }
-    Py_XDECREF(self->epoch);
-    Py_XDECREF(self->epoch_naive);
     Py_XDECREF(self->fromordinal);
+    Py_XDECREF(self->decimal);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -333,14 +396,14 @@ static PyTypeObject ReaderType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
 };
 
-/* make_reader(fields, epoch, epoch_naive, fromordinal, days_shift); fields: a sequence of
- * (name, kind, null_index, convert or None) tuples. */
+/* make_reader(fields, fromordinal, days_shift, decimal); fields: a sequence of
+ * (name, kind, null_index, convert or None, precision, scale) tuples. */
 static PyObject *
 make_reader(PyObject *module, PyObject *args)
 {
-    PyObject *fields, *epoch, *epoch_naive, *fromordinal;
+    PyObject *fields, *fromordinal, *decimal;
     long long days_shift;
-    if (!PyArg_ParseTuple(args, "OOOOL:make_reader", &fields, &epoch, &epoch_naive, &fromordinal, &days_shift)) {
+    if (!PyArg_ParseTuple(args, "OOLO:make_reader", &fields, &fromordinal, &days_shift, &decimal)) {
         return NULL;
     }
     PyObject *seq = PySequence_Fast(fields, "fields must be a sequence");
@@ -363,17 +426,18 @@ make_reader(PyObject *module, PyObject *args)
         self->fields[i].name = NULL;
         self->fields[i].convert = NULL;
     }
-    self->epoch = Py_NewRef(epoch);
-    self->epoch_naive = Py_NewRef(epoch_naive);
     self->fromordinal = Py_NewRef(fromordinal);
+    self->decimal = Py_NewRef(decimal);
     self->days_shift = days_shift;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name, *convert;
-        int kind, null_index;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "UiiO:field", &name, &kind, &null_index, &convert)) {
+        int kind, null_index, precision, scale;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "UiiOii:field", &name, &kind, &null_index, &convert,
+                              &precision, &scale)) {
             goto error;
         }
-        if (kind < 0 || kind > K_LAST || null_index < -1 || null_index > 1) {
+        if (kind < 0 || kind > K_LAST || null_index < -1 || null_index > 1
+            || (kind == K_DECIMAL && (convert == Py_None || precision < 1))) {
             PyErr_Format(PyExc_ValueError, "field %zd: kind %d, null index %d", i, kind, null_index);
             goto error;
         }
@@ -383,6 +447,8 @@ make_reader(PyObject *module, PyObject *args)
         self->fields[i].kind = kind;
         self->fields[i].null_index = null_index;
         self->fields[i].convert = convert == Py_None ? NULL : Py_NewRef(convert);
+        self->fields[i].precision = precision;
+        self->fields[i].scale = scale;
     }
     Py_DECREF(seq);
     return (PyObject *)self;
@@ -394,7 +460,7 @@ error:
 
 static PyMethodDef module_methods[] = {
     {"make_reader", make_reader, METH_VARARGS,
-     PyDoc_STR("make_reader(fields, epoch, epoch_naive, fromordinal, days_shift) -> Reader")},
+     PyDoc_STR("make_reader(fields, fromordinal, days_shift, decimal) -> Reader")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -430,7 +496,8 @@ PyInit__avroread(void)
         || PyModule_AddIntConstant(module, "TIMESTAMP_MICROS", K_TIMESTAMP_MICROS) < 0
         || PyModule_AddIntConstant(module, "LOCAL_TIMESTAMP_MILLIS", K_LOCAL_TIMESTAMP_MILLIS) < 0
         || PyModule_AddIntConstant(module, "LOCAL_TIMESTAMP_MICROS", K_LOCAL_TIMESTAMP_MICROS) < 0
-        || PyModule_AddIntConstant(module, "DATE", K_DATE) < 0) {
+        || PyModule_AddIntConstant(module, "DATE", K_DATE) < 0
+        || PyModule_AddIntConstant(module, "DECIMAL", K_DECIMAL) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -14,15 +14,15 @@ TIMESTAMP_MICROS: int
 LOCAL_TIMESTAMP_MILLIS: int
 LOCAL_TIMESTAMP_MICROS: int
 DATE: int
+DECIMAL: int
 
 class Reader:
     def __call__(self, data: bytes, pos: int, /) -> tuple[dict[str, Any], int]: ...
 
 def make_reader(
-    fields: Sequence[tuple[str, int, int, Callable[[Any], Any] | None]],
-    epoch: Any,
-    epoch_naive: Any,
+    fields: Sequence[tuple[str, int, int, Callable[[Any], Any] | None, int, int]],
     fromordinal: Callable[[int], Any],
     days_shift: int,
+    decimal: type,
     /,
 ) -> Reader: ...

@@ -188,14 +188,15 @@ _C_KINDS = {
     "local-timestamp-millis": "LOCAL_TIMESTAMP_MILLIS",
     "local-timestamp-micros": "LOCAL_TIMESTAMP_MICROS",
     "date": "DATE",
-    "decimal": "BYTES",  # then the decimal's Python conversion
+    "decimal": "DECIMAL",
     "uuid": "STRING",  # then uuid.UUID
 }
 
 
-def _c_field(avro_type: Any) -> tuple[str, int, Callable[[Any], Any] | None] | None:
-    """(kind, null branch or -1, conversion) of one field for the C reader; None when the pure-
-    Python emitter would not compile it either (the same rules as :meth:`_Emitter.value`)."""
+def _c_field(avro_type: Any) -> tuple[str, int, Callable[[Any], Any] | None, int, int] | None:
+    """(kind, null branch or -1, conversion, decimal precision, decimal scale) of one field for
+    the C reader; None when the pure-Python emitter would not compile it either (the same rules
+    as :meth:`_Emitter.value`)."""
     null_index = -1
     if isinstance(avro_type, list):
         if len(avro_type) != 2 or avro_type.count("null") != 1:
@@ -215,12 +216,14 @@ def _c_field(avro_type: Any) -> tuple[str, int, Callable[[Any], Any] | None] | N
     else:
         return None
     convert: Callable[[Any], Any] | None = None
+    precision = scale = 0
     if logical == "decimal":
         assert isinstance(avro_type, dict)
-        convert = _decimal(Context(prec=int(avro_type["precision"])), int(avro_type.get("scale", 0)))
+        precision, scale = int(avro_type["precision"]), int(avro_type.get("scale", 0))
+        convert = _decimal(Context(prec=precision), scale)  # for what the C fast path leaves
     elif logical == "uuid":
         convert = uuid.UUID
-    return _C_KINDS[logical or base], null_index, convert
+    return _C_KINDS[logical or base], null_index, convert, precision, scale
 
 
 def _c_reader(fields: list[Any]) -> RecordReader | None:
@@ -233,9 +236,9 @@ def _c_reader(fields: list[Any]) -> RecordReader | None:
         found = _c_field(f.get("type"))
         if found is None:
             return None
-        kind, null_index, convert = found
-        plan.append((f["name"], getattr(module, kind), null_index, convert))
-    reader: RecordReader = module.make_reader(plan, _EPOCH, _EPOCH_NAIVE, dt.date.fromordinal, _DAYS_SHIFT)
+        kind, null_index, convert, precision, scale = found
+        plan.append((f["name"], getattr(module, kind), null_index, convert, precision, scale))
+    reader: RecordReader = module.make_reader(plan, dt.date.fromordinal, _DAYS_SHIFT, Decimal)
     return reader
 
 

@@ -291,3 +291,92 @@ def test_the_c_reader_takes_any_buffer_and_checks_its_arguments() -> None:
         reader(b"\x04", -1)
     with pytest.raises(TypeError):
         type(reader)()  # built by make_reader only
+
+
+def zigzag(n: int) -> bytes:
+    """The Avro varint of ``n`` (a long)."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_FIRST_US = (dt.datetime(1, 1, 1) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+_LAST_US = (dt.datetime(9999, 12, 31, 23, 59, 59, 999999) - dt.datetime(1970, 1, 1)) // dt.timedelta(
+    microseconds=1
+)
+
+
+@pytest.mark.parametrize(
+    "logical", ["timestamp-micros", "timestamp-millis", "local-timestamp-micros", "local-timestamp-millis"]
+)
+def test_the_c_timestamps_match_python_at_every_edge(logical: str) -> None:
+    """The C reader builds datetimes from their fields: the same values as epoch + timedelta at
+    the ends of datetime's range, around leap days and the epoch, and the same refusals past them."""
+    schema = {
+        "type": "record",
+        "name": "T",
+        "fields": [{"name": "t", "type": {"type": "long", "logicalType": logical}}],
+    }
+    c_reader, py_reader = compiled(schema, True), compiled(schema, False)
+    per_unit = 1000 if "millis" in logical else 1
+    days = [
+        dt.date(y, m, d)
+        for y, m, d in [
+            (1900, 2, 28),
+            (1900, 3, 1),
+            (2000, 2, 29),
+            (2000, 3, 1),
+            (1600, 2, 29),
+            (2100, 3, 1),
+            (1969, 12, 31),
+        ]
+    ]
+    values = [0, -1, 1, 86_399_999_999, -86_400_000_000, 2**62, -(2**62), 2**63 - 1, -(2**63)]
+    values += [_FIRST_US // per_unit + d for d in (-1, 0, 1)] + [_LAST_US // per_unit + d for d in (-1, 0, 1)]
+    values += [
+        ((day - dt.date(1970, 1, 1)).days * 86_400_000_000 + s) // per_unit
+        for day in days
+        for s in (0, 86_399_999_999)
+    ]
+    rng = random.Random(7)
+    values += [rng.randint(_FIRST_US, _LAST_US) // per_unit for _ in range(2000)]
+    refused = 0
+    for v in values:
+        data = b"\0" * 5 + zigzag(v)
+        expected = outcome(py_reader, data)
+        assert outcome(c_reader, data) == expected, v
+        if expected != "refused":
+            (record, _end) = c_reader(data, 5)
+            assert record["t"].tzinfo is (None if logical.startswith("local") else dt.UTC)
+        refused += expected == "refused"
+    assert refused >= 6  # both ends and the int64 extremes
+
+
+@pytest.mark.parametrize(("precision", "scale"), [(1, 0), (10, 2), (18, 0), (18, 18), (19, 4), (38, 9)])
+def test_the_c_decimals_match_python_in_digits_and_exponent(precision: int, scale: int) -> None:
+    """The C reader parses a decimal that fits 64 bits and its precision from its digits, and
+    leaves the rest (rounding to the precision) to Python: both give the same digits and exponent."""
+    dec = {"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale}
+    schema = {"type": "record", "name": "D", "fields": [{"name": "x", "type": dec}]}
+    c_reader, py_reader = compiled(schema, True), compiled(schema, False)
+    limit = 10**precision
+    unscaled = [0, 1, -1, 9, -9, 127, 128, -128, -129, limit - 1, -(limit - 1), limit, -limit, limit + 1]
+    unscaled += [2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 10**30 + 7, -(10**30) - 7]
+    rng = random.Random(precision * 100 + scale)
+    unscaled += [rng.randint(-(limit * 10), limit * 10) for _ in range(500)]
+    for n in unscaled:
+        for width in sorted({(abs(n).bit_length() + 8) // 8, 8, 9, 16}):
+            try:
+                raw = n.to_bytes(width, "big", signed=True)
+            except OverflowError:
+                continue
+            data = b"\0" * 5 + zigzag(len(raw)) + raw
+            expected = outcome(py_reader, data)
+            assert outcome(c_reader, data) == expected, (n, width)
+    empty = b"\0" * 5 + zigzag(0)  # no bytes at all: zero, as int.from_bytes reads them
+    assert outcome(c_reader, empty) == outcome(py_reader, empty)
+    assert c_reader(empty, 5)[0]["x"].as_tuple() == Decimal(0).scaleb(-scale).as_tuple()
