@@ -125,15 +125,15 @@ class ChangeBuilder:
         if type(value) is dict and not self._envelope:
             shape = self._shapes.get((id(key_writer), id(value_writer)))
             if shape is not None:  # the common case: an entity upsert of a known schema pair
-                row = value  # the decoder's fresh dict: updated in place, never shared
+                # The decoder's fresh dict becomes the row: updated in place, never shared.
                 if self._fixed_keys is None and isinstance(key, dict):
-                    row.update(key)
+                    value.update(key)
                 try:
-                    key_tuple = shape.pick(row)
+                    key_tuple = shape.pick(value)
                 except KeyError as exc:
                     raise DecodeError(f"key column {exc.args[0]!r} is not a field of the value") from None
                 return Change(
-                    ref, self.table, key_tuple, row, raw, self.topic, shape.keys, shape.specs, shape.ids
+                    ref, self.table, key_tuple, value, raw, self.topic, shape.keys, shape.specs, shape.ids
                 )
         keys = self.key_columns(key_writer)
         row: dict[str, Any] | None
