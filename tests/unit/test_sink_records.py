@@ -156,3 +156,28 @@ def test_a_key_override_takes_the_key_from_the_value_and_leaves_the_value_alone(
         ChangeBuilder(SinkTopic(topic="t", key=["region"])).build(
             ref, None, KEY_W, {"id": 1}, VALUE_W, {"id": 1, "name": "a"}
         )
+
+
+def test_the_second_message_of_a_schema_pair_builds_the_same_change_the_first_did() -> None:
+    """build() caches what an entity upsert takes from its schema pair; the cached way gives the
+    same change, merges the record key the same way and refuses a value without a key column."""
+    builder = ChangeBuilder(SinkTopic(topic="shop.items"))
+    built = [
+        builder.build(
+            MessageRef("shop.items", 0, i, {"id": i}), None, KEY_W, {"id": i}, VALUE_W, {"name": "x"}
+        )
+        for i in range(3)
+    ]
+    assert [(c.key, c.row, c.key_columns, c.schema_ids) for c in built] == [
+        ((i,), {"name": "x", "id": i}, ("id",), (1, 2)) for i in range(3)
+    ]
+    assert built[1].fields is built[0].fields and built[2].ref.offset == 2
+    fixed = ChangeBuilder(SinkTopic(topic="t", key=["name"]))
+    for _ in range(2):  # first the derived way, then the cached one
+        with pytest.raises(DecodeError, match="key column 'name' is not a field of the value"):
+            fixed.build(MessageRef("t", 0, 0, None), None, None, None, VALUE_W, {"id": 1})
+    first = fixed.build(MessageRef("t", 0, 0, None), None, None, None, VALUE_W, {"id": 1, "name": "a"})
+    again = fixed.build(MessageRef("t", 0, 1, None), None, None, None, VALUE_W, {"id": 2, "name": "b"})
+    assert (first.key, again.key) == (("a",), ("b",))
+    with pytest.raises(DecodeError, match="key column 'name' is not a field of the value"):
+        fixed.build(MessageRef("t", 0, 2, None), None, None, None, VALUE_W, {"id": 3})
