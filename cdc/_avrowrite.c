@@ -359,7 +359,7 @@ write_value(Writer *self, const Field *f, Out *out, PyObject *v)
             }
             return out_sized(out, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v));
         }
-        /* fall through: bytes of the fixed's size */
+        /* fall through - not a Decimal: bytes of the fixed's size */
     case K_FIXED:
         if (!PyBytes_CheckExact(v) || PyBytes_GET_SIZE(v) != f->size) {
             return unmodelled(self);
