@@ -65,7 +65,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels liberator-cdc \
     && cdc --help >/dev/null \
     && cdc connectors list \
-    && python3 -c "import cdc._avroread"
+    && python3 -c "import cdc._avroread, cdc._avrowrite"
 
 # An unprivileged user with a fixed uid/gid (10001) for volume ownership and runAsUser policies.
 RUN groupadd --system --gid 10001 cdc \

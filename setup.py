@@ -10,5 +10,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("cdc._avroread", ["cdc/_avroread.c"], optional=True),
+        Extension("cdc._avrowrite", ["cdc/_avrowrite.c"], optional=True),
     ]
 )

@@ -1,9 +1,13 @@
-"""In-process CPU time of Avro wire encoding per record: fastavro alone vs the compiled writer.
+"""In-process CPU time of Avro wire encoding per record: fastavro alone, the compiled pure-Python
+writer and the encoder's own writer (the C twin, cdc._avrowrite, where it was built; with
+CDC_PURE_PYTHON=1 the pure-Python one again).
 
 The records are those of the WAL benchmark (5-field value) and of the polling benchmark (10-field
 value), built from driver-like Python values by the project's converter, as the pipeline hands
 them to WireEncoder. Each run encodes every record with both paths, alternating A/B passes; the
 process CPU time (time.process_time) per record is reported per pass, the minimum and median.
+``compiled_us`` is ``WireEncoder.encode`` with its own writer (``c_writer``: the C one),
+``python_us`` the same encoder given the pure-Python compiled writer.
 
   python benchmarks/bench_wire_encode.py [--records 20000] [--runs 7] [--quick]
 
@@ -28,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_polling_initial_load as polling
 from _common import KEY, VALUE
 
+from cdc import accel
 from cdc.schemas.convert import compile_record
+from cdc.schemas.fastwrite import compile_record_writer
 from cdc.schemas.wire import WireEncoder
 
 
@@ -69,17 +75,27 @@ def measure(name: str, key: Any, value: Any, rows: list[dict[str, Any]], runs: i
         assert enc._compiled is not None
         # the same bytes, and from the compiled writer itself (no record falls back)
         assert all(enc._compiled(r) == enc.encode_fastavro(r) for r in records)
+        python = WireEncoder(schema, 1)
+        python._compiled = compile_record_writer(enc._parsed, enc._header, accelerated=False)
+        assert python._compiled is not None
+        assert all(python._compiled(r) == enc.encode_fastavro(r) for r in records)
+        c_module = accel.load("_avrowrite")
         a: list[float] = []
         b: list[float] = []
+        p: list[float] = []
         for _ in range(runs):
             a.append(cpu_us_per_record(enc.encode_fastavro, records))
+            p.append(cpu_us_per_record(python.encode, records))
             b.append(cpu_us_per_record(enc.encode, records))
         out[label] = {
             "fastavro_us": {"min": round(min(a), 3), "median": round(statistics.median(a), 3)},
+            "python_us": {"min": round(min(p), 3), "median": round(statistics.median(p), 3)},
             "compiled_us": {"min": round(min(b), 3), "median": round(statistics.median(b), 3)},
+            "c_writer": c_module is not None and isinstance(enc._compiled, c_module.Writer),
             "speedup_median": round(statistics.median(a) / statistics.median(b), 2),
+            "python_over_compiled_median": round(statistics.median(p) / statistics.median(b), 2),
         }
-        print(f"{name} {label}: fastavro {a} | compiled {b}", file=sys.stderr)
+        print(f"{name} {label}: fastavro {a} | python {p} | compiled {b}", file=sys.stderr)
     return out
 
 

@@ -17,6 +17,11 @@ compare both writers on the same records, edge values included.
 
 Any other schema (nested records, arrays, maps, other unions, named-type references, logical types
 fastavro prepares that are not modelled here) returns None and keeps fastavro for every record.
+
+Where the C accelerator ``cdc._avrowrite`` was built (see :mod:`cdc.accel`), the same schemas are
+written by its twin of the compiled function, built from a plan the compiler records as it emits
+the Python source (the same decisions, made once): the same bytes, and an exception of the same
+class in the same cases, at a fraction of the CPU. The unit tests run both on the same records.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fastavro.write import LOGICAL_WRITERS
+
+from cdc import accel
 
 __all__ = ["RecordWriter", "compile_record_writer"]
 
@@ -104,10 +111,31 @@ def _fixed_decimal(precision: int, scale: int, size: int) -> Callable[[decimal.D
     return encode
 
 
+#: the logical type of an int or a long -> the C writer's kind (``cdc._avrowrite``'s constants)
+_C_INTEGER_KINDS = {
+    "date": "DATE",
+    "time-millis": "TIME_MILLIS",
+    "time-micros": "TIME_MICROS",
+    "timestamp-millis": "TIMESTAMP_MILLIS",
+    "timestamp-micros": "TIMESTAMP_MICROS",
+    "local-timestamp-millis": "LOCAL_TIMESTAMP_MILLIS",
+    "local-timestamp-micros": "LOCAL_TIMESTAMP_MICROS",
+}
+
+
 class _Emitter:
-    """Straight-line Python source for one record; ``v`` holds the value being written."""
+    """Straight-line Python source for one record; ``v`` holds the value being written.
+
+    Beside the source it records the C writer's plan of the field being emitted: ``c_kind`` (the
+    name of a ``cdc._avrowrite`` constant), ``c_size`` (a fixed's size), ``c_extra`` (the decimal
+    encoder or the enum's symbols, the very objects the Python source uses) and ``c_null`` (the
+    null branch of a ``[null, X]`` union, or -1)."""
 
     def __init__(self) -> None:
+        self.c_kind = ""
+        self.c_size = 0
+        self.c_extra: Any = None
+        self.c_null = -1
         self.lines: list[str] = []
         self.env: dict[str, Any] = {
             "_Unmodelled": _Unmodelled,
@@ -154,6 +182,7 @@ class _Emitter:
 
     def integer(self, indent: int, low: int, high: int, logical: str | None) -> None:
         """int and long, with the datetime objects their logical types accept converted first."""
+        self.c_kind = _C_INTEGER_KINDS[logical] if logical else "INT" if high == _INT_MAX else "LONG"
         self.emit(indent, "t = type(v)")
         self.emit(indent, "if t is int:")
         self.emit(indent + 1, f"if not {low} <= v <= {high}:")
@@ -207,6 +236,7 @@ class _Emitter:
             return False
         if base not in _PRIMITIVES and base not in ("enum", "fixed"):
             return False  # a record, array, map or a named-type reference
+        self.c_kind, self.c_size, self.c_extra = base.upper(), 0, None
         if base == "null":
             self.emit(indent, "if v is not None:")
             self.unmodelled(indent + 1)
@@ -230,6 +260,7 @@ class _Emitter:
         elif base == "string":
             self.emit(indent, "t = type(v)")
             if logical == "uuid":
+                self.c_kind = "UUID"
                 self.emit(indent, "if t is _UUID:")
                 self.emit(indent + 1, "v = str(v)")
                 self.emit(indent, "elif t is not str:")
@@ -244,6 +275,7 @@ class _Emitter:
                 assert isinstance(avro_type, dict)
                 name = f"_dec_{tag}"
                 self.env[name] = _bytes_decimal(int(avro_type["precision"]), int(avro_type.get("scale", 0)))
+                self.c_kind, self.c_extra = "BYTES_DECIMAL", self.env[name]
                 self.emit(indent, "if t is _Decimal:")
                 self.emit(indent + 1, f"v = {name}(v)")
                 self.emit(indent, "elif t is not bytes:")
@@ -254,6 +286,7 @@ class _Emitter:
         elif base == "fixed":
             assert isinstance(avro_type, dict)
             size = int(avro_type["size"])
+            self.c_size = size
             self.emit(indent, "t = type(v)")
             if logical == "decimal" and not in_union:
                 # (In a union fastavro refuses a Decimal there: its branch check wants bytes and
@@ -262,6 +295,7 @@ class _Emitter:
                 self.env[name] = _fixed_decimal(
                     int(avro_type["precision"]), int(avro_type.get("scale", 0)), size
                 )
+                self.c_kind, self.c_extra = "FIXED_DECIMAL", self.env[name]
                 self.emit(indent, "if t is _Decimal:")
                 self.emit(indent + 1, f"v = {name}(v)")
                 self.emit(indent, f"elif t is not bytes or len(v) != {size}:")
@@ -276,6 +310,7 @@ class _Emitter:
             for i, symbol in enumerate(avro_type["symbols"]):
                 symbols.setdefault(symbol, i)  # list.index(): the first one
             self.env[name] = symbols
+            self.c_extra = symbols
             self.emit(indent, f"n = {name}.get(v) if type(v) is str else None")
             self.emit(indent, "if n is None:")
             self.unmodelled(indent + 1)
@@ -290,6 +325,7 @@ class _Emitter:
         if len(branches) != 2 or branches.count("null") != 1:
             return False
         null_index = branches.index("null")
+        self.c_null = null_index
         self.emit(indent, "if v is None:")
         self.emit(indent + 1, f"ap({null_index * 2})")
         self.emit(indent, "else:")
@@ -297,10 +333,26 @@ class _Emitter:
         return self.value(indent + 1, branches[1 - null_index], tag, in_union=True)
 
 
-def compile_record_writer(schema: Any, prefix: bytes = b"") -> RecordWriter | None:
+def _c_writer(plan: list[tuple[str, str, int, int, Any]], prefix: bytes) -> RecordWriter | None:
+    """The C twin of the compiled writer, or None where the accelerator is not available."""
+    module = accel.load("_avrowrite")
+    if module is None:
+        return None
+    fields = [(name, getattr(module, kind), null, size, extra) for name, kind, null, size, extra in plan]
+    writer: RecordWriter = module.make_writer(
+        fields, prefix, _Unmodelled, uuid.UUID, decimal.Decimal, _EPOCH, _DAYS_SHIFT
+    )
+    return writer
+
+
+def compile_record_writer(
+    schema: Any, prefix: bytes = b"", *, accelerated: bool = True
+) -> RecordWriter | None:
     """A writer of ``prefix`` + the Avro body for a flat record schema as ``parse_schema`` returns
     it (see the module doc), or None to keep fastavro. The writer raises on a record it does not
-    model; its caller then encodes that record with fastavro."""
+    model; its caller then encodes that record with fastavro.
+
+    ``accelerated``: use the C writer where it is available (``False``: the pure-Python one)."""
     if not isinstance(schema, dict) or schema.get("type") != "record":
         return None
     fields = schema.get("fields")
@@ -313,12 +365,19 @@ def compile_record_writer(schema: Any, prefix: bytes = b"") -> RecordWriter | No
     out.unmodelled(2)
     out.emit(1, "out = bytearray(_PREFIX)")
     out.emit(1, "ap = out.append")
+    plan: list[tuple[str, str, int, int, Any]] = []
     for i, f in enumerate(fields):
         if not isinstance(f, dict) or not isinstance(f.get("name"), str):
             return None
         out.emit(1, f"v = record[{f['name']!r}]")  # KeyError: fastavro handles defaults
+        out.c_null = -1
         if not out.value(1, f.get("type"), str(i), in_union=False):
             return None
+        plan.append((f["name"], out.c_kind, out.c_null, out.c_size, out.c_extra))
+    if accelerated:
+        fast = _c_writer(plan, bytes(prefix))
+        if fast is not None:
+            return fast
     out.emit(1, "return bytes(out)")
     source = "\n".join(["def write(record):", *out.lines])
     namespace = dict(out.env)
