@@ -54,6 +54,22 @@ def _decimal(context: Context, scale: int) -> Callable[[bytes], Decimal]:
     return read
 
 
+def _base_and_logical(avro_type: Any) -> tuple[str, str | None] | None:
+    """The base type and logical type of a non-union field type compiled here; None otherwise
+    (a complex or named type, an unknown logical type, or one fastavro would not apply)."""
+    if isinstance(avro_type, dict):
+        logical = avro_type.get("logicalType")
+        base = avro_type.get("type")
+        if not isinstance(base, str) or base not in _SIMPLE:
+            return None
+        if logical is not None and _LOGICAL.get(logical) != base:
+            return None
+        return base, logical
+    if isinstance(avro_type, str) and avro_type in _SIMPLE:
+        return avro_type, None
+    return None
+
+
 class _Emitter:
     """Straight-line Python source for one record; ``v<i>`` holds field i's value."""
 
@@ -109,18 +125,10 @@ class _Emitter:
         """Emit the reading of one value; False when the type is not supported here."""
         if isinstance(avro_type, list):
             return self.union(indent, target, avro_type, tag)
-        logical = None
-        if isinstance(avro_type, dict):
-            logical = avro_type.get("logicalType")
-            base = avro_type.get("type")
-            if not isinstance(base, str) or base not in _SIMPLE:
-                return False
-            if logical is not None and _LOGICAL.get(logical) != base:
-                return False  # an unknown logical type, or one fastavro would not apply here
-        elif isinstance(avro_type, str) and avro_type in _SIMPLE:
-            base = avro_type
-        else:
+        found = _base_and_logical(avro_type)
+        if found is None:
             return False
+        base, logical = found
         if base == "boolean":
             self.emit(indent, f"{target} = data[pos] != 0")
             self.emit(indent, "pos += 1")
@@ -203,18 +211,10 @@ def _c_field(avro_type: Any) -> tuple[str, int, Callable[[Any], Any] | None, int
             return None
         null_index = avro_type.index("null")
         avro_type = avro_type[1 - null_index]
-    logical = None
-    if isinstance(avro_type, dict):
-        logical = avro_type.get("logicalType")
-        base = avro_type.get("type")
-        if not isinstance(base, str) or base not in _SIMPLE:
-            return None
-        if logical is not None and _LOGICAL.get(logical) != base:
-            return None
-    elif isinstance(avro_type, str) and avro_type in _SIMPLE:
-        base = avro_type
-    else:
+    found = _base_and_logical(avro_type)
+    if found is None:
         return None
+    base, logical = found
     convert: Callable[[Any], Any] | None = None
     precision = scale = 0
     if logical == "decimal":
