@@ -95,15 +95,6 @@ class ChangeBuilder:
         # are kept in the value, so their ids stay theirs.
         self._shapes: dict[tuple[int, int], _Shape] = {}
 
-    @property
-    def merges_record_key(self) -> bool:
-        """Whether an upsert's row takes the record key's fields (no fixed ``key:`` columns)."""
-        return self._fixed_keys is None
-
-    def shape(self, key_writer: WriterSchema | None, value_writer: WriterSchema) -> _Shape | None:
-        """What an entity upsert of this schema pair takes, once build() has made one."""
-        return self._shapes.get((id(key_writer), id(value_writer)))
-
     def key_columns(self, key_writer: WriterSchema | None) -> tuple[str, ...]:
         if self._fixed_keys is not None:
             return self._fixed_keys

@@ -41,7 +41,6 @@ from cdc.sink.deadletter import DeadLetters
 from cdc.sink.decode import DecodeError, Decoder, WriterSchema
 from cdc.sink.engine import sink_engine
 from cdc.sink.errors import BadMessageError, MessageRef, RejectedRowError, TableMismatchError
-from cdc.sink.fastparse import EntityParser
 from cdc.sink.metrics import SinkMetrics
 from cdc.sink.offsets import TopicPartitionKey, advance, ensure_offsets_table, load_offsets, offsets_table
 from cdc.sink.records import Change, ChangeBuilder, Reduced, reduce_changes
@@ -109,7 +108,6 @@ class SinkRunner:
         self._callback_error: BaseException | None = None
         self._pending: _Pending | None = None  # the batch the writer thread is writing
         self._builders = {t.topic: ChangeBuilder(t) for t in config.topics}
-        self._fast: dict[str, EntityParser] = {}  # per topic; made with the decoder (run_once)
         self.metrics = SinkMetrics(config.name)
         self.metrics.unhealthy_after = config.unhealthy_after
 
@@ -145,7 +143,6 @@ class SinkRunner:
         self.tables = TableManager(self.engine, auto_create=cfg.auto_create, auto_evolve=cfg.auto_evolve)
         self.writer = TableWriter(self.engine.dialect.name)
         self.decoder = Decoder(make_client(cfg.schema_registry.url, cfg.schema_registry.config))
-        self._fast = {topic: EntityParser(self.decoder, b) for topic, b in self._builders.items()}
         self.dead_letters: DeadLetters | None = None
         self.consumer: Consumer | None = None
         try:
@@ -309,18 +306,10 @@ class SinkRunner:
                 log.warning("kafka consumer: %s", err.str())
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            fast = self._fast.get(topic)
-            parsed: Change | BadMessageError | None = (
-                fast(msg, topic, partition, offset) if fast is not None else None
-            )
-            if parsed is None:  # the general path: first of its kind, other formats, poison
-                try:
-                    parsed = parse(msg, topic, partition, offset)
-                except BadMessageError as exc:
-                    parsed = exc
-                else:
-                    if fast is not None:
-                        fast.learn(msg, parsed)
+            try:
+                parsed: Change | BadMessageError = parse(msg, topic, partition, offset)
+            except BadMessageError as exc:
+                parsed = exc
             out.append(((topic, partition), offset, msg, parsed))
         return out
 
