@@ -77,23 +77,10 @@ class Decoder:
 
     def decode(self, data: bytes) -> tuple[WriterSchema, Any]:
         """Return the writer schema and the decoded datum; DecodeError for poison bytes."""
-        # The 5-byte header (magic byte, schema id) of a known schema finds it in one lookup,
-        # and its compiled reader is called right here: this runs twice per consumed message.
+        # The 5-byte header (magic byte, schema id) of a known schema finds it in one lookup.
         writer = self._by_header.get(data[:5])
-        if writer is not None:
-            reader = writer.reader
-            if reader is not None:
-                try:
-                    record, end = reader(data, 5)
-                except Exception as exc:  # IndexError, EOFError, UnicodeDecodeError... on bad bytes
-                    raise DecodeError(
-                        f"the Avro body does not fit schema id {writer.schema_id}: {exc!r}"
-                    ) from None
-                if end != len(data):
-                    raise DecodeError(
-                        f"{len(data) - end} trailing byte(s) after the Avro body of schema {writer.schema_id}"
-                    )
-                return writer, record
+        if writer is not None and writer.reader is not None:
+            return writer, self._read_compiled(writer, writer.reader, data)
         try:
             schema_id, body = split_header(data)
         except ValueError as exc:

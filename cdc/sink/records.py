@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from cdc.config.model import EventFormat
 from cdc.errors import SchemaError
@@ -46,16 +46,6 @@ class Reduced:
     deleted_before: bool = False
 
 
-class _Shape(NamedTuple):
-    """What an entity upsert's change takes from its (key, value) writer schemas."""
-
-    keys: tuple[str, ...]
-    pick: Callable[[dict[str, Any]], tuple[Any, ...]]
-    specs: list[FieldSpec]
-    ids: tuple[int, int]
-    writers: tuple[WriterSchema | None, WriterSchema]  # kept alive: the cache is keyed by their ids
-
-
 def envelope_row_schema(schema: Any) -> Any:
     """The row record inside an envelope schema (the record branch of ``before``/``after``)."""
     for f in schema.get("fields", []) if isinstance(schema, dict) else []:
@@ -90,10 +80,6 @@ class ChangeBuilder:
         self._fixed_keys = tuple(topic.key) if topic.key else None
         self._envelope = topic.format is EventFormat.ENVELOPE
         self._pickers: dict[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]]] = {}
-        # Per (key writer, value writer) of an entity upsert: what build() derives from the two
-        # schemas, looked up once per message instead of derived in three steps. The writers
-        # are kept in the value, so their ids stay theirs.
-        self._shapes: dict[tuple[int, int], _Shape] = {}
 
     def key_columns(self, key_writer: WriterSchema | None) -> tuple[str, ...]:
         if self._fixed_keys is not None:
@@ -122,19 +108,6 @@ class ChangeBuilder:
         value_writer: WriterSchema | None,
         value: Any,
     ) -> Change:
-        if type(value) is dict and not self._envelope:
-            shape = self._shapes.get((id(key_writer), id(value_writer)))
-            if shape is not None:  # the common case: an entity upsert of a known schema pair
-                # The decoder's fresh dict becomes the row: updated in place, never shared.
-                if self._fixed_keys is None and isinstance(key, dict):
-                    value.update(key)
-                try:
-                    key_tuple = shape.pick(value)
-                except KeyError as exc:
-                    raise DecodeError(f"key column {exc.args[0]!r} is not a field of the value") from None
-                return Change(
-                    ref, self.table, key_tuple, value, raw, self.topic, shape.keys, shape.specs, shape.ids
-                )
         keys = self.key_columns(key_writer)
         row: dict[str, Any] | None
         if value is None:
@@ -167,10 +140,6 @@ class ChangeBuilder:
         assert value_writer is not None
         ids = (key_writer.schema_id if key_writer else 0, value_writer.schema_id)
         specs = self._specs(ids, key_writer, value_writer)
-        if row is value:  # an entity upsert: the next of this schema pair takes the short way
-            self._shapes[(id(key_writer), id(value_writer))] = _Shape(
-                keys, pick, specs, ids, (key_writer, value_writer)
-            )
         return Change(ref, self.table, key_tuple, row, raw, self.topic, keys, specs, ids)
 
     def _key_from_key(self, keys: tuple[str, ...], key: Any) -> tuple[Any, ...]:
