@@ -70,6 +70,13 @@ def _base_and_logical(avro_type: Any) -> tuple[str, str | None] | None:
     return None
 
 
+def _null_branch(branches: list[Any]) -> int | None:
+    """The index of null in a ``[null, X]`` or ``[X, null]`` union; None for any other union."""
+    if len(branches) != 2 or branches.count("null") != 1:
+        return None
+    return branches.index("null")
+
+
 class _Emitter:
     """Straight-line Python source for one record; ``v<i>`` holds field i's value."""
 
@@ -168,9 +175,9 @@ class _Emitter:
 
     def union(self, indent: int, target: str, branches: list[Any], tag: str) -> bool:
         """Only ``[null, X]`` and ``[X, null]``: the branch index, then X unless it is null."""
-        if len(branches) != 2 or branches.count("null") != 1:
+        null_index = _null_branch(branches)
+        if null_index is None:
             return False
-        null_index = branches.index("null")
         self.long(indent, "branch")
         self.emit(indent, f"if branch == {null_index}:")
         self.emit(indent + 1, f"{target} = None")
@@ -207,9 +214,10 @@ def _c_field(avro_type: Any) -> tuple[str, int, Callable[[Any], Any] | None, int
     as :meth:`_Emitter.value`)."""
     null_index = -1
     if isinstance(avro_type, list):
-        if len(avro_type) != 2 or avro_type.count("null") != 1:
+        found_null = _null_branch(avro_type)
+        if found_null is None:
             return None
-        null_index = avro_type.index("null")
+        null_index = found_null
         avro_type = avro_type[1 - null_index]
     found = _base_and_logical(avro_type)
     if found is None:
