@@ -23,6 +23,8 @@ from cdc.schemas.avsc import canonical
 log = logging.getLogger(__name__)
 
 _NOT_FOUND = {40401, 40403}
+#: what a key subject is given: a changed key schema changes key bytes (partitioning, compaction)
+_KEY_COMPATIBILITY = "FULL_TRANSITIVE"
 
 #: registry calls in flight at once while a connector resolves its subjects at start-up: each
 #: call is a round trip of a few milliseconds, mostly the registry's own time, so 2,000 subjects
@@ -107,7 +109,7 @@ def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_cha
             raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
         versions = []
     if item.is_key and not versions:
-        _call("set compatibility", client.set_compatibility, item.subject, "FULL_TRANSITIVE")
+        _key_compatibility(client, item.subject)
     if versions:
         try:
             return int(_call("lookup", client.lookup_schema, item.subject, schema).schema_id)
@@ -129,6 +131,30 @@ def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_cha
         ) from None
     log.info("registered subject %s id %s", item.subject, schema_id)
     return schema_id
+
+
+def _key_compatibility(client: SchemaRegistryClient, subject: str) -> None:
+    """Give a new key subject FULL_TRANSITIVE compatibility.
+
+    Another connector (another process) may create the same subject at the same moment: the
+    registry then refuses the second rule with 409. That is fine when the rule in place is the
+    one wanted, and a located error when it is not."""
+    try:
+        _call("set compatibility", client.set_compatibility, subject, _KEY_COMPATIBILITY)
+        return
+    except SchemaRegistryError as exc:
+        if exc.http_status_code != 409:
+            raise SchemaError(f"subject {subject!r}: set compatibility: {exc.error_message}") from None
+    try:
+        level = _call("compatibility", client.get_compatibility, subject)
+    except SchemaRegistryError as exc:
+        raise SchemaError(f"subject {subject!r}: read compatibility: {exc.error_message}") from None
+    if str(level).upper() != _KEY_COMPATIBILITY:
+        raise SchemaError(
+            f"subject {subject!r}: key subjects need {_KEY_COMPATIBILITY} compatibility, but the registry "
+            f"already holds {level} for it (set by someone else while this connector created it)",
+            hint=f"set the subject's compatibility to {_KEY_COMPATIBILITY} in the registry, then restart",
+        )
 
 
 def for_each_subject(fn: Callable[[SubjectSchema], int], items: Sequence[SubjectSchema]) -> list[int]:
