@@ -14,8 +14,11 @@
 # Secrets (DSN passwords, SASL credentials) come in at run time through the environment
 # variables the config references (${VAR}), never baked into the image.
 #
-# Health: the config must set runtime.http_port: 8080 (and http_host: 0.0.0.0 to publish it);
-# the HEALTHCHECK below calls /healthz there. /readyz and /metrics are served on the same port.
+# Health: the config must set runtime.http_port (8080 in configs/compose; any port works) and
+# http_host: 0.0.0.0 to publish it. The connector writes its /healthz URL to $CDC_HEALTH_FILE
+# when it starts serving, and the HEALTHCHECK below (`cdc health`) asks that URL, so the check
+# follows the config's port. /readyz and /metrics are served on the same port. With a read-only
+# root filesystem, mount a tmpfs at /tmp (where the URL is written).
 #
 # Shutdown: ENTRYPOINT is exec form, so `cdc` is PID 1 and receives SIGTERM from `docker stop`
 # directly (flush, commit, exit 0). Give it more than runtime.shutdown_timeout to do so
@@ -80,9 +83,11 @@ USER 10001:10001
 # Health and metrics endpoint (runtime.http_port in the config).
 EXPOSE 8080
 
-# Slim images have no curl: ask Python. Any error or a non-200 answer (503 = dead) fails.
+# Slim images have no curl: `cdc health` asks the announced /healthz in Python. No endpoint,
+# an error or a non-200 answer (503 = dead) fails.
+ENV CDC_HEALTH_FILE=/tmp/cdc-health-url
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
+    CMD ["cdc", "health", "--timeout", "4"]
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cdc"]

@@ -190,6 +190,58 @@ def run(config: ConfigArg, log_level: LogLevel = "INFO", log_format: LogFormat =
 
 
 @app.command()
+def health(
+    url: Annotated[
+        str | None,
+        typer.Option(help="the /healthz URL to ask (default: the one the running connector announced)"),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 4.0,
+) -> None:
+    """Exit 0 when the running connector's /healthz answers 200, else 1 (a container HEALTHCHECK).
+
+    Without --url it asks the endpoint that the connector (``cdc run`` or ``cdc sink run``, with
+    runtime.http_port set) wrote to the file named by CDC_HEALTH_FILE when it began serving, so
+    the check follows whatever host and port the config chose. The image sets CDC_HEALTH_FILE
+    and uses this command as its HEALTHCHECK.
+    """
+    import os
+    import urllib.error
+    import urllib.request
+
+    from cdc.runtime.metrics import HEALTH_FILE_ENV
+
+    if url is None:
+        path = os.environ.get(HEALTH_FILE_ENV)
+        if not path:
+            typer.echo(
+                f"cdc health: give --url, or set {HEALTH_FILE_ENV} for the connector and this check", err=True
+            )
+            raise typer.Exit(1)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                url = fh.read().strip()
+        except OSError as exc:
+            typer.echo(
+                f"cdc health: no endpoint announced in {path} ({exc.strerror}): the connector has not started "
+                "serving yet, or its config sets no runtime.http_port",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - http(s) URL of our own endpoint
+            status_code = int(answer.status)
+    except urllib.error.HTTPError as exc:
+        status_code = exc.code
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cdc health: {url}: {getattr(exc, 'reason', exc)}", err=True)
+        raise typer.Exit(1) from None
+    if status_code != 200:
+        typer.echo(f"cdc health: {url} answered {status_code}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"healthy ({url})")
+
+
+@app.command()
 def status(config: ConfigArg) -> None:
     """Show the committed positions of a connector and its source lag."""
     from cdc.offsets import make_offset_store

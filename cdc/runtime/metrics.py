@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,11 @@ from typing import Any, Protocol
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 log = logging.getLogger(__name__)
+
+#: names a file where :func:`serve` writes its /healthz URL once it listens, so ``cdc health``
+#: (the image's HEALTHCHECK, which sets this variable) finds the endpoint on whatever host and
+#: port the config chose
+HEALTH_FILE_ENV = "CDC_HEALTH_FILE"
 
 
 class Health:
@@ -144,5 +150,34 @@ def serve(metrics: Served, host: str, port: int) -> ThreadingHTTPServer:
             hint="choose another runtime.http_port, or stop the process that holds it",
         ) from None
     threading.Thread(target=server.serve_forever, name="cdc-http", daemon=True).start()
-    log.info("health and metrics on http://%s:%s/", host, server.server_address[1])
+    port = int(server.server_address[1])  # the one bound: http_port 0 picks a free port
+    log.info("health and metrics on http://%s:%s/", host, port)
+    announce(host, port)
     return server
+
+
+def health_url(host: str, port: int) -> str:
+    """The /healthz URL a local probe calls for a server bound to ``host`` (a wildcard address
+    is probed on the loopback address of its family)."""
+    wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - not a bind
+    probe = wildcard.get(host, host)
+    return f"http://[{probe}]:{port}/healthz" if ":" in probe else f"http://{probe}:{port}/healthz"
+
+
+def announce(host: str, port: int) -> None:
+    """Write the /healthz URL to the file named by ``CDC_HEALTH_FILE``, if set (atomically: a
+    probe never reads half of it). Failing to is a warning: serving goes on."""
+    path = os.environ.get(HEALTH_FILE_ENV)
+    if not path:
+        return
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as fh:
+            fh.write(health_url(host, port) + "\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.warning(
+            "cannot write the health endpoint's URL to %s (%s): `cdc health` will not find it; "
+            "make its directory writable (a read-only root filesystem needs a tmpfs at /tmp)",
+            path, exc.strerror,
+        )  # fmt: skip

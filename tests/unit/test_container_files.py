@@ -427,7 +427,7 @@ def test_dockerfile_entrypoint_is_exec_form_cdc() -> None:
     assert any(w == "WORKDIR" and a == "/app" for w, a in runtime), "WORKDIR /app"
 
 
-def test_dockerfile_has_a_python_healthcheck_on_healthz() -> None:
+def test_dockerfile_healthcheck_asks_the_announced_healthz() -> None:
     checks = [a for w, a in stages()[-1][1] if w == "HEALTHCHECK"]
     assert checks, "no HEALTHCHECK"
     check = checks[-1]
@@ -435,8 +435,12 @@ def test_dockerfile_has_a_python_healthcheck_on_healthz() -> None:
     assert "CMD" in check.split(), "HEALTHCHECK needs a CMD"
     argv_text = check[check.index("CMD") + 3 :].strip()
     argv = exec_form(argv_text, "HEALTHCHECK CMD") if argv_text.startswith("[") else shlex.split(argv_text)
-    assert argv[0].startswith("python"), "slim images have no curl; use python for the HEALTHCHECK"
-    assert "http://127.0.0.1:8080/healthz" in " ".join(argv)
+    # Slim images have no curl; `cdc health` asks the URL the connector announced in the file
+    # named by CDC_HEALTH_FILE, so the check follows the config's runtime.http_port.
+    assert argv[:2] == ["cdc", "health"], argv
+    assert "--url" not in argv, "a fixed URL would ignore the config's port"
+    env = [a for w, a in stages()[-1][1] if w == "ENV"]
+    assert any(a.startswith("CDC_HEALTH_FILE=/tmp/") for a in env), env
 
 
 def test_dockerfile_environment_and_ports() -> None:
