@@ -22,7 +22,8 @@ from cdc.schemas.avsc import canonical
 
 log = logging.getLogger(__name__)
 
-_NOT_FOUND = {40401, 40403}
+_SUBJECT_NOT_FOUND = 40401
+_NOT_FOUND = {_SUBJECT_NOT_FOUND, 40403}  # subject, or schema (version) in the subject, not found
 #: what a key subject is given: a changed key schema changes key bytes (partitioning, compaction)
 _KEY_COMPATIBILITY = "FULL_TRANSITIVE"
 
@@ -102,12 +103,16 @@ def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_cha
     except SchemaRegistryError as exc:
         if exc.error_code not in _NOT_FOUND:
             raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
-    try:
-        versions = _call("versions", client.get_versions, item.subject)
-    except SchemaRegistryError as exc:
-        if exc.error_code not in _NOT_FOUND:
-            raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
-        versions = []
+        # "subject not found" already says it has no versions: a new subject (a cold start of
+        # N streams creates 2N) skips asking for them
+        subject_missing = exc.error_code == _SUBJECT_NOT_FOUND
+    versions: list[int] = []
+    if not subject_missing:
+        try:
+            versions = _call("versions", client.get_versions, item.subject)
+        except SchemaRegistryError as exc:
+            if exc.error_code not in _NOT_FOUND:
+                raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
     if item.is_key and not versions:
         _key_compatibility(client, item.subject)
     if versions:
