@@ -6,7 +6,11 @@
                           connector starts; goal >= 30,000 events/s (stretch 50,000)
   --scenario live         live: a separate process commits single-row transactions at --rate
                           (default 5,000/s) for --seconds; reports commit-to-broker latency
-                          percentiles (goal p99 <= 100 ms)
+                          percentiles (goal p99 <= 100 ms). --writer server (default) paces
+                          the inserts in a procedure on the server (pg_sleep between commits);
+                          --writer client sends each INSERT from a Python process, whose own
+                          CPU competes with the connector on a 2-core machine: the workload is
+                          the same, the load generator's CPU is not the connector's.
 
 With --shaping the stream hashes two fields (keyed HMAC-SHA-256 of label and account) and has a
 row filter that every row passes (so the event count is the same), and the JSON also reports the
@@ -86,6 +90,24 @@ def setup(dsn: str, name: str) -> str:
                  INSERT INTO bench (account, label, amount) VALUES (i % 1000, 'row ' || i, (i % 100000) / 100.0);
                  COMMIT;
                END LOOP; END $$"""
+        )
+        # The live workload paced on the server (clock_timestamp, unlike now(), moves within a
+        # call): a transaction per row.
+        conn.execute(
+            """CREATE PROCEDURE paced_rows(rate int, seconds float8) LANGUAGE plpgsql AS $$
+               DECLARE
+                 n int := 0;
+                 t0 float8 := extract(epoch FROM clock_timestamp());
+                 ahead float8;
+               BEGIN
+                 WHILE extract(epoch FROM clock_timestamp()) - t0 < seconds LOOP
+                   INSERT INTO bench (account, label, amount) VALUES (n % 1000, 'live ' || n, n % 1000);
+                   COMMIT;
+                   n := n + 1;
+                   ahead := t0 + n::float8 / rate - extract(epoch FROM clock_timestamp());
+                   IF ahead > 0 THEN PERFORM pg_sleep(ahead); END IF;
+                 END LOOP;
+               END $$"""
         )
     return url
 
@@ -233,7 +255,14 @@ def create_slot_first(tmp: Path, name: str, url: str, capture: str, shaping: boo
     thread.join(30)
 
 
+def server_writer(url: str, rate: int, seconds: float) -> None:
+    """Single-row transactions at ``rate`` for ``seconds``, paced by a procedure."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CALL paced_rows(%s, %s)", (rate, seconds))
+
+
 def writer(url: str, rate: int, seconds: float) -> None:
+    """Single-row transactions at ``rate`` for ``seconds``, one INSERT per round trip."""
     with psycopg.connect(url, autocommit=True) as conn:
         interval = 1.0 / rate
         start = time.monotonic()
@@ -254,12 +283,13 @@ def commit_latency_ms(msg: Any, received_s: float) -> float:
     return received_s * 1000 - int(dict(msg.headers() or [])["cdc.commit_ts_ms"])
 
 
-def live(runner: Runner, name: str, url: str, rate: int, seconds: float) -> dict[str, Any]:
+def live(runner: Runner, name: str, url: str, rate: int, seconds: float, on_server: bool) -> dict[str, Any]:
     def warm_up() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("INSERT INTO bench (account, label, amount) VALUES (0, 'warm-up', 0)")
 
-    return measure_live(runner, name, warm_up, writer, (url, rate, seconds), commit_latency_ms, seconds)
+    write = server_writer if on_server else writer
+    return measure_live(runner, name, warm_up, write, (url, rate, seconds), commit_latency_ms, seconds)
 
 
 def main() -> None:
@@ -276,6 +306,10 @@ def main() -> None:
         default="auto",
         help="runtime.capture of the connector",
     )
+    parser.add_argument(
+        "--writer", choices=["server", "client"], default="server",
+        help="live: pace the inserts in a procedure (server) or from a Python client process",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small sizes: keeps the script working in CI")
     parser.add_argument(
         "--shaping", action="store_true", help="two hashed fields and a row filter (that every row passes)"
@@ -297,8 +331,12 @@ def main() -> None:
             if scenario == "live":
                 rate = 500 if args.quick else args.rate
                 seconds = 3 if args.quick else args.seconds
-                out = live(make_runner(tmp, name, url, args.capture, args.shaping), name, url, rate, seconds)
-                results["live"] = {"mode": "live", "rate_per_s": rate, **out, "goal_p99_ms": 100}
+                runner = make_runner(tmp, name, url, args.capture, args.shaping)
+                out = live(runner, name, url, rate, seconds, args.writer == "server")
+                results["live"] = {
+                    "mode": "live", "writer": args.writer, "rate_per_s": rate, **out,
+                    "goal_p99_ms": 100, "goal_p99_ms_issue15": 50,
+                }  # fmt: skip
                 continue
             rows = args.rows or (
                 (20_000 if args.quick else 1_000_000)
