@@ -10,6 +10,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -146,9 +147,32 @@ def _fresh_mysql_database(mysql_dsn: str) -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        _drop_mysql_database(conn, name)
         conn.close()
+
+
+def _drop_mysql_database(conn: Any, name: str) -> None:
+    """DROP DATABASE, ending the sessions still in it first if they hold it up (PostgreSQL's
+    WITH (FORCE)). A session that a failed test left in an open transaction holds a metadata
+    lock, and the DROP would wait for it for lock_wait_timeout (a year by default): one failed
+    test hung the suite in its teardown. The failure is the test's to report, not a hang."""
+    import pymysql
+
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION lock_wait_timeout = 10")
+        try:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            return
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] != 1205:  # ER_LOCK_WAIT_TIMEOUT
+                raise
+        cur.execute(
+            "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", (name,)
+        )
+        for (session,) in cur.fetchall():
+            with contextlib.suppress(pymysql.err.OperationalError):  # it may have ended meanwhile
+                cur.execute("KILL %s", (session,))
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @pytest.fixture
