@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -149,6 +149,19 @@ def _fresh_mysql_database(mysql_dsn: str) -> Iterator[str]:
     finally:
         _drop_mysql_database(conn, name)
         conn.close()
+
+
+def delete_subjects(registry_url: str, subjects: Iterable[str]) -> None:
+    """Delete registry subjects, soft then permanently (the registry keeps a soft-deleted one's
+    name taken); a subject that is not there (any more) is skipped."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    client = SchemaRegistryClient({"url": registry_url})
+    for subject in subjects:
+        for permanent in (False, True):
+            with contextlib.suppress(SchemaRegistryError):
+                client.delete_subject(subject, permanent=permanent)
 
 
 def _drop_mysql_database(conn: Any, name: str) -> None:

@@ -96,8 +96,9 @@ def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_cha
     """Register a subject's schema (idempotent); key subjects get FULL_TRANSITIVE and are guarded."""
     schema = Schema(canonical(item.schema), "AVRO")
     # The common case at start-up, a schema registered before, in one round trip instead of two:
-    # found means the subject has versions, where the path below looks it up as well. Not found
-    # takes that path unchanged (it looks again: the subject may have been registered meanwhile).
+    # found means the subject has versions, where the path below looks it up as well. A schema
+    # not found in an existing subject takes that path (it looks again: the subject may have been
+    # registered meanwhile); a subject not found goes straight to its registration.
     try:
         return int(_call("lookup", client.lookup_schema, item.subject, schema).schema_id)
     except SchemaRegistryError as exc:

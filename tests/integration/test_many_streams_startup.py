@@ -19,7 +19,7 @@ from cdc.errors import SchemaError, SourceConfigError
 from cdc.pg.columns import load_columns, load_columns_of
 from cdc.schemas.subjects import SubjectSchema, for_each_subject, make_client, register, resolve_id
 from connectors.sources.postgres_wal import catalog
-from tests.conftest import required, unique
+from tests.conftest import delete_subjects, required, unique
 
 pytestmark = pytest.mark.integration
 
@@ -126,12 +126,10 @@ def prefix(registry_url: str) -> Iterator[str]:
     name = unique("test_many")
     yield name
     client = SchemaRegistryClient({"url": registry_url})
+    subjects: list[str] = []
     with contextlib.suppress(SchemaRegistryError):
         subjects = [s for s in client.get_subjects() if s.startswith(name)]
-    for subject in subjects:
-        for permanent in (False, True):
-            with contextlib.suppress(SchemaRegistryError):
-                client.delete_subject(subject, permanent=permanent)
+    delete_subjects(registry_url, subjects)
 
 
 def _items(prefix: str, n: int) -> list[SubjectSchema]:

@@ -18,10 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from tests.conftest import create_pg_database, drop_pg_database, unique
+from tests.conftest import create_pg_database, delete_subjects, drop_pg_database, unique
 from tests.integration.sakila import load_postgres
 
 pytestmark = pytest.mark.integration
@@ -63,13 +61,9 @@ def _forget(pg_dsn: str, bootstrap: str, registry: str) -> None:
     for f in (admin.delete_topics(doomed, operation_timeout=30) if doomed else {}).values():
         f.result(30)
     # by name: the registry's subject list is paged (a long-lived registry lists only the first 1000)
-    client = SchemaRegistryClient({"url": registry})
     tables = re.findall(r"--table (\w+)", quickstart_block())
     assert tables, "the quickstart's cdc init names its tables with --table"
-    for subject in (f"{PREFIX}{t}-{part}" for t in tables for part in ("key", "value")):
-        for permanent in (False, True):
-            with contextlib.suppress(SchemaRegistryError):  # not there (any more)
-                client.delete_subject(subject, permanent=permanent)
+    delete_subjects(registry, (f"{PREFIX}{t}-{part}" for t in tables for part in ("key", "value")))
 
 
 def _rows(dsn: str, query: str) -> dict[Any, tuple[Any, ...]]:

@@ -8,7 +8,6 @@ script refuses a port held by a foreign listener with a located message.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -27,7 +26,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from cdc.schemas.subjects import SubjectSchema, make_client, register
-from tests.conftest import required, unique
+from tests.conftest import delete_subjects, required, unique
 
 pytestmark = pytest.mark.integration
 
@@ -87,10 +86,7 @@ def subject(registry_url: str) -> Iterator[str]:
     """A unique subject on the shared registry; deleted (soft, then permanently) afterwards."""
     name = f"{unique('test')}-value"
     yield name
-    client = SchemaRegistryClient({"url": registry_url})
-    for permanent in (False, True):
-        with contextlib.suppress(SchemaRegistryError):
-            client.delete_subject(name, permanent=permanent)
+    delete_subjects(registry_url, [name])
 
 
 # --- the shared registry ----------------------------------------------------------------
@@ -171,11 +167,7 @@ def test_connectors_creating_one_key_subject_at_once_all_get_its_id(registry_url
             assert len(ids) == racers and len(set(ids)) == 1, (name, ids)
             assert SchemaRegistryClient({"url": registry_url}).get_compatibility(name) == "FULL_TRANSITIVE"
     finally:
-        client = SchemaRegistryClient({"url": registry_url})
-        for name in subjects:
-            for permanent in (False, True):
-                with contextlib.suppress(SchemaRegistryError):
-                    client.delete_subject(name, permanent=permanent)
+        delete_subjects(registry_url, subjects)
 
 
 # --- a private second registry instance ---------------------------------------------------
