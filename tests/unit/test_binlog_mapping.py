@@ -204,3 +204,43 @@ def test_more_waiting_counts_the_bytes_the_kernel_reported() -> None:
     finally:
         ours.close()
         server.close()
+
+
+@pytest.mark.parametrize("waiting", [False, True])
+def test_the_reader_pauses_only_after_handing_over_everything_that_had_arrived(
+    monkeypatch: pytest.MonkeyPatch, waiting: bool
+) -> None:
+    """A commit with nothing more on the socket hands the chunk over and pauses the reader (the
+    next read then takes every transaction committed meanwhile); with more waiting, neither."""
+    from cdc.mysql import stream
+
+    pauses: list[float] = []
+    monkeypatch.setattr(stream, "more_waiting", lambda reader: waiting)
+    monkeypatch.setattr(stream.time, "sleep", pauses.append)
+    spec = StreamSpec("s", ("id", "name"), tuple(_MAPPED), {"table": "shop.t"})
+    source = MysqlBinlogSource(
+        BinlogConfig.model_validate({"url": "mysql://u:p@h/shop", "server_id": 7}), [spec]
+    )
+    table, baselines = _shape()
+    source.tables = {"s": _Table("s", "shop", "t", baselines)}
+    source.incremental = None
+    reader = SimpleNamespace(table_map={42: table}, log_file="b.1", log_pos=4)
+    assembler = _TxnAssembler(source, MariadbGtids("0-1-9"), None, reader)  # type: ignore[arg-type]
+    for seq in (10, 11):
+        gtid = object.__new__(MariadbGtidEvent)
+        gtid.__dict__.update(timestamp=1_700_000_000, gtid=f"0-1-{seq}")
+        rows = object.__new__(rowevents.WriteRows)
+        rows.__dict__.update(
+            timestamp=1_700_000_000, table_id=42, schema="shop", table="t",
+            _RowsEvent__rows=[{"values": dict(_ROWS[0][0]), "none_sources": {}}],
+        )  # fmt: skip
+        xid = object.__new__(XidEvent)
+        xid.__dict__.update(timestamp=1_700_000_000)
+        for event in (gtid, rows, xid):
+            assembler.handle(event)
+    handed = source._handoff.take(0.1)
+    if waiting:
+        assert (pauses, handed, len(assembler.chunk)) == ([], [], 2)  # still collecting
+    else:
+        assert pauses == [stream.CAUGHT_UP_PAUSE] * 2  # one per hand-off
+        assert [e.txid for e in handed] == ["0-1-10", "0-1-11"]

@@ -443,8 +443,11 @@ class _TxnAssembler:
                 # lacks (or retyped) stops the connector there, before that row is produced.
                 log.info("DDL on captured table(s) %s: %s", ", ".join(mapped), text[:200])
             self.txns.statement = ""
-        if len(self.chunk) >= CHUNK or not binlog.more_waiting(self.reader):
+        if len(self.chunk) >= CHUNK:
             self._flush()
+        elif not binlog.more_waiting(self.reader):
+            self._flush()
+            binlog.pause_caught_up()  # the next read then takes what was committed meanwhile
 
     def _mapper(self, event: Any) -> RowMapper | None:
         table_obj = self.reader.table_map.get(event.table_id)
