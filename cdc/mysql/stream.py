@@ -11,7 +11,6 @@ it every event and acts on what it says the event was.
 from __future__ import annotations
 
 import select
-import time
 from enum import Enum
 from typing import Any
 
@@ -119,22 +118,6 @@ def fetch(reader: BinLogStreamReader, start: str) -> Any:
         if exc.args and exc.args[0] == POSITION_LOST:
             raise position_lost(start, str(exc.args[1] if len(exc.args) > 1 else exc)) from None
         raise
-
-
-#: Seconds the reader thread waits, once it has handed over everything the server had sent,
-#: before it reads on. Under a trickle of small transactions a blocking read returns for every
-#: transaction: a wake-up, then the GIL taken from the capture process's other thread, costing
-#: more CPU than reading the transaction. After the pause, one read takes every transaction
-#: committed meanwhile. Measured on the binlog live benchmark (5,000 single-row transactions/s,
-#: 2-core machine): capture CPU per event 93-103 us -> 75-78 us; 1 ms gave 84-87 us, 4 ms no
-#: less than 2 ms and a longer tail. The capture process lingers 2 ms per batch anyway.
-CAUGHT_UP_PAUSE = 0.002
-
-
-def pause_caught_up() -> None:
-    """Call after handing over a batch because nothing more was waiting (see
-    :data:`CAUGHT_UP_PAUSE`); never after a full chunk or a heartbeat."""
-    time.sleep(CAUGHT_UP_PAUSE)
 
 
 def more_waiting(reader: BinLogStreamReader) -> bool:

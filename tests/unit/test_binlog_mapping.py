@@ -212,11 +212,12 @@ def test_the_reader_pauses_only_after_handing_over_everything_that_had_arrived(
 ) -> None:
     """A commit with nothing more on the socket hands the chunk over and pauses the reader (the
     next read then takes every transaction committed meanwhile); with more waiting, neither."""
+    from cdc import handoff
     from cdc.mysql import stream
 
     pauses: list[float] = []
     monkeypatch.setattr(stream, "more_waiting", lambda reader: waiting)
-    monkeypatch.setattr(stream.time, "sleep", pauses.append)
+    monkeypatch.setattr(handoff.time, "sleep", pauses.append)
     spec = StreamSpec("s", ("id", "name"), tuple(_MAPPED), {"table": "shop.t"})
     source = MysqlBinlogSource(
         BinlogConfig.model_validate({"url": "mysql://u:p@h/shop", "server_id": 7}), [spec]
@@ -242,5 +243,5 @@ def test_the_reader_pauses_only_after_handing_over_everything_that_had_arrived(
     if waiting:
         assert (pauses, handed, len(assembler.chunk)) == ([], [], 2)  # still collecting
     else:
-        assert pauses == [stream.CAUGHT_UP_PAUSE] * 2  # one per hand-off
+        assert pauses == [handoff.CAUGHT_UP_PAUSE] * 2  # one per hand-off
         assert [e.txid for e in handed] == ["0-1-10", "0-1-11"]

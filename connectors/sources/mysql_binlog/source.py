@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from pymysqlreplication import BinLogStreamReader
 
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
+from cdc.handoff import pause_caught_up
 from cdc.logsource import CHUNK, ReaderThread, SnapshotMode, SnapshotTable, run_snapshot
 from cdc.masking import mask_dsn
 from cdc.mysql import catalog as mysql_catalog
@@ -447,7 +448,7 @@ class _TxnAssembler:
             self._flush()
         elif not binlog.more_waiting(self.reader):
             self._flush()
-            binlog.pause_caught_up()  # the next read then takes what was committed meanwhile
+            pause_caught_up()  # the next read then takes what was committed meanwhile
 
     def _mapper(self, event: Any) -> RowMapper | None:
         table_obj = self.reader.table_map.get(event.table_id)

@@ -34,7 +34,7 @@ import pymysql
 import sqlalchemy as sa
 
 from cdc.errors import CdcError, PositionLostError, SourceConfigError, SourceUnavailableError
-from cdc.handoff import EventHandoff
+from cdc.handoff import EventHandoff, pause_caught_up
 from cdc.masking import mask_dsn
 from cdc.mysql import catalog, rowevents, server
 from cdc.mysql import stream as binlog
@@ -273,7 +273,7 @@ class BinlogReader:
                                 return
                             chunk = []
                         if caught_up:
-                            binlog.pause_caught_up()  # the next read takes what was committed meanwhile
+                            pause_caught_up()  # the next read takes what was committed meanwhile
         finally:
             reader.close()
 
