@@ -265,13 +265,15 @@ class BinlogReader:
                     ):
                         self._deleter.delete(sorted(leftovers.ids), "acknowledged before a restart")
                         leftovers = None
-                    if chunk:
-                        due = seen is Seen.IDLE or len(chunk) >= CHUNK
-                        caught_up = not due and not binlog.more_waiting(reader)
-                        if due or caught_up:
-                            if not self.handoff.put(chunk, self.stop):
-                                return
-                            chunk = []
+                    if chunk and (
+                        seen is Seen.IDLE or len(chunk) >= CHUNK or not binlog.more_waiting(reader)
+                    ):
+                        caught_up = (
+                            seen is not Seen.IDLE and len(chunk) < CHUNK
+                        )  # handed over for want of more
+                        if not self.handoff.put(chunk, self.stop):
+                            return
+                        chunk = []
                         if caught_up:
                             pause_caught_up()  # the next read takes what was committed meanwhile
         finally:
