@@ -268,9 +268,8 @@ class BinlogReader:
                     if chunk and (
                         seen is Seen.IDLE or len(chunk) >= CHUNK or not binlog.more_waiting(reader)
                     ):
-                        caught_up = (
-                            seen is not Seen.IDLE and len(chunk) < CHUNK
-                        )  # handed over for want of more
+                        # handed over for want of more (not a heartbeat, not a full chunk)
+                        caught_up = seen is not Seen.IDLE and len(chunk) < CHUNK
                         if not self.handoff.put(chunk, self.stop):
                             return
                         chunk = []
