@@ -75,6 +75,11 @@ class Decoder:
             self._by_header[bytes([MAGIC]) + schema_id.to_bytes(4, "big")] = found
         return found
 
+    def known(self, header: bytes) -> WriterSchema | None:
+        """The writer schema of a wire-format header (magic byte and schema id) already fetched,
+        or None: no registry call."""
+        return self._by_header.get(header)
+
     def decode(self, data: bytes) -> tuple[WriterSchema, Any]:
         """Return the writer schema and the decoded datum; DecodeError for poison bytes."""
         # The 5-byte header (magic byte, schema id) of a known schema finds it in one lookup.

@@ -66,6 +66,11 @@ def _key_picker(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, 
     return picker
 
 
+#: a builder bound to one (key schema, value schema) pair: (message, topic, partition, offset,
+#: key bytes, value bytes) -> its Change, or None when the general path must take the message
+FastPath = Callable[[Any, str, int, int, bytes, bytes], "Change | None"]
+
+
 class ChangeBuilder:
     """Turns one decoded key/value of one topic into a Change (DecodeError for a message that does not fit).
 
@@ -141,6 +146,46 @@ class ChangeBuilder:
         ids = (key_writer.schema_id if key_writer else 0, value_writer.schema_id)
         specs = self._specs(ids, key_writer, value_writer)
         return Change(ref, self.table, key_tuple, row, raw, self.topic, keys, specs, ids)
+
+    def fast_path(self, key_writer: WriterSchema, value_writer: WriterSchema) -> FastPath | None:
+        """The whole of :meth:`build` for an ``entity`` message with a record key and a value,
+        both read by compiled readers, bound to one (key schema, value schema) pair; None when
+        that pair needs the general path (a delete, an envelope, a schema the readers do not
+        compile, or a pair the general path refuses)."""
+        key_reader, value_reader = key_writer.reader, value_writer.reader
+        if self._envelope or key_reader is None or value_reader is None:
+            return None
+        try:
+            keys = self.key_columns(key_writer)
+            ids = (key_writer.schema_id, value_writer.schema_id)
+            specs = self._specs(ids, key_writer, value_writer)
+        except DecodeError:
+            return None  # the general path reports it, per message
+        merge = self._fixed_keys is None
+        pick = self._pickers.get(keys)
+        if pick is None:
+            pick = self._pickers[keys] = _key_picker(keys)
+        table, topic = self.table, self.topic
+
+        def build(
+            raw: Any, topic_name: str, partition: int, offset: int, key_bytes: bytes, value_bytes: bytes
+        ) -> Change | None:
+            # None for anything unusual: the general path then decodes the message again and
+            # says what is wrong with it.
+            try:
+                key, key_end = key_reader(key_bytes, 5)
+                row, value_end = value_reader(value_bytes, 5)
+                if key_end != len(key_bytes) or value_end != len(value_bytes):
+                    return None
+                if merge:
+                    row.update(key)  # the record key is the identity
+                key_tuple = pick(row)
+            except Exception:  # IndexError, EOFError, UnicodeDecodeError, KeyError ... on bad bytes
+                return None
+            ref = MessageRef(topic_name, partition, offset, key)
+            return Change(ref, table, key_tuple, row, raw, topic, keys, specs, ids)
+
+        return build
 
     def _key_from_key(self, keys: tuple[str, ...], key: Any) -> tuple[Any, ...]:
         if isinstance(key, dict):

@@ -43,7 +43,7 @@ from cdc.sink.engine import sink_engine
 from cdc.sink.errors import BadMessageError, MessageRef, RejectedRowError, TableMismatchError
 from cdc.sink.metrics import SinkMetrics
 from cdc.sink.offsets import TopicPartitionKey, advance, ensure_offsets_table, load_offsets, offsets_table
-from cdc.sink.records import Change, ChangeBuilder, Reduced, reduce_changes
+from cdc.sink.records import Change, ChangeBuilder, FastPath, Reduced, reduce_changes
 from cdc.sink.tables import TableManager
 from cdc.sink.writer import TableWriter
 from cdc.sql.engines import translate
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 _DATA_ERRORS = (sa.exc.IntegrityError, sa.exc.DataError)
 _FATAL_TOPIC_ERRORS = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED}
+
+
+_UNLEARNT: Any = object()  # no fast path looked for yet
 
 
 class _FencedError(Exception):
@@ -108,6 +111,8 @@ class SinkRunner:
         self._callback_error: BaseException | None = None
         self._pending: _Pending | None = None  # the batch the writer thread is writing
         self._builders = {t.topic: ChangeBuilder(t) for t in config.topics}
+        # (topic, key header, value header) -> the learnt path, or None for the general one
+        self._fast_paths: dict[tuple[str, bytes, bytes], FastPath | None] = {}
         self.metrics = SinkMetrics(config.name)
         self.metrics.unhealthy_after = config.unhealthy_after
 
@@ -291,6 +296,7 @@ class SinkRunner:
         against the positions after the batch in flight."""
         out: list[tuple[TopicPartitionKey, int, Any, Change | BadMessageError]] = []
         parse = self._parse
+        paths = self._fast_paths
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -306,12 +312,36 @@ class SinkRunner:
                 log.warning("kafka consumer: %s", err.str())
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            key_bytes, value_bytes = msg.key(), msg.value()
+            if key_bytes is not None and value_bytes is not None:
+                # Most messages: a path learnt for their topic and schema pair builds the change
+                # in one call (None: the general path below decodes and reports it).
+                pair = (topic, key_bytes[:5], value_bytes[:5])
+                path = paths.get(pair, _UNLEARNT)
+                if path is _UNLEARNT:
+                    path = self._learn(pair)
+                if path is not None:
+                    change = path(msg, topic, partition, offset, key_bytes, value_bytes)
+                    if change is not None:
+                        out.append(((topic, partition), offset, msg, change))
+                        continue
             try:
                 parsed: Change | BadMessageError = parse(msg, topic, partition, offset)
             except BadMessageError as exc:
                 parsed = exc
             out.append(((topic, partition), offset, msg, parsed))
         return out
+
+    def _learn(self, pair: tuple[str, bytes, bytes]) -> FastPath | None:
+        """The fast path of a (topic, key header, value header) triple, remembered once both
+        schemas are known (the general path fetches them); None while they are not."""
+        topic, key_header, value_header = pair
+        key_writer, value_writer = self.decoder.known(key_header), self.decoder.known(value_header)
+        builder = self._builders.get(topic)
+        if key_writer is None or value_writer is None or builder is None:
+            return None  # not remembered: known after the general path has decoded one
+        path = self._fast_paths[pair] = builder.fast_path(key_writer, value_writer)
+        return path
 
     def _batch(
         self,
