@@ -92,6 +92,8 @@ class Batch:
     ends: dict[TopicPartitionKey, int] = field(default_factory=dict)  # next offset after the batch
     changes: list[Change] = field(default_factory=list)
     poison: list[tuple[Any, CdcError]] = field(default_factory=list)
+    # Set once the writer has handed the batch's rows to the database (or is done with it).
+    rows_sent: threading.Event = field(default_factory=threading.Event)
 
 
 class SinkRunner:
@@ -257,6 +259,10 @@ class SinkRunner:
                     if isinstance(exc, sa.exc.DBAPIError):
                         raise translate(exc, "target database: reading offsets") from None
                     raise exc
+                if self._pending is not None and messages:
+                    # Decode while the writer waits on the database, not while it formats its
+                    # rows: the two threads share one GIL, and the writer is the critical path.
+                    self._pending.batch.rows_sent.wait()
                 decoded = self._decode(messages) if messages else []
                 dropped: set[TopicPartitionKey] = set()
                 if self._pending is not None:
@@ -367,7 +373,10 @@ class SinkRunner:
 
     def _apply_timed(self, batch: Batch) -> float:
         started = time.monotonic()
-        self._apply(batch)
+        try:
+            self._apply(batch)
+        finally:
+            batch.rows_sent.set()
         return time.monotonic() - started
 
     def _finish(self, consumer: Consumer) -> set[TopicPartitionKey]:
@@ -481,7 +490,7 @@ class SinkRunner:
         rejected: list[tuple[Change, Exception]] = []
         with self.engine.connect() as conn, conn.begin():
             try:
-                rows = self._write(conn, reduced, careful, rejected)
+                rows = self._write(conn, reduced, careful, rejected, batch.rows_sent.set)
             except _DATA_ERRORS as exc:
                 raise _DataProblemError(str(exc)) from exc
             poison = list(batch.poison)
@@ -513,6 +522,7 @@ class SinkRunner:
         reduced: dict[Any, dict[Any, Reduced]],
         careful: bool,
         rejected: list[tuple[Change, Exception]],
+        sent: Callable[[], None],
     ) -> int:
         """Deletes first (a key deleted earlier in the batch and re-inserted is deleted, then
         inserted), then rows grouped by plan and mode. ``careful``: each change in a savepoint."""
@@ -557,7 +567,7 @@ class SinkRunner:
                     group,
                     careful,
                     rejected,
-                    partial(self.writer.upsert, conn, plans[plan_id], mode),
+                    partial(self.writer.upsert, conn, plans[plan_id], mode, sent=sent),
                 )
         return written
 

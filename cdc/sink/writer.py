@@ -187,8 +187,17 @@ class TableWriter:
         self.copied_rows = 0  # rows written through the PostgreSQL COPY path (logs, tests)
         self.binary_rows = 0  # of which in binary COPY
 
-    def upsert(self, conn: sa.Connection, plan: TablePlan, mode: SinkMode, ops: Sequence[Reduced]) -> int:
-        """Write the rows of changes that share one plan (and one mode)."""
+    def upsert(
+        self,
+        conn: sa.Connection,
+        plan: TablePlan,
+        mode: SinkMode,
+        ops: Sequence[Reduced],
+        sent: Callable[[], None] | None = None,
+    ) -> int:
+        """Write the rows of changes that share one plan (and one mode). ``sent`` is called once
+        the rows are with the database and what remains is its work (the COPY path's
+        ``INSERT ... SELECT``), or at once on the statement paths."""
         if not ops:
             return 0
         if (
@@ -198,8 +207,10 @@ class TableWriter:
             and len(ops) >= _COPY_MIN_ROWS
             and self._cached(("copyable", id(plan)), lambda: _copyable(plan))
         ):
-            self._copy_upsert(conn, plan, mode, ops)
+            self._copy_upsert(conn, plan, mode, ops, sent)
             return len(ops)
+        if sent is not None:
+            sent()
         conv = plan.converters
         rows: list[dict[str, Any]] = []
         for op in ops:
@@ -226,7 +237,12 @@ class TableWriter:
         return len(rows)
 
     def _copy_upsert(
-        self, conn: sa.Connection, plan: TablePlan, mode: SinkMode, ops: Sequence[Reduced]
+        self,
+        conn: sa.Connection,
+        plan: TablePlan,
+        mode: SinkMode,
+        ops: Sequence[Reduced],
+        sent: Callable[[], None] | None = None,
     ) -> None:
         """PostgreSQL: COPY the rows into a session-local staging table, then one
         ``INSERT ... SELECT ... ON CONFLICT``: one round trip of rows instead of one statement
@@ -268,6 +284,8 @@ class TableWriter:
                             row = op.change.row
                             assert row is not None
                             write_row([row.get(c) if f is None else f(row.get(c)) for c, f in steps])
+                if sent is not None:
+                    sent()
                 cur.execute(insert)
                 cur.execute(clear)
             self.copied_rows += len(ops)

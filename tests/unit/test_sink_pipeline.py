@@ -178,3 +178,60 @@ def test_the_general_path_keeps_envelopes_and_unknown_schemas(tmp_path: Path) ->
     assert list(runner._fast_paths.values()) == [None]
     assert all(isinstance(parsed, BadMessageError) for *_, parsed in decoded)
     assert "not an envelope" in str(decoded[1][3])
+
+
+def test_the_next_batch_is_decoded_once_the_writer_has_sent_its_rows(tmp_path: Path) -> None:
+    """The consuming thread decodes batch N+1 while the writer waits on the database for batch
+    N, not while the writer formats N's rows (one GIL for both threads)."""
+    import threading
+    import time
+
+    (tmp_path / "sink.yaml").write_text(CONFIG)
+    runner = SinkRunner(load_sink_config(tmp_path / "sink.yaml"))
+    runner.positions = {("t", 0): None}
+    events: list[str] = []
+    batches = iter([[_Message(0, b"k", b"v")], [_Message(1, b"k", b"v")], [_Message(2, b"k", b"v")]])
+
+    class Consumer:
+        def consume(self, num_messages: int, timeout: float) -> list[_Message]:
+            found = next(batches, None)
+            if found is None:
+                runner.stop.set()
+                return []
+            return found
+
+        def commit(self, **_: Any) -> None:
+            pass
+
+        def get_watermark_offsets(self, *_: Any, **__: Any) -> tuple[int, int]:
+            return (0, 0)
+
+    def decode(messages: list[_Message]) -> list[Any]:
+        events.append(f"decode {messages[0].offset()}")
+        return [(("t", 0), m.offset(), m, change(0, m.offset())) for m in messages]
+
+    def apply(batch: Any) -> None:
+        offset = batch.changes[0].ref.offset
+        time.sleep(0.05)  # formatting the rows: the next batch must not be decoded meanwhile
+        events.append(f"sent {offset}")
+        batch.rows_sent.set()
+        time.sleep(0.05)  # the database's work: the next batch is decoded now
+        events.append(f"committed {offset}")
+
+    runner._decode = decode  # type: ignore[method-assign]
+    runner._apply = apply  # type: ignore[method-assign]
+    thread = threading.Thread(target=runner._loop, args=(Consumer(),))
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert events == [
+        "decode 0",
+        "sent 0",
+        "decode 1",
+        "committed 0",
+        "sent 1",
+        "decode 2",
+        "committed 1",
+        "sent 2",
+        "committed 2",
+    ]
