@@ -26,7 +26,10 @@ class OutboxConfig(BaseModel):
         description="aggregates are hashed into shards; each shard is relayed by one replica at a time",
     )
     batch_size: int = Field(
-        200, ge=1, description="rows claimed per shard and poll (also bounds what a kill -9 replays)"
+        200,
+        ge=1,
+        description="rows claimed per poll for each free shard, taken together in seq order "
+        "(also bounds what a kill -9 replays)",
     )
     poll_interval: Duration = Field(0.2, description="time between polls when the outbox is empty")
     notify_channel: str | None = Field(
