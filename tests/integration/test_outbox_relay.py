@@ -170,7 +170,7 @@ def test_two_relays_one_killed_every_event_in_order(
             f"{len(missing)} of {len(committed)} committed events never arrived ({len(ids)} read); positions {positions[:20]}...{positions[-5:]}"
         )
         if mode == "polling":
-            # The documented bound of a kill -9's replay: batch_size (200) rows per shard held.
+            # The documented bound of a kill -9's replay: batch_size (200) times the shards held.
             assert len(ids) - len(set(ids)) <= 8 * 200
         rolled_back = {e for app in apps for e in app.rolled_back}
         assert rolled_back and not rolled_back & set(ids)
