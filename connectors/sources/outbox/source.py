@@ -218,20 +218,22 @@ class OutboxRelay(SourceConnector):
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
             # One query for all the free shards, in seq order: a query per shard walked the seq
             # index past every other shard's rows, about as many times as there are shards.
-            rows = conn.execute(
+            result = conn.execute(
                 sa.select(*(t.c[c] for c in COLUMNS), shard_of.label("shard"))
                 .where(shard_of.in_(shards))
                 .order_by(t.c.seq)
                 .limit(self.cfg.batch_size * len(shards))
-            ).all()
+            )
+            names = tuple(result.keys())  # once: a Row's _mapping builds its key view per row
             now = time.monotonic()
-            for row in rows:
-                shard = int(row.shard)
+            for values in result.all():
+                row = dict(zip(names, values, strict=True))
+                shard, seq = int(row["shard"]), int(row["seq"])
                 pending = self._pending.setdefault(shard, [])
                 if not pending:
                     self._claimed_at[shard] = now
-                events.append(self._event(dict(row._mapping), f"shard:{shard}", {"seq": int(row.seq)}))
-                pending.append((int(row.seq), row.id))
+                events.append(self._event(row, f"shard:{shard}", {"seq": seq}))
+                pending.append((seq, row["id"]))
         return events
 
     def _event(self, row: dict[str, Any], partition: str, offset: dict[str, Any]) -> ChangeEvent:
@@ -275,13 +277,13 @@ class OutboxRelay(SourceConnector):
             if offset:
                 self._log.acknowledge(offset)
             return
-        doomed: list[Any] = []
+        doomed: list[tuple[int, Any]] = []  # (seq, id)
         for partition, offset in offsets.items():
             shard = int(partition.split(":", 1)[1])
             upto = int(offset["seq"])
             pending = self._pending.get(shard, [])
             keep = [(seq, row_id) for seq, row_id in pending if seq > upto]
-            doomed.extend(row_id for seq, row_id in pending if seq <= upto)
+            doomed.extend((seq, row_id) for seq, row_id in pending if seq <= upto)
             self._pending[shard] = keep
         if not doomed:
             return
@@ -289,13 +291,15 @@ class OutboxRelay(SourceConnector):
         try:
             with self.engine.begin() as conn:
                 if self.engine.dialect.name == "postgresql":
-                    # One statement whatever the count: the ids as one array parameter (an IN
-                    # list is compiled and converted per placeholder, 500 at a time).
-                    ids = sa.bindparam("ids", doomed, type_=sa.ARRAY(t.c.id.type))
-                    conn.execute(sa.delete(t).where(t.c.id == sa.any_(ids)))
+                    # One statement whatever the count, by seq (unique, like id): one bigint
+                    # array parameter. An IN list is compiled and converted per placeholder, and
+                    # an array of uuids is dumped value by value in Python.
+                    seqs = sa.bindparam("seqs", [seq for seq, _ in doomed], type_=sa.ARRAY(sa.BigInteger))
+                    conn.execute(sa.delete(t).where(t.c.seq == sa.any_(seqs)))
                 else:
-                    for i in range(0, len(doomed), 500):
-                        conn.execute(sa.delete(t).where(t.c.id.in_(doomed[i : i + 500])))
+                    ids = [row_id for _, row_id in doomed]
+                    for i in range(0, len(ids), 500):
+                        conn.execute(sa.delete(t).where(t.c.id.in_(ids[i : i + 500])))
         except sa.exc.SQLAlchemyError as exc:
             raise engines.translate(exc, "deleting relayed outbox rows") from None
         now = time.monotonic()
