@@ -83,7 +83,7 @@ class OutboxRelay(SourceConnector):
         self._engine: sa.Engine | None = None
         self._table: sa.Table | None = None
         self._locks: ShardLocks | None = None
-        self._pending: dict[int, list[tuple[int, Any]]] = {}  # shard -> [(seq, id)] awaiting acks
+        self._pending: dict[int, list[int]] = {}  # shard -> seqs awaiting acks (seq is unique)
         self._claimed_at: dict[int, float] = {}  # shard -> when its pending rows were claimed
         self._window = 0.0  # longest claim-to-delete time since the last lag() (what a kill -9 replays)
         self._next_claim = 0.0
@@ -233,7 +233,7 @@ class OutboxRelay(SourceConnector):
                 if not pending:
                     self._claimed_at[shard] = now
                 events.append(self._event(row, f"shard:{shard}", {"seq": seq}))
-                pending.append((seq, row["id"]))
+                pending.append(seq)
         return events
 
     def _event(self, row: dict[str, Any], partition: str, offset: dict[str, Any]) -> ChangeEvent:
@@ -277,29 +277,26 @@ class OutboxRelay(SourceConnector):
             if offset:
                 self._log.acknowledge(offset)
             return
-        doomed: list[tuple[int, Any]] = []  # (seq, id)
+        doomed: list[int] = []  # seqs
         for partition, offset in offsets.items():
             shard = int(partition.split(":", 1)[1])
             upto = int(offset["seq"])
             pending = self._pending.get(shard, [])
-            keep = [(seq, row_id) for seq, row_id in pending if seq > upto]
-            doomed.extend((seq, row_id) for seq, row_id in pending if seq <= upto)
-            self._pending[shard] = keep
+            doomed.extend(seq for seq in pending if seq <= upto)
+            self._pending[shard] = [seq for seq in pending if seq > upto]
         if not doomed:
             return
         t = self.table
         try:
             with self.engine.begin() as conn:
                 if self.engine.dialect.name == "postgresql":
-                    # One statement whatever the count, by seq (unique, like id): one bigint
-                    # array parameter. An IN list is compiled and converted per placeholder, and
-                    # an array of uuids is dumped value by value in Python.
-                    seqs = sa.bindparam("seqs", [seq for seq, _ in doomed], type_=sa.ARRAY(sa.BigInteger))
+                    # One statement whatever the count: one bigint array parameter (an IN list
+                    # is compiled and converted per placeholder).
+                    seqs = sa.bindparam("seqs", doomed, type_=sa.ARRAY(sa.BigInteger))
                     conn.execute(sa.delete(t).where(t.c.seq == sa.any_(seqs)))
                 else:
-                    ids = [row_id for _, row_id in doomed]
-                    for i in range(0, len(ids), 500):
-                        conn.execute(sa.delete(t).where(t.c.id.in_(ids[i : i + 500])))
+                    for i in range(0, len(doomed), 500):
+                        conn.execute(sa.delete(t).where(t.c.seq.in_(doomed[i : i + 500])))
         except sa.exc.SQLAlchemyError as exc:
             raise engines.translate(exc, "deleting relayed outbox rows") from None
         now = time.monotonic()
