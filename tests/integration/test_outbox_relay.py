@@ -3,7 +3,9 @@ transaction, with concurrent writers and rollbacks; two relay replicas run and o
 
 from __future__ import annotations
 
+import io
 import random
+import struct
 import threading
 import time
 from collections import defaultdict
@@ -13,6 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from fastavro import parse_schema, schemaless_reader
 
 from cdc import migrations
 from cdc.outbox import OutboxWriter
@@ -207,3 +211,66 @@ def test_two_relays_one_killed_every_event_in_order(
 def _outbox_rows(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         return int(conn.execute("SELECT count(*) FROM cdc_outbox").fetchone()[0])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", ["polling", "log"])
+def test_every_part_of_a_relayed_event(
+    mode: str, pg_database: str, tmp_path: Path, topic_name: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """Key, value bytes and every header of each relayed event, with and without the
+    application's extra headers (NULL, an empty object, two strings, non-ASCII text)."""
+    migrations.apply(pg_database)
+    text = CONFIG.format(name=topic_name, url=pg_database, bootstrap=kafka_bootstrap, registry=registry_url)
+    if mode == "log":
+        log_source = f"  mode: log\n  slot: {unique('test')}\n  publication: {topic_name}_pub\n"
+        text = text.replace("  shards: 8\n", log_source)
+    config = write_config(tmp_path, text, {"key.avsc": KEY, "rental-created.avsc": EVENT})
+    writer = OutboxWriter(EVENT, aggregate_type="customer", event_type="RentalCreated")
+    extras: list[dict[str, str] | None] = [None, {}, {"trace-id": "abc-123", "tenant": "zürich"}, None]
+    relay = Connector(config, tmp_path / "relay.log")
+    try:
+        ready = "created slot" if mode == "log" else "starting connector"
+        wait_for(lambda: ready in relay.log_text(), 30, "relay")
+        expected: dict[str, tuple[str, dict[str, Any], list[tuple[str, bytes]]]] = {}
+        with psycopg.connect(pg_database) as conn:
+            for n, extra in enumerate(extras):
+                payload = {"rental_id": n, "inventory_id": 10 + n, "customer_id": n % 2, "staff_id": 1}
+                event_id = str(writer.write(conn, str(n % 2), payload, headers=extra))
+                expected[event_id] = (str(n % 2), payload, [])
+            # Read in the writing transaction: the polling relay may delete the rows once committed.
+            for event_id, seq in conn.execute("SELECT id::text, seq FROM cdc_outbox"):
+                aggregate, payload, _ = expected[event_id]
+                extra = extras[[*expected].index(event_id)] or {}
+                headers = [("id", event_id.encode()), ("type", b"RentalCreated"), ("seq", str(seq).encode())]
+                headers += [(name, value.encode()) for name, value in extra.items()]
+                expected[event_id] = (aggregate, payload, headers)
+            conn.commit()
+        messages = read_all(kafka_bootstrap, f"{topic_name}.customer", set(expected), 60)
+        assert relay.terminate()[0] == 0
+    finally:
+        relay.ensure_stopped()
+        if mode == "log":
+            with psycopg.connect(pg_database, autocommit=True) as db:
+                db.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE database = current_database() AND NOT active"
+                )
+    assert len(messages) == len(expected)
+    value_id = (
+        SchemaRegistryClient({"url": registry_url})
+        .get_latest_version(f"{topic_name}.customer-value")
+        .schema_id
+    )
+    for msg in messages:
+        headers = msg.headers()
+        assert [name for name, _ in headers[:2]] == ["cdc.op", "cdc.position"]
+        assert headers[0][1] == b"c"
+        event_id = dict(headers)["id"].decode()
+        aggregate, payload, rest = expected[event_id]
+        # The extra headers follow jsonb's key order, not the order the application wrote.
+        assert headers[2:5] == rest[:3] and sorted(headers[5:]) == sorted(rest[3:])
+        assert schemaless_reader(io.BytesIO(msg.key()[5:]), parse_schema(KEY), None) == {
+            "aggregate_id": aggregate
+        }
+        assert msg.value()[:5] == struct.pack(">bI", 0, value_id)
+        assert msg.value()[5:] == writer.encode(payload)

@@ -31,6 +31,10 @@ from cdc.plugin import ChangeEvent, Offset
 log = logging.getLogger(__name__)
 
 CHUNK = 1000
+#: pg_type OID of uuid. Its pgoutput text is uuid_out's canonical form (lowercase 8-4-4-4-12),
+#: exactly what ``str(uuid.UUID(...))`` gives, and the relay only needs that text (a header, an
+#: error message): parsing it into a UUID and printing it back cost 0.7 µs per event.
+UUID_OID = 2950
 
 
 class LogReader:
@@ -134,7 +138,7 @@ class LogReader:
 class _Handler:
     def __init__(self, reader: LogReader) -> None:
         self.reader = reader
-        self.loaders: dict[int, list[tuple[int, str, Callable[[bytes], Any]]]] = {}
+        self.loaders: dict[int, tuple[tuple[str, Callable[[bytes], Any]], ...]] = {}
         self.chunk: list[ChangeEvent] = []
         self.commit_lsn = 0
         self.index = 0
@@ -153,9 +157,10 @@ class _Handler:
                 self.flush()
         elif kind is po.Relation:
             assert isinstance(msg, po.Relation)
-            self.loaders[msg.relation_id] = [
-                (i, c.name, r.types.loader(c.type_oid)) for i, c in enumerate(msg.columns)
-            ]
+            self.loaders[msg.relation_id] = tuple(
+                (c.name, bytes.decode if c.type_oid == UUID_OID else r.types.loader(c.type_oid))
+                for c in msg.columns
+            )
         elif kind is po.Insert:
             assert isinstance(msg, po.Insert)
             loaders = self.loaders.get(msg.relation_id)
@@ -166,8 +171,7 @@ class _Handler:
             if r.resume is not None and position <= r.resume:
                 return
             row = {}
-            for i, name, load in loaders:
-                raw = msg.new[i]
+            for (name, load), raw in zip(loaders, msg.new, strict=True):
                 row[name] = load(raw) if isinstance(raw, bytes) else None
             offset = {"commit": position[0], "i": position[1]}
             self.chunk.append(r.to_event(row, r.partition, offset))

