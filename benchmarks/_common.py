@@ -270,10 +270,13 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     return {"events": len(latencies), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
 
 
-def drain_until_empty(config: Any, stream: str, events: int, remaining: Any) -> tuple[float, float]:
+def drain_until_empty(
+    config: Any, stream: str, events: int, remaining: Any, cpu: list[float] | None = None
+) -> tuple[float, float]:
     """Run the connector of ``config`` (a Path) until it produced ``events`` events of ``stream``,
     nothing is in flight and ``remaining()`` (rows left at the source) is 0; then stop it.
-    Returns (first event, drained) monotonic times."""
+    Returns (first event, drained) monotonic times. ``cpu``, when given, receives the CPU
+    seconds of this process and its children (a capture process) over the same span."""
     from cdc.config import load_config
     from cdc.runtime.runner import Runner
 
@@ -283,16 +286,20 @@ def drain_until_empty(config: Any, stream: str, events: int, remaining: Any) -> 
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     first = None
+    cpu_first = 0.0
     while True:
         produced = counter._value.get()
         if first is None and produced > 0:
             first = time.monotonic()
+            cpu_first = time.process_time() + children_cpu_s()
         if (
             produced >= events
             and runner.metrics.in_flight.labels(name)._value.get() == 0
             and remaining() == 0
         ):
             done = time.monotonic()
+            if cpu is not None:
+                cpu.append(time.process_time() + children_cpu_s() - cpu_first)
             break
         if not thread.is_alive():
             sys.exit("benchmark: the connector stopped early")

@@ -1,7 +1,7 @@
 """Decoder for the pgoutput logical replication protocol, versions 1 and 2 (PostgreSQL 10+ / 14+).
 
 Pure functions, no I/O: :func:`decode` turns one ``XLogData`` payload (or one ``data`` row of
-``pg_logical_slot_get_binary_changes``) into one frozen message object. What the messages
+``pg_logical_slot_get_binary_changes``) into one message object (read-only by convention). What the messages
 mean, in the order the server sends them::
 
     Begin                              a transaction starts (final_lsn = its commit record)
@@ -134,6 +134,11 @@ TupleData: TypeAlias = tuple[ColumnValue, ...]
 
 # --------------------------------------------------------------------------- messages
 
+# Begin, Commit and the row messages are decoded once or more per captured change, so they
+# are plain slotted dataclasses: a frozen one's __init__ sets each field through
+# object.__setattr__ and costs 0.40 µs against 0.11 µs (four fields). Nothing changes them after
+# decoding; the rarer messages stay frozen.
+
 
 class _CommitTime:
     """Adds ``commit_time``/``commit_unix_ms`` to messages carrying ``commit_ts_us``."""
@@ -152,7 +157,7 @@ class _CommitTime:
         return pg_timestamp_to_unix_ms(self.commit_ts_us)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per change (see "messages" above)
 class Begin(_CommitTime):
     """``B``: a transaction starts. ``final_lsn`` is the LSN of its commit record."""
 
@@ -161,7 +166,7 @@ class Begin(_CommitTime):
     xid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per change (see "messages" above)
 class Commit(_CommitTime):
     """``C``: the transaction commits. ``end_lsn`` is where to confirm once it is safely stored."""
 
@@ -220,7 +225,7 @@ class Type:
     xid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per change (see "messages" above)
 class Insert:
     """``I``: a new row."""
 
@@ -229,7 +234,7 @@ class Insert:
     xid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per change (see "messages" above)
 class Update:
     """``U``: a changed row.
 
@@ -246,7 +251,7 @@ class Update:
     xid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per change (see "messages" above)
 class Delete:
     """``D``: a deleted row: the old key (``'K'``, non-key columns None) or whole old row (``'O'``)."""
 

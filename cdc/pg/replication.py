@@ -36,14 +36,14 @@ _STATUS = struct.Struct("!cQQQQB")
 PG_EPOCH_OFFSET_US = 946_684_800_000_000  # 2000-01-01 - 1970-01-01 in microseconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per frame; a frozen __init__ costs 4x
 class XLogData:
     start: int
     wal_end: int
     payload: memoryview
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per frame; a frozen __init__ costs 4x
 class Keepalive:
     wal_end: int
     reply_requested: bool
