@@ -196,6 +196,10 @@ class SourceConnector(abc.ABC):
     #: True when events carry ``txn_order`` and the last of each transaction ``txn_end``, so the
     #: runtime can publish transaction metadata (BEGIN/END records) for this source
     transaction_metadata: ClassVar[bool] = False
+    #: Set by the runtime before ``start``: False when the connector publishes no transaction
+    #: metadata (no ``transactions:`` block). A ``transaction_metadata`` source may then leave
+    #: ``txn_order`` and ``txn_end`` unset, and save their cost per event.
+    transaction_metadata_wanted: bool = True
 
     def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
         self.config = config

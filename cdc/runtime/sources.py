@@ -29,4 +29,6 @@ def build_source(app: AppConfig) -> tuple[SourceConnector, dict[str, StreamEvent
         )
         for s in app.streams
     ]
-    return cls(source_cfg, specs), eventifiers
+    source = cls(source_cfg, specs)
+    source.transaction_metadata_wanted = app.transactions is not None
+    return source, eventifiers

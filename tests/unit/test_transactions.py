@@ -68,3 +68,34 @@ def test_transactions_refused_where_counts_could_not_match(change: dict[str, Any
     app = AppConfig.model_validate({**APP, **change})
     with pytest.raises(ConfigError, match=message):
         transactions.check(app, load_source_class(app.source.connector))
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_a_source_is_told_whether_transaction_metadata_is_published(configured: bool, tmp_path: Any) -> None:
+    """The WAL source numbers changes and builds TransactionEnds only when they are published."""
+    from cdc.runtime.sources import build_source
+
+    schema = {"type": "record", "name": "R", "fields": [{"name": "id", "type": "long"}]}
+    (tmp_path / "k.avsc").write_text(json.dumps(schema))
+    (tmp_path / "v.avsc").write_text(json.dumps(schema))
+    config = {
+        **APP,
+        "source": {
+            "connector": "postgres_wal",
+            "url": "postgresql://u@h/db",
+            "slot": "s",
+            "publication": "p",
+        },
+        "streams": [
+            {
+                "name": "a",
+                "key_schema": str(tmp_path / "k.avsc"),
+                "value_schema": str(tmp_path / "v.avsc"),
+                "capture": {"table": "public.a"},
+            }
+        ],
+    }
+    if not configured:
+        del config["transactions"]
+    source, _ = build_source(AppConfig.model_validate(config))
+    assert source.transaction_metadata_wanted is configured
