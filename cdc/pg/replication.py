@@ -138,26 +138,30 @@ class ReplicationConnection:
 
     def read(self, timeout: float) -> XLogData | Keepalive | None:
         """The next frame, or None when nothing arrived within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
+        deadline = None  # taken only when the frame must be waited for: most reads find one buffered
+        pg = self.pg
         while True:
             try:
-                n, data = self.pg.get_copy_data(1)
+                n, data = pg.get_copy_data(1)
             except psycopg.OperationalError as exc:
                 raise SourceUnavailableError(f"replication stream broke: {mask_dsn(str(exc))}") from None
             if n > 0:
-                view = memoryview(data)
-                kind = view[0]
+                # bytes or a memoryview (psycopg's C and Python libpq wrappers differ): both index
+                # to an int and slice without a copy of the frame, which the decoder makes once.
+                kind = data[0]
                 if kind == 0x77:  # 'w'
-                    start, wal_end, _ = _XLOGDATA.unpack_from(view, 1)
-                    return XLogData(start, wal_end, view[25:])
+                    start, wal_end, _ = _XLOGDATA.unpack_from(data, 1)
+                    return XLogData(start, wal_end, memoryview(data)[25:])
                 if kind == 0x6B:  # 'k'
-                    wal_end, _, reply = _KEEPALIVE.unpack_from(view, 1)
+                    wal_end, _, reply = _KEEPALIVE.unpack_from(data, 1)
                     return Keepalive(wal_end, bool(reply))
                 continue
             if n < 0:
-                result = self.pg.get_result()
+                result = pg.get_result()
                 message = ((result.error_message if result else b"") or b"").decode(errors="replace").strip()
                 raise SourceUnavailableError(f"replication stream ended: {message or 'server closed it'}")
+            if deadline is None:
+                deadline = time.monotonic() + timeout
             remaining = deadline - time.monotonic()
             # With no time left, still take in what the socket already holds (timeout 0 means
             # "only what is there now", not "nothing").
