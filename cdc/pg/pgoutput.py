@@ -1,8 +1,8 @@
 """Decoder for the pgoutput logical replication protocol, versions 1 and 2 (PostgreSQL 10+ / 14+).
 
 Pure functions, no I/O: :func:`decode` turns one ``XLogData`` payload (or one ``data`` row of
-``pg_logical_slot_get_binary_changes``) into one message object (read-only by convention). What the messages
-mean, in the order the server sends them::
+``pg_logical_slot_get_binary_changes``) into one message object (read-only by convention).
+What the messages mean, in the order the server sends them::
 
     Begin                              a transaction starts (final_lsn = its commit record)
       Relation / Type                  schema of a relation/type, sent before first use
