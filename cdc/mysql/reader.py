@@ -55,6 +55,9 @@ from cdc.mysql import rowdecoder, rowevents
 _HEADER = struct.Struct("<xIBIIIH")  # OK byte, timestamp, type, server id, event size, next position, flags
 _GTID = struct.Struct("<QIB")  # MariaDB GTID: sequence number, domain id, flags
 _XID = struct.Struct("<Q")
+_SIZE_POS = struct.Struct("<II")  # the header's event size and next position (at offset 10)
+_LOG_POS = struct.Struct("<I")  # the header's next position (at offset 14)
+_TIME_SIZE_POS = struct.Struct("<xI5xII")  # timestamp, event size, next position
 _INT = struct.Struct("=i")  # a C int in native order (FIONREAD's answer)
 _PACKET_HEADER = struct.Struct("<HBB")  # MySQL protocol packet: length (3 bytes), sequence number
 _MAX_PACKET = 2**24 - 1  # a packet this long continues in the next one
@@ -87,55 +90,113 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
     _cdc_taken = 0
     # the stream connection whose packets read_packet reads (a plain pymysql Connection)
     _cdc_raw: Any = None
+    # what _shared() gives until the reader's state changes (None: build it anew)
+    _cdc_shared: dict[str, Any] | None = None
+    # the fast handler per event kind (see _handlers), and the same while fetchone's own loop
+    # may read (a raw-read connection, no end position, timestamp skip or checksum check)
+    _cdc_handlers: dict[int, Any] | None = None
+    _cdc_hot: dict[int, Any] | None = None
+    _cdc_overhead = 19  # event header bytes (19) + checksum (4) when the server sends checksums
 
     def fetchone(self) -> Any:
         if not LOOP_MATCHES:
             return super().fetchone()
         # The library's fetchone (1.0.17), with the fast path in front of its packet wrapper.
         while True:
-            if self.end_log_pos and self.is_past_end_log_pos:
-                return None
-            if not self._BinLogStreamReader__connected_stream:
-                self._BinLogStreamReader__connect_to_stream()
-            if not self._BinLogStreamReader__connected_ctl:
-                self._BinLogStreamReader__connect_to_ctl()
-            conn = self._stream_connection
-            if conn is not self._cdc_raw and _reads_raw(conn):  # asked once per connection
-                self._cdc_raw = conn
-            try:
-                if conn is self._cdc_raw:
-                    pkt = None
-                    data = read_packet(conn)
-                else:
-                    pkt = conn._read_packet()
-                    data = pkt._data
-                # bytes taken off the stream (each packet of up to 2**24-1 bytes has a 4-byte header)
-                self._cdc_taken += len(data) + 4 * (len(data) // 0xFFFFFF + 1)
-            except pymysql.OperationalError as error:
-                code, _message = error.args
-                if code in binlogstream.MYSQL_EXPECTED_ERROR_CODES:  # reconnect, as the library does
-                    self._stream_connection.close()
-                    self._BinLogStreamReader__connected_stream = False
-                    # the library's warning, on the library's logger (a reconnect stays visible)
-                    library_log.warning(
-                        "A pymysql.OperationalError error occurred, Re-request the connection."
-                    )
-                    continue
-                raise
-            first = data[0]  # MysqlPacket's is_eof_packet and is_ok_packet
-            if first == 0xFE and len(data) < 9:
-                self.close()
-                return None
-            if first != 0 or len(data) < 7:
-                continue
-            event = self._fast(data)
-            if event is _SKIP:
-                continue
-            if event is not None:
-                return event
-            event = self._library(pkt if pkt is not None else MysqlPacket(data, conn.encoding))
+            handlers = self._cdc_hot
+            if handlers is not None:  # the usual state: no check the handlers do not need
+                try:
+                    data = read_packet(self._cdc_raw)
+                except pymysql.OperationalError as error:
+                    if self._reconnecting(error):
+                        continue
+                    raise
+                n = len(data)
+                self._cdc_taken += n + 4 * (n // 0xFFFFFF + 1)
+                if n >= 20 and data[0] == 0:
+                    handler = handlers.get(data[5])
+                    if handler is not None:
+                        event = handler(self, data)
+                        if event is _SKIP:
+                            continue
+                        if event is not None:
+                            return event
+                event = self._general(data, None, tried=True)
+            else:
+                event = self._general_read()
             if event is not _SKIP:
                 return event
+
+    def close(self) -> None:
+        super().close()
+        self._cdc_stale()  # the next fetchone reconnects
+
+    def _cdc_stale(self) -> None:
+        """Forget what was derived from the connection and the stream's format (both replaced)."""
+        self._cdc_shared = self._cdc_handlers = self._cdc_hot = None
+
+    def _general_read(self) -> Any:
+        """One turn of the library's loop: (re)connect when needed, read a packet, handle it."""
+        if self.end_log_pos and self.is_past_end_log_pos:
+            return None
+        if not self._BinLogStreamReader__connected_stream:
+            self._BinLogStreamReader__connect_to_stream()
+            self._cdc_stale()
+        if not self._BinLogStreamReader__connected_ctl:
+            self._BinLogStreamReader__connect_to_ctl()
+            self._cdc_stale()
+        conn = self._stream_connection
+        if conn is not self._cdc_raw and _reads_raw(conn):  # asked once per connection
+            self._cdc_raw = conn
+            self._cdc_stale()
+        if (
+            conn is self._cdc_raw
+            and not self.end_log_pos
+            and not self.skip_to_timestamp
+            and not self._BinLogStreamReader__verify_checksum
+        ):
+            self._cdc_hot = self._handlers()  # the next turns read in fetchone's own loop
+        try:
+            if conn is self._cdc_raw:
+                pkt = None
+                data = read_packet(conn)
+            else:
+                pkt = conn._read_packet()
+                data = pkt._data
+            # bytes taken off the stream (each packet of up to 2**24-1 bytes has a 4-byte header)
+            self._cdc_taken += len(data) + 4 * (len(data) // 0xFFFFFF + 1)
+        except pymysql.OperationalError as error:
+            if self._reconnecting(error):
+                return _SKIP
+            raise
+        return self._general(data, pkt, tried=False)
+
+    def _reconnecting(self, error: pymysql.OperationalError) -> bool:
+        """The library's answer to a lost stream: True when it reconnects (on the next turn)."""
+        code, _message = error.args
+        if code not in binlogstream.MYSQL_EXPECTED_ERROR_CODES:
+            return False
+        self._stream_connection.close()
+        self._BinLogStreamReader__connected_stream = False
+        self._cdc_stale()
+        # the library's warning, on the library's logger (a reconnect stays visible)
+        library_log.warning("A pymysql.OperationalError error occurred, Re-request the connection.")
+        return True
+
+    def _general(self, data: bytes, pkt: Any, *, tried: bool) -> Any:
+        """A packet read: the event, _SKIP, or None at the end of the stream (``tried``: the
+        fast handlers already declined it)."""
+        first = data[0]  # MysqlPacket's is_eof_packet and is_ok_packet
+        if first == 0xFE and len(data) < 9:
+            self.close()
+            return None
+        if first != 0 or len(data) < 7:
+            return _SKIP
+        if not tried:
+            event = self._fast(data)
+            if event is not None:
+                return event
+        return self._library(pkt if pkt is not None else MysqlPacket(data, self._stream_connection.encoding))
 
     def more_waiting(self) -> bool:
         """True when more of the stream is certainly already here (so a hand-off can wait for it).
@@ -184,6 +245,8 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
             self._BinLogStreamReader__use_column_name_cache,
             self._BinLogStreamReader__post_header_lengths,
         )
+        if binlog_event.event_type in (BINLOG.ROTATE_EVENT, BINLOG.FORMAT_DESCRIPTION_EVENT):
+            self._cdc_stale()  # a new table map, format or checksum setting
         if binlog_event.event_type == BINLOG.ROTATE_EVENT:
             self.log_pos = binlog_event.event.position
             self.log_file = binlog_event.event.next_binlog
@@ -214,74 +277,60 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         (nothing consumed)."""
         if len(data) < 20 or not isinstance(data, bytes):
             return None
-        kind = data[5]
-        if kind not in _FAST_KINDS or self.skip_to_timestamp or self._BinLogStreamReader__verify_checksum:
+        if self.skip_to_timestamp or self._BinLogStreamReader__verify_checksum:
             return None
-        cls = _EVENT_MAP[kind]
-        timestamp, _, server_id, event_size, log_pos, _flags = _HEADER.unpack_from(data)
-        if cls not in self._BinLogStreamReader__allowed_events_in_packet:
-            self._position(log_pos)  # a kind the consumer did not ask for: skipped unparsed
-            return _SKIP
-        size = event_size - (23 if self._BinLogStreamReader__use_checksum else 19)  # the body's
-        if size < 0 or 20 + size > len(data):
+        handler = self._handlers().get(data[5])
+        if handler is None:
             return None
-        if kind == _TABLE_MAP:
-            table = _PARSED_MAPS.get(data[20 : 20 + size])
-            if table is None:
-                return None  # parsed (and cached) by the library
-            self._position(log_pos)
-            self.table_map[table.table_id] = table
-            return _SKIP
-        if kind in (_XID_KIND, _GTID_KIND):
-            if size < (8 if kind == _XID_KIND else 13):
-                return None
-            event: Any = object.__new__(cls)
-            fields = event.__dict__
-            fields.update(self._shared())
-            fields["event_type"] = kind
-            fields["timestamp"] = timestamp
-            fields["event_size"] = size
-            if kind == _XID_KIND:
-                fields["xid"] = _XID.unpack_from(data, 20)[0]
-            else:
-                seq, domain, flags = _GTID.unpack_from(data, 20)
-                fields["server_id"] = server_id
-                fields["gtid_seq_no"] = seq
-                fields["domain_id"] = domain
-                fields["flags"] = flags
-                fields["gtid"] = f"{domain}-{server_id}-{seq}"
-            if log_pos:  # _position, inline
-                self.log_pos = log_pos
-            if self.end_log_pos and self.log_pos >= self.end_log_pos:
-                self.is_past_end_log_pos = True
-            return event if cls in self._BinLogStreamReader__allowed_events else _SKIP
-        event = self._rows(cls, kind, data, timestamp, size)
-        if event is None:
-            return None
-        self._position(log_pos)
-        return event if cls in self._BinLogStreamReader__allowed_events else _SKIP
-
-    def _position(self, log_pos: int) -> None:
-        # as the library's loop does for every event but ROTATE
-        if log_pos:
-            self.log_pos = log_pos
-        if self.end_log_pos and self.log_pos >= self.end_log_pos:
+        event = handler(self, data)
+        if event is not None and self.end_log_pos and self.log_pos >= self.end_log_pos:
             self.is_past_end_log_pos = True
+        return event
+
+    def _handlers(self) -> dict[int, Any]:
+        """The fast handler of each hot event kind under the reader's filters and the stream's
+        format (a kind without one goes the library's way), derived once per connection and
+        format: ``handler(reader, packet) -> event | _SKIP | None``."""
+        handlers = self._cdc_handlers
+        if handlers is not None:
+            return handlers
+        self._cdc_overhead = 23 if self._BinLogStreamReader__use_checksum else 19  # header + checksum
+        in_packet = self._BinLogStreamReader__allowed_events_in_packet
+        wanted = self._BinLogStreamReader__allowed_events
+        lengths = self._BinLogStreamReader__post_header_lengths
+        handlers = {}
+        for kind in _FAST_KINDS:
+            cls = _EVENT_MAP[kind]
+            if cls not in in_packet:
+                handlers[kind] = _skipped  # a kind the consumer did not ask for: skipped unparsed
+            elif kind == _TABLE_MAP:
+                handlers[kind] = _table_map
+            elif cls not in wanted:
+                handlers[kind] = _skipped  # read by the library only to be dropped
+            elif kind == _XID_KIND:
+                handlers[kind] = _xid
+            elif kind == _GTID_KIND:
+                handlers[kind] = _gtid
+            elif not self._BinLogStreamReader__ignore_decode_errors:
+                known = 10 if kind in _ROWS_V2 else 8  # the post-header length the reader expects
+                if not (lengths and kind - 1 < len(lengths) and lengths[kind - 1] != known):
+                    handlers[kind] = _rows_event
+        self._cdc_handlers = handlers
+        return handlers
 
     def _base(self, event: Any, kind: int, timestamp: int, size: int) -> None:
         """BinLogEvent's attributes (without a packet: the event is complete)."""
-        event.__dict__.update(self._shared(), event_type=kind, timestamp=timestamp, event_size=size)
+        event.__dict__.update(
+            self._cdc_shared or self._shared(), event_type=kind, timestamp=timestamp, event_size=size
+        )
 
     def _shared(self) -> dict[str, Any]:
-        """The attributes every event built here shares with the reader's state."""
-        shared: dict[str, Any] | None = self.__dict__.get("_cdc_shared")
-        if (
-            shared is None
-            or shared["table_map"] is not self.table_map  # replaced at a rotation
-            or shared["_ctl_connection"] is not self._ctl_connection  # a reconnect
-            or shared["_post_header_lengths"] is not self._BinLogStreamReader__post_header_lengths
-            or shared["mysql_version"] is not self.mysql_version  # both set by FORMAT_DESCRIPTION
-        ):
+        """The attributes every event built here shares with the reader's state, built anew
+        after anything that may replace one of them: a (re)connection, or a packet the library
+        handled (FORMAT_DESCRIPTION sets the version and post-header lengths, ROTATE a new
+        table map)."""
+        shared = self._cdc_shared
+        if shared is None:
             shared = self._cdc_shared = dict(
                 packet=None, table_map=self.table_map, _post_header_lengths=self._BinLogStreamReader__post_header_lengths,
                 _ctl_connection=self._ctl_connection, mysql_version=self.mysql_version,
@@ -293,13 +342,7 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
 
     def _rows(self, cls: type, kind: int, data: bytes, timestamp: int, size: int) -> Any:
         """A rows event decoded whole, or None when the library must build it."""
-        if self._BinLogStreamReader__ignore_decode_errors:
-            return None
-        v2 = kind in _ROWS_V2
-        known = 10 if v2 else 8
-        lengths = self._BinLogStreamReader__post_header_lengths
-        if lengths and kind - 1 < len(lengths) and lengths[kind - 1] != known:
-            return None
+        v2 = kind in _ROWS_V2  # (the post-header length and decode-error mode: see _handlers)
         pos = 20
         table_id = int.from_bytes(data[pos : pos + 6], "little")
         table = self.table_map.get(table_id)
@@ -352,6 +395,86 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
             or (only_schemas is not None and table.schema not in only_schemas)
             or (ignored_schemas is not None and table.schema in ignored_schemas)
         )
+
+
+# --- the fast handlers: reader, packet -> event, _SKIP, or None (not handled, nothing consumed) ---
+
+
+def _skipped(reader: FastStreamReader, data: bytes) -> Any:
+    log_pos = _LOG_POS.unpack_from(data, 14)[0]
+    if log_pos:  # as the library's loop does for every event but ROTATE
+        reader.log_pos = log_pos
+    return _SKIP
+
+
+def _table_map(reader: FastStreamReader, data: bytes) -> Any:
+    """A TABLE_MAP whose exact bytes were parsed before: the known table applied to the table
+    map, as the library does (None: the library parses and caches it)."""
+    event_size, log_pos = _SIZE_POS.unpack_from(data, 10)
+    end = 20 + event_size - reader._cdc_overhead
+    if end < 20 or end > len(data):
+        return None
+    table = _PARSED_MAPS.get(data[20:end])
+    if table is None:
+        return None
+    if log_pos:
+        reader.log_pos = log_pos
+    reader.table_map[table.table_id] = table
+    return _SKIP
+
+
+def _gtid(reader: FastStreamReader, data: bytes) -> Any:
+    """A MariaDB GTID event with the fields consumers read."""
+    timestamp, _, server_id, event_size, log_pos, _flags = _HEADER.unpack_from(data)
+    size = event_size - reader._cdc_overhead
+    if size < 13 or 20 + size > len(data):
+        return None
+    seq, domain, flags = _GTID.unpack_from(data, 20)
+    event: Any = object.__new__(MariadbGtidEvent)
+    fields = event.__dict__
+    fields.update(reader._cdc_shared or reader._shared())
+    fields["event_type"] = _GTID_KIND
+    fields["timestamp"] = timestamp
+    fields["event_size"] = size
+    fields["server_id"] = server_id
+    fields["gtid_seq_no"] = seq
+    fields["domain_id"] = domain
+    fields["flags"] = flags
+    fields["gtid"] = f"{domain}-{server_id}-{seq}"
+    if log_pos:
+        reader.log_pos = log_pos
+    return event
+
+
+def _xid(reader: FastStreamReader, data: bytes) -> Any:
+    """An XID (commit) event with the fields consumers read."""
+    timestamp, event_size, log_pos = _TIME_SIZE_POS.unpack_from(data)
+    size = event_size - reader._cdc_overhead
+    if size < 8 or 20 + size > len(data):
+        return None
+    event: Any = object.__new__(XidEvent)
+    fields = event.__dict__
+    fields.update(reader._cdc_shared or reader._shared())
+    fields["event_type"] = _XID_KIND
+    fields["timestamp"] = timestamp
+    fields["event_size"] = size
+    fields["xid"] = _XID.unpack_from(data, 20)[0]
+    if log_pos:
+        reader.log_pos = log_pos
+    return event
+
+
+def _rows_event(reader: FastStreamReader, data: bytes) -> Any:
+    """A rows event on a captured table in the table map, its rows decoded whole."""
+    kind = data[5]
+    timestamp, event_size, log_pos = _TIME_SIZE_POS.unpack_from(data)
+    size = event_size - reader._cdc_overhead
+    if size < 0 or 20 + size > len(data):
+        return None
+    event = reader._rows(_EVENT_MAP[kind], kind, data, timestamp, size)
+    if event is not None and log_pos:
+        reader.log_pos = log_pos
+    return event
 
 
 def _reads_raw(conn: Any) -> bool:
@@ -440,4 +563,3 @@ _PARSED_MAPS = rowevents.CachedTableMap._parsed  # TABLE_MAP bodies parsed befor
 _FAST_KINDS = frozenset(
     {BINLOG.TABLE_MAP_EVENT, BINLOG.MARIADB_GTID_EVENT, BINLOG.XID_EVENT, *_ROWS_V1, *_ROWS_V2}
 )
-_ = (MariadbGtidEvent, XidEvent)  # the classes the fast GTID/XID events are instances of

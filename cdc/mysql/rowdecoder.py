@@ -205,7 +205,9 @@ _FIXED = {
 _GLOBALS: dict[str, Any] = {
     "__builtins__": {"int": int, "format": format},
     "_ifb": int.from_bytes,
-    "_dec": new_decimal,
+    "_D": decimal.Decimal,
+    "_EPOCH": _EPOCH,
+    "_td": dt.timedelta,
     "_time2": time2,
     "_date": _date,
     "_dt2": _datetime2,
@@ -276,9 +278,7 @@ class _Compiler:
                     f"{v} = _json(d[p], d[p + 1:p + n]) if n else None", "p += n",
                     f"if {v} is None:", f"    s[N{i}] = NULL"]  # fmt: skip
         if kind == FIELD_TYPE.NEWDECIMAL:
-            precision, scale = int(column.precision), int(column.decimals)
-            size = decimal_size(precision, scale)
-            return [f"{v} = _dec(d[p:p + {size}], {precision}, {scale})", f"p += {size}"]
+            return self.new_decimal(v, int(column.precision), int(column.decimals))
         if kind == FIELD_TYPE.DATE:
             return [f"{v} = _date(_ifb(d[p:p + 3], 'little'))", "p += 3",
                     f"if {v} is None:", f"    s[N{i}] = NODATE"]  # fmt: skip
@@ -289,7 +289,7 @@ class _Compiler:
             whole = f"_ifb(d[p:p + {size}], 'big'{', signed=True' if size == 4 else ''})"
             frac = f"_ifb(d[p + {size}:p + {size + frac_size}], 'big', signed=True)" if frac_size else "0"
             if kind == FIELD_TYPE.TIMESTAMP2:
-                return [f"{v} = _ts2({whole}, {frac}, {fsp})", f"p += {size + frac_size}"]
+                return self.timestamp2(v, whole, frac, fsp, size + frac_size)
             return [f"{v} = _dt2({whole}, {frac}, {fsp})", f"p += {size + frac_size}",
                     f"if {v} is None:", f"    s[N{i}] = NODT2"]  # fmt: skip
         if kind == FIELD_TYPE.TIME2:
@@ -306,6 +306,47 @@ class _Compiler:
             return [f"{v} = format(_ifb(d[p:p + {size}], 'big') & {(1 << bits) - 1}, '0{bits}b')",
                     f"p += {size}"]  # fmt: skip
         raise AssertionError(f"type {kind} is not compiled")  # _supported() said it was
+
+    def new_decimal(self, v: str, precision: int, scale: int) -> list[str]:
+        """:func:`new_decimal` unrolled for one column's precision and scale: the groups' shifts
+        and masks become constants of the source (the same value, without a call and a plan
+        lookup per value)."""
+        sign_bit, all_bits, size, whole_plan, frac_plan = _decimal_plan(precision, scale)
+        whole = "0"
+        for n, (shift, mask) in enumerate(whole_plan):
+            group = f"((x >> {shift}) & {mask})"
+            whole = group if n == 0 else f"({whole}) * 1000000000 + {group}"
+        frac = "0"
+        for n, (shift, mask, scale_by) in enumerate(frac_plan):
+            group = f"((x >> {shift}) & {mask})"
+            frac = group if n == 0 else f"({frac}) * {scale_by} + {group}"
+        text = f'f"{{g}}{{{whole}}}.{{{frac}:0{scale}d}}"' if scale else f'f"{{g}}{{{whole}}}"'
+        return [
+            f"x = _ifb(d[p:p + {size}], 'big')",
+            f"if x & {sign_bit}:",  # the inverted sign bit set: not negative
+            f"    x ^= {sign_bit}",
+            "    g = ''",
+            "else:",
+            f"    x ^= {all_bits ^ sign_bit}",
+            "    g = '-'",
+            f"{v} = _D({text})",
+            f"p += {size}",
+        ]
+
+    def timestamp2(self, v: str, whole: str, frac: str, fsp: int, size: int) -> list[str]:
+        """:func:`_timestamp2` inline where the fraction is a whole number of microseconds in
+        range (always, for what a server writes); the helper otherwise."""
+        if not fsp:
+            return [f"{v} = _EPOCH + _td(0, {whole})", f"p += {size}"]
+        micros = f"{frac} * {10 ** (6 - fsp)}" if fsp % 2 == 0 else f"int({frac} / 10) * {10 ** (6 - fsp)}"
+        return [
+            f"m = {micros}",
+            "if 0 <= m < 1000000:",
+            f"    {v} = _EPOCH + _td(0, {whole}, m)",
+            "else:",
+            f"    {v} = _ts2({whole}, {frac}, {fsp})",
+            f"p += {size}",
+        ]
 
     def fixed_run(self, indexes: list[int], columns: Sequence[Any]) -> list[str]:
         """One unpack for consecutive fixed-width little-endian columns (a row without NULLs)."""

@@ -63,6 +63,7 @@ from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, R
 log = logging.getLogger(__name__)
 
 PARTITION = "binlog"
+_ROW_EVENTS = binlog.ROW_EVENTS
 
 
 class _Table:
@@ -335,12 +336,17 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         log.info("streaming the binlog from %s as replica server_id %d", start, self.cfg.server_id)
         handler = _TxnAssembler(self, tracker, resume, reader)
         inc_conn = self._start_incremental()
+        fetch, handle, stopping = reader.fetchone, handler.handle, self._stop.is_set  # bound once
         try:
-            while not self._stop.is_set():
-                event = binlog.fetch(reader, start)
-                if event is None:
-                    continue
-                handler.handle(event)
+            while not stopping():
+                event = fetch()
+                if event is not None:
+                    handle(event)
+        except pymysql.MySQLError as exc:
+            lost = binlog.lost_position(exc, start)
+            if lost is None:
+                raise
+            raise lost from None
         finally:
             reader.close()
             if inc_conn is not None:
@@ -415,6 +421,9 @@ class _TxnAssembler:
         self.chunk: list[ChangeEvent] = []
 
     def handle(self, event: Any) -> None:
+        if type(event) in _ROW_EVENTS and self.txns.txn is not None:  # most events: no dispatch
+            self._rows(event)
+            return
         seen = self.txns.handle(event)
         if seen is Seen.ROWS:
             self._rows(event)
