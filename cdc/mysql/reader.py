@@ -55,6 +55,7 @@ from cdc.mysql import rowdecoder, rowevents
 _HEADER = struct.Struct("<xIBIIIH")  # OK byte, timestamp, type, server id, event size, next position, flags
 _GTID = struct.Struct("<QIB")  # MariaDB GTID: sequence number, domain id, flags
 _XID = struct.Struct("<Q")
+_ROWS_HEAD = struct.Struct("<IHH")  # a rows event's table id (low 4 bytes, high 2 bytes), flags
 _SIZE_POS = struct.Struct("<II")  # the header's event size and next position (at offset 10)
 _LOG_POS = struct.Struct("<I")  # the header's next position (at offset 14)
 _TIME_SIZE_POS = struct.Struct("<xI5xII")  # timestamp, event size, next position
@@ -97,6 +98,8 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
     _cdc_handlers: dict[int, Any] | None = None
     _cdc_hot: dict[int, Any] | None = None
     _cdc_overhead = 19  # event header bytes (19) + checksum (4) when the server sends checksums
+    # table id -> (its table map entry, whether the filters capture it), set with the handlers
+    _cdc_tables: dict[int, tuple[Any, bool]]
 
     def fetchone(self) -> Any:
         if not LOOP_MATCHES:
@@ -295,6 +298,7 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         if handlers is not None:
             return handlers
         self._cdc_overhead = 23 if self._BinLogStreamReader__use_checksum else 19  # header + checksum
+        self._cdc_tables = {}
         in_packet = self._BinLogStreamReader__allowed_events_in_packet
         wanted = self._BinLogStreamReader__allowed_events
         lengths = self._BinLogStreamReader__post_header_lengths
@@ -318,12 +322,6 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         self._cdc_handlers = handlers
         return handlers
 
-    def _base(self, event: Any, kind: int, timestamp: int, size: int) -> None:
-        """BinLogEvent's attributes (without a packet: the event is complete)."""
-        event.__dict__.update(
-            self._cdc_shared or self._shared(), event_type=kind, timestamp=timestamp, event_size=size
-        )
-
     def _shared(self) -> dict[str, Any]:
         """The attributes every event built here shares with the reader's state, built anew
         after anything that may replace one of them: a (re)connection, or a packet the library
@@ -343,21 +341,24 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
     def _rows(self, cls: type, kind: int, data: bytes, timestamp: int, size: int) -> Any:
         """A rows event decoded whole, or None when the library must build it."""
         v2 = kind in _ROWS_V2  # (the post-header length and decode-error mode: see _handlers)
-        pos = 20
-        table_id = int.from_bytes(data[pos : pos + 6], "little")
-        table = self.table_map.get(table_id)
-        if table is None or not self._captured(table):
+        low, high, flags = _ROWS_HEAD.unpack_from(data, 20)
+        table_id = low | high << 32
+        table: Any = self.table_map.get(table_id)
+        known = self._cdc_tables.get(table_id)
+        if known is None or known[0] is not table:  # a table map entry not seen yet
+            known = self._cdc_tables[table_id] = (table, table is not None and self._captured(table))
+        if not known[1]:
             return None  # the library filters it
-        flags = int.from_bytes(data[pos + 6 : pos + 8], "little")
-        pos += 8
+        pos = 28
         extra = 0
         if v2:
-            extra = int.from_bytes(data[pos : pos + 2], "little")
+            extra = data[28] | data[29] << 8
             if extra != 2:  # NDB or partition information follows
                 return None
-            pos += 2
+            pos = 30
         ncols = data[pos]
-        if ncols >= 251 or ncols != len(table.columns):
+        columns = table.columns
+        if ncols >= 251 or ncols != len(columns):
             return None
         pos += 1
         nbytes = (ncols + 7) // 8
@@ -371,16 +372,18 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         if rows is None:
             return None
         event: Any = object.__new__(cls)
-        self._base(event, kind, timestamp, size)
-        event.__dict__.update(
+        fields = event.__dict__
+        fields.update(self._cdc_shared or self._shared())  # BinLogEvent's attributes
+        fields.update(
+            event_type=kind, timestamp=timestamp, event_size=size,
             _RowsEvent__rows=rows, _RowsEvent__none_sources={}, table_id=table_id,
             primary_key=table.primary_key, schema=table.schema, table=table.table, flags=flags,
-            number_of_columns=ncols, columns=table.columns, columns_present_bitmap=present,
+            number_of_columns=ncols, columns=columns, columns_present_bitmap=present,
         )  # fmt: skip
         if v2:
-            event.extra_data_length = extra
+            fields["extra_data_length"] = extra
         if present_after is not None:
-            event.columns_present_bitmap2 = present_after
+            fields["columns_present_bitmap2"] = present_after
         return event
 
     def _captured(self, table: Any) -> bool:
@@ -498,7 +501,7 @@ def read_packet(conn: Any) -> bytes:
         conn._sock.settimeout(conn._read_timeout)
         conn._current_timeout = conn._read_timeout
     rfile = conn._rfile
-    parts = []
+    parts: list[bytes] = []
     data: bytes
     while True:
         # _read_bytes' buffered reads, inline (two per packet); _failed handles their errors
@@ -517,7 +520,7 @@ def read_packet(conn: Any) -> bytes:
             raise pymysql.InternalError(
                 f"Packet sequence number wrong - got {number:d} expected {conn._next_seq_id:d}"
             )
-        conn._next_seq_id = (conn._next_seq_id + 1) % 256
+        conn._next_seq_id = (number + 1) & 0xFF
         try:
             data = rfile.read(length)
         except BaseException as exc:

@@ -205,6 +205,7 @@ _FIXED = {
 _GLOBALS: dict[str, Any] = {
     "__builtins__": {"int": int, "format": format},
     "_ifb": int.from_bytes,
+    "_i32be": struct.Struct(">i").unpack_from,
     "_D": decimal.Decimal,
     "_EPOCH": _EPOCH,
     "_td": dt.timedelta,
@@ -264,7 +265,7 @@ class _Compiler:
                 width = 2 if column.max_length > 255 else 1
             else:
                 width = int(column.length_size)
-            length = "d[p]" if width == 1 else f"_ifb(d[p:p + {width}], 'little')"
+            length = {1: "d[p]", 2: "(d[p] | d[p + 1] << 8)"}.get(width, f"_ifb(d[p:p + {width}], 'little')")
             out = [f"n = {length}", f"{v} = d[p + {width}:p + {width} + n]", f"p += {width} + n"]
             if kind == FIELD_TYPE.GEOMETRY:
                 return out
@@ -286,7 +287,7 @@ class _Compiler:
         frac_size = (fsp + 1) // 2
         if kind in (FIELD_TYPE.DATETIME2, FIELD_TYPE.TIMESTAMP2):
             size = 5 if kind == FIELD_TYPE.DATETIME2 else 4
-            whole = f"_ifb(d[p:p + {size}], 'big'{', signed=True' if size == 4 else ''})"
+            whole = "_i32be(d, p)[0]" if size == 4 else f"_ifb(d[p:p + {size}], 'big')"
             frac = f"_ifb(d[p + {size}:p + {size + frac_size}], 'big', signed=True)" if frac_size else "0"
             if kind == FIELD_TYPE.TIMESTAMP2:
                 return self.timestamp2(v, whole, frac, fsp, size + frac_size)
@@ -338,7 +339,8 @@ class _Compiler:
         range (always, for what a server writes); the helper otherwise."""
         if not fsp:
             return [f"{v} = _EPOCH + _td(0, {whole})", f"p += {size}"]
-        micros = f"{frac} * {10 ** (6 - fsp)}" if fsp % 2 == 0 else f"int({frac} / 10) * {10 ** (6 - fsp)}"
+        scale = "" if fsp == 6 else f" * {10 ** (6 - fsp)}"
+        micros = f"{frac}{scale}" if fsp % 2 == 0 else f"int({frac} / 10){scale}"
         return [
             f"m = {micros}",
             "if 0 <= m < 1000000:",
@@ -408,7 +410,9 @@ def compile_reader(columns: Sequence[Any], present: bytes) -> RowReader | None:
     body = [
         "def read(d, p):",
         "    s = {}",
-        f"    nb = _ifb(d[p:p + {null_size}], 'little')" if null_size else "    nb = 0",
+        {0: "    nb = 0", 1: "    nb = d[p]"}.get(
+            null_size, f"    nb = _ifb(d[p:p + {null_size}], 'little')"
+        ),
         f"    p += {null_size}",
         "    if not nb:",
         *(f"        {line}" for line in fast),
