@@ -38,7 +38,7 @@ import select
 import ssl
 import struct
 import termios
-from typing import Any
+from typing import Any, Protocol
 
 import pymysql
 import pymysql.connections
@@ -68,11 +68,24 @@ _ROWS_V1 = {BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.DELE
 _ROWS_V2 = {BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2}
 _UPDATES = {BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2}
 _SKIP = object()  # the packet was consumed and yields no event
+_TURN = object()  # the packet went to the boundary sink: fetchone returns None (the caller's turn)
 _EVENT_MAP: dict[int, type] = BinLogPacketWrapper._BinLogPacketWrapper__event_map
 #: the loop below reproduces the fetchone of mysql-replication 1.0.x (1.0.17 pinned)
 LOOP_MATCHES = importlib.metadata.version("mysql-replication").startswith("1.0.")
 #: read_packet reproduces Connection._read_packet of PyMySQL 1.2.x (1.2.4 pinned)
 PACKETS_MATCH = importlib.metadata.version("PyMySQL").startswith("1.2.")
+
+
+class BoundarySink(Protocol):
+    """Receives the transaction boundaries a :class:`FastStreamReader` reads (see
+    :meth:`FastStreamReader.deliver_boundaries`), with the reader's position already past them."""
+
+    def mariadb_gtid(self, gtid: str, domain: int, server: int, seq: int, timestamp: int) -> None:
+        """A MariaDB GTID event: a transaction ``domain-server-seq`` starts (binlog timestamp
+        in seconds)."""
+
+    def xid(self) -> None:
+        """An XID event: the transaction commits."""
 
 
 class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
@@ -98,6 +111,7 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
     _cdc_handlers: dict[int, Any] | None = None
     _cdc_hot: dict[int, Any] | None = None
     _cdc_overhead = 19  # event header bytes (19) + checksum (4) when the server sends checksums
+    _cdc_sink: BoundarySink | None = None  # see deliver_boundaries
     # table id -> (its table map entry, whether the filters capture it), set with the handlers
     _cdc_tables: dict[int, tuple[Any, bool]]
 
@@ -123,12 +137,21 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
                         if event is _SKIP:
                             continue
                         if event is not None:
-                            return event
+                            return None if event is _TURN else event
                 event = self._general(data, None, tried=True)
             else:
                 event = self._general_read()
             if event is not _SKIP:
-                return event
+                return None if event is _TURN else event
+
+    def deliver_boundaries(self, sink: BoundarySink | None) -> None:
+        """Hand MariaDB GTID and XID events to ``sink`` as they are read, instead of returning
+        them as events: no event object, and no return to the caller's loop at a transaction's
+        start. After an XID, fetchone returns None, so the caller's loop turns once per
+        transaction (a stop request is seen even when no captured row comes). None: return
+        them as events again. The library's own path (another server's GTID events, a packet
+        the fast handlers decline) still returns events."""
+        self._cdc_sink = sink
 
     def close(self) -> None:
         super().close()
@@ -338,54 +361,6 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
             )  # fmt: skip
         return shared
 
-    def _rows(self, cls: type, kind: int, data: bytes, timestamp: int, size: int) -> Any:
-        """A rows event decoded whole, or None when the library must build it."""
-        v2 = kind in _ROWS_V2  # (the post-header length and decode-error mode: see _handlers)
-        low, high, flags = _ROWS_HEAD.unpack_from(data, 20)
-        table_id = low | high << 32
-        table: Any = self.table_map.get(table_id)
-        known = self._cdc_tables.get(table_id)
-        if known is None or known[0] is not table:  # a table map entry not seen yet
-            known = self._cdc_tables[table_id] = (table, table is not None and self._captured(table))
-        if not known[1]:
-            return None  # the library filters it
-        pos = 28
-        extra = 0
-        if v2:
-            extra = data[28] | data[29] << 8
-            if extra != 2:  # NDB or partition information follows
-                return None
-            pos = 30
-        ncols = data[pos]
-        columns = table.columns
-        if ncols >= 251 or ncols != len(columns):
-            return None
-        pos += 1
-        nbytes = (ncols + 7) // 8
-        present = data[pos : pos + nbytes]
-        pos += nbytes
-        present_after = None
-        if kind in _UPDATES:
-            present_after = data[pos : pos + nbytes]
-            pos += nbytes
-        rows = rowdecoder.read_rows(table, present, present_after, data, pos, 20 + size)
-        if rows is None:
-            return None
-        event: Any = object.__new__(cls)
-        fields = event.__dict__
-        fields.update(self._cdc_shared or self._shared())  # BinLogEvent's attributes
-        fields.update(
-            event_type=kind, timestamp=timestamp, event_size=size,
-            _RowsEvent__rows=rows, _RowsEvent__none_sources={}, table_id=table_id,
-            primary_key=table.primary_key, schema=table.schema, table=table.table, flags=flags,
-            number_of_columns=ncols, columns=columns, columns_present_bitmap=present,
-        )  # fmt: skip
-        if v2:
-            fields["extra_data_length"] = extra
-        if present_after is not None:
-            fields["columns_present_bitmap2"] = present_after
-        return event
-
     def _captured(self, table: Any) -> bool:
         """The library's table and schema filters of a rows event."""
         only_tables = self._BinLogStreamReader__only_tables
@@ -433,6 +408,12 @@ def _gtid(reader: FastStreamReader, data: bytes) -> Any:
     if size < 13 or 20 + size > len(data):
         return None
     seq, domain, flags = _GTID.unpack_from(data, 20)
+    sink = reader._cdc_sink
+    if sink is not None:
+        if log_pos:
+            reader.log_pos = log_pos
+        sink.mariadb_gtid(f"{domain}-{server_id}-{seq}", domain, server_id, seq, timestamp)
+        return _SKIP
     event: Any = object.__new__(MariadbGtidEvent)
     fields = event.__dict__
     fields.update(reader._cdc_shared or reader._shared())
@@ -455,6 +436,12 @@ def _xid(reader: FastStreamReader, data: bytes) -> Any:
     size = event_size - reader._cdc_overhead
     if size < 8 or 20 + size > len(data):
         return None
+    sink = reader._cdc_sink
+    if sink is not None:
+        if log_pos:
+            reader.log_pos = log_pos
+        sink.xid()
+        return _TURN
     event: Any = object.__new__(XidEvent)
     fields = event.__dict__
     fields.update(reader._cdc_shared or reader._shared())
@@ -468,14 +455,58 @@ def _xid(reader: FastStreamReader, data: bytes) -> Any:
 
 
 def _rows_event(reader: FastStreamReader, data: bytes) -> Any:
-    """A rows event on a captured table in the table map, its rows decoded whole."""
+    """A rows event on a captured table in the table map, its rows decoded whole (None: the
+    library builds it)."""
     kind = data[5]
     timestamp, event_size, log_pos = _TIME_SIZE_POS.unpack_from(data)
     size = event_size - reader._cdc_overhead
     if size < 0 or 20 + size > len(data):
         return None
-    event = reader._rows(_EVENT_MAP[kind], kind, data, timestamp, size)
-    if event is not None and log_pos:
+    v2 = kind in _ROWS_V2  # (the post-header length and decode-error mode: see _handlers)
+    low, high, flags = _ROWS_HEAD.unpack_from(data, 20)
+    table_id = low | high << 32
+    table: Any = reader.table_map.get(table_id)
+    known = reader._cdc_tables.get(table_id)
+    if known is None or known[0] is not table:  # a table map entry not seen yet
+        known = reader._cdc_tables[table_id] = (table, table is not None and reader._captured(table))
+    if not known[1]:
+        return None  # the library filters it
+    pos = 28
+    extra = 0
+    if v2:
+        extra = data[28] | data[29] << 8
+        if extra != 2:  # NDB or partition information follows
+            return None
+        pos = 30
+    ncols = data[pos]
+    columns = table.columns
+    if ncols >= 251 or ncols != len(columns):
+        return None
+    pos += 1
+    nbytes = (ncols + 7) // 8
+    present = data[pos : pos + nbytes]
+    pos += nbytes
+    present_after = None
+    if kind in _UPDATES:
+        present_after = data[pos : pos + nbytes]
+        pos += nbytes
+    rows = rowdecoder.read_rows(table, present, present_after, data, pos, 20 + size)
+    if rows is None:
+        return None
+    event: Any = object.__new__(_EVENT_MAP[kind])
+    fields = event.__dict__
+    fields.update(reader._cdc_shared or reader._shared())  # BinLogEvent's attributes
+    fields.update(
+        event_type=kind, timestamp=timestamp, event_size=size,
+        _RowsEvent__rows=rows, _RowsEvent__none_sources={}, table_id=table_id,
+        primary_key=table.primary_key, schema=table.schema, table=table.table, flags=flags,
+        number_of_columns=ncols, columns=columns, columns_present_bitmap=present,
+    )  # fmt: skip
+    if v2:
+        fields["extra_data_length"] = extra
+    if present_after is not None:
+        fields["columns_present_bitmap2"] = present_after
+    if log_pos:
         reader.log_pos = log_pos
     return event
 

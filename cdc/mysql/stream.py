@@ -178,18 +178,12 @@ class Transactions:
                 self.begin(None, event.timestamp)  # only in file mode without a GTID/BEGIN seen
             return Seen.ROWS
         if kind is MariadbGtidEvent:
-            gtid = str(event.gtid)
-            tracker = self.tracker
-            if type(tracker) is MariadbGtids:  # the event's numbers: the tracker parses no text
-                fields = event.__dict__
-                domain, server, seq = (
-                    fields.get("domain_id"),
-                    fields.get("server_id"),
-                    fields.get("gtid_seq_no"),
-                )
-                if type(domain) is int and type(server) is int and type(seq) is int:
-                    tracker.known(gtid, domain, server, seq)
-            self.begin(gtid, event.timestamp)
+            fields = event.__dict__
+            domain, server, seq = fields.get("domain_id"), fields.get("server_id"), fields.get("gtid_seq_no")
+            if type(domain) is int and type(server) is int and type(seq) is int:
+                self.mariadb_gtid(str(event.gtid), domain, server, seq, event.timestamp)
+            else:
+                self.begin(str(event.gtid), event.timestamp)
             return Seen.BEGIN
         if kind is GtidEvent:
             gtid = str(event.gtid)
@@ -204,6 +198,14 @@ class Transactions:
         if kind is RotateEvent and self.txn is None and isinstance(self.tracker, FilePositions):
             self.tracker.next_at(str(event.next_binlog), int(event.position))
         return Seen.OTHER
+
+    def mariadb_gtid(self, gtid: str, domain: int, server: int, seq: int, timestamp: int) -> None:
+        """A MariaDB GTID event (``gtid`` is ``domain-server-seq`` of these numbers): a
+        transaction starts."""
+        tracker = self.tracker
+        if type(tracker) is MariadbGtids:  # the event's numbers: the tracker parses no text
+            tracker.known(gtid, domain, server, seq)
+        self.begin(gtid, timestamp)
 
     def begin(self, gtid: str | None, timestamp: int) -> None:
         if self.by_file or gtid is None:

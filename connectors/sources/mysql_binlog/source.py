@@ -43,6 +43,7 @@ from cdc.mysql.positions import (
     resume_of,
 )
 from cdc.mysql.preflight import preflight
+from cdc.mysql.reader import FastStreamReader
 from cdc.mysql.stream import Seen
 from cdc.mysql.types import row_normalizer
 from cdc.plugin import (
@@ -335,6 +336,8 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         reader = self._open(start)
         log.info("streaming the binlog from %s as replica server_id %d", start, self.cfg.server_id)
         handler = _TxnAssembler(self, tracker, resume, reader)
+        if isinstance(reader, FastStreamReader):
+            reader.deliver_boundaries(handler)  # GTID and XID events straight to the assembler
         inc_conn = self._start_incremental()
         fetch, handle, stopping = reader.fetchone, handler.handle, self._stop.is_set  # bound once
         try:
@@ -428,8 +431,7 @@ class _TxnAssembler:
         if seen is Seen.ROWS:
             self._rows(event)
         elif seen is Seen.BEGIN:
-            self.src._last_event_ts = float(self.txns.timestamp)
-            self.src._caught_up = False
+            self._began()
         elif seen is Seen.COMMIT:
             self._committed()
             self._next_window()
@@ -438,6 +440,20 @@ class _TxnAssembler:
             if self.txns.txn is None:
                 self.src._caught_up = True
             self._next_window()
+
+    # --- the reader's boundary sink (cdc.mysql.reader.BoundarySink): its GTID and XID events ---
+    def mariadb_gtid(self, gtid: str, domain: int, server: int, seq: int, timestamp: int) -> None:
+        self.txns.mariadb_gtid(gtid, domain, server, seq, timestamp)
+        self._began()
+
+    def xid(self) -> None:
+        if self.txns.commit():
+            self._committed()
+            self._next_window()
+
+    def _began(self) -> None:
+        self.src._last_event_ts = float(self.txns.timestamp)
+        self.src._caught_up = False
 
     def _next_window(self) -> None:
         inc = self.src.incremental
