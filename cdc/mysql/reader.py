@@ -68,7 +68,7 @@ _ROWS_V1 = {BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.DELE
 _ROWS_V2 = {BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2}
 _UPDATES = {BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2}
 _SKIP = object()  # the packet was consumed and yields no event
-_TURN = object()  # the packet went to the boundary sink: fetchone returns None (the caller's turn)
+_TURN = object()  # the packet went to the event sink: fetchone returns None (the caller's turn)
 _EVENT_MAP: dict[int, type] = BinLogPacketWrapper._BinLogPacketWrapper__event_map
 #: the loop below reproduces the fetchone of mysql-replication 1.0.x (1.0.17 pinned)
 LOOP_MATCHES = importlib.metadata.version("mysql-replication").startswith("1.0.")
@@ -76,13 +76,16 @@ LOOP_MATCHES = importlib.metadata.version("mysql-replication").startswith("1.0."
 PACKETS_MATCH = importlib.metadata.version("PyMySQL").startswith("1.2.")
 
 
-class BoundarySink(Protocol):
-    """Receives the transaction boundaries a :class:`FastStreamReader` reads (see
-    :meth:`FastStreamReader.deliver_boundaries`), with the reader's position already past them."""
+class EventSink(Protocol):
+    """Receives the hot events a :class:`FastStreamReader` reads (see
+    :meth:`FastStreamReader.deliver_to`), with the reader's position already past each."""
 
     def mariadb_gtid(self, gtid: str, domain: int, server: int, seq: int, timestamp: int) -> None:
         """A MariaDB GTID event: a transaction ``domain-server-seq`` starts (binlog timestamp
         in seconds)."""
+
+    def rows(self, event: Any) -> None:
+        """A rows event (the library's WriteRows, UpdateRows or DeleteRows), decoded."""
 
     def xid(self) -> None:
         """An XID event: the transaction commits."""
@@ -111,7 +114,7 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
     _cdc_handlers: dict[int, Any] | None = None
     _cdc_hot: dict[int, Any] | None = None
     _cdc_overhead = 19  # event header bytes (19) + checksum (4) when the server sends checksums
-    _cdc_sink: BoundarySink | None = None  # see deliver_boundaries
+    _cdc_sink: EventSink | None = None  # see deliver_to
     # table id -> (its table map entry, whether the filters capture it), set with the handlers
     _cdc_tables: dict[int, tuple[Any, bool]]
 
@@ -144,13 +147,13 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
             if event is not _SKIP:
                 return None if event is _TURN else event
 
-    def deliver_boundaries(self, sink: BoundarySink | None) -> None:
-        """Hand MariaDB GTID and XID events to ``sink`` as they are read, instead of returning
-        them as events: no event object, and no return to the caller's loop at a transaction's
-        start. After an XID, fetchone returns None, so the caller's loop turns once per
-        transaction (a stop request is seen even when no captured row comes). None: return
-        them as events again. The library's own path (another server's GTID events, a packet
-        the fast handlers decline) still returns events."""
+    def deliver_to(self, sink: EventSink | None) -> None:
+        """Hand MariaDB GTID, rows and XID events the fast path reads to ``sink`` instead of
+        returning them: no GTID or XID event object, and one return to the caller's loop per
+        transaction, at its XID (fetchone then returns None, so a stop request is seen even when
+        no captured row comes). None: return them as events again. What the library's own path
+        reads (another server's GTID events, a packet the fast handlers decline, heartbeats,
+        DDL) is still returned as events."""
         self._cdc_sink = sink
 
     def close(self) -> None:
@@ -508,6 +511,10 @@ def _rows_event(reader: FastStreamReader, data: bytes) -> Any:
         fields["columns_present_bitmap2"] = present_after
     if log_pos:
         reader.log_pos = log_pos
+    sink = reader._cdc_sink
+    if sink is not None:
+        sink.rows(event)
+        return _SKIP
     return event
 
 

@@ -538,6 +538,68 @@ def test_recorded_mariadb_packets_of_every_type_read_as_the_library_reads_them()
     assert all(r["after_values"]["e"] is None and r["after_none_sources"]["e"] == "null" for r in emptied)
 
 
+def test_an_event_sink_receives_the_hot_events_the_loop_would_return() -> None:
+    """deliver_to: GTID, rows and XID events go to the sink (with the reader's position past
+    each), everything else is still returned, in the same order; fetchone returns None after
+    each XID."""
+    from pymysqlreplication.event import MariadbGtidEvent, XidEvent
+
+    from cdc.mysql.reader import FastStreamReader
+
+    recording = json.loads((Path(__file__).parent / "data" / "binlog_matrix_packets.json").read_text())
+
+    def summary(kind: str, event: Any, log_pos: int) -> tuple[Any, ...]:
+        fields = {k: v for k, v in vars(event).items() if k in _COMPARED} if event is not None else {}
+        rows = event.rows if hasattr(type(event), "rows") else None
+        return (kind, fields, rows, log_pos)
+
+    rowevents.CachedTableMap._parsed.clear()
+    expected = []
+    for event in _drain(_recorded_reader(FastStreamReader, recording)):
+        kind, fields, rows, log_pos, _ = event
+        if kind is MariadbGtidEvent:
+            gtid = (
+                fields["gtid"],
+                fields["domain_id"],
+                fields["server_id"],
+                fields["gtid_seq_no"],
+                fields["timestamp"],
+            )
+            expected.append(("gtid", gtid, log_pos))
+        elif kind is XidEvent:
+            expected += [("xid", log_pos), ("turn",)]
+        elif kind in (rowevents.WriteRows, rowevents.UpdateRows, rowevents.DeleteRows):
+            expected.append(("rows", summary(kind.__name__, None, log_pos)[0], fields, rows, log_pos))
+        else:
+            expected.append(("returned", kind.__name__, log_pos))
+    assert [e[0] for e in expected].count("gtid") >= 5 and ("turn",) in expected
+
+    rowevents.CachedTableMap._parsed.clear()
+    reader = _recorded_reader(FastStreamReader, recording)
+    got: list[tuple[Any, ...]] = []
+
+    class Sink:
+        def mariadb_gtid(self, gtid: str, domain: int, server: int, seq: int, timestamp: int) -> None:
+            got.append(("gtid", (gtid, domain, server, seq, timestamp), reader.log_pos))
+
+        def rows(self, event: Any) -> None:
+            _, fields, rows, log_pos = summary(type(event).__name__, event, reader.log_pos)
+            got.append(("rows", type(event).__name__, fields, rows, log_pos))
+
+        def xid(self) -> None:
+            got.append(("xid", reader.log_pos))
+
+    reader.deliver_to(Sink())
+    while reader._BinLogStreamReader__connected_stream:
+        event = reader.fetchone()
+        if event is None:
+            if reader._BinLogStreamReader__connected_stream:
+                got.append(("turn",))
+        else:
+            got.append(("returned", type(event).__name__, reader.log_pos))
+    assert got == expected
+
+
 def test_another_library_version_keeps_the_library_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     from cdc.mysql import reader
 

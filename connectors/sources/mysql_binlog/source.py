@@ -337,7 +337,7 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         log.info("streaming the binlog from %s as replica server_id %d", start, self.cfg.server_id)
         handler = _TxnAssembler(self, tracker, resume, reader)
         if isinstance(reader, FastStreamReader):
-            reader.deliver_boundaries(handler)  # GTID and XID events straight to the assembler
+            reader.deliver_to(handler)  # GTID, rows and XID events straight to the assembler
         inc_conn = self._start_incremental()
         fetch, handle, stopping = reader.fetchone, handler.handle, self._stop.is_set  # bound once
         try:
@@ -441,10 +441,16 @@ class _TxnAssembler:
                 self.src._caught_up = True
             self._next_window()
 
-    # --- the reader's boundary sink (cdc.mysql.reader.BoundarySink): its GTID and XID events ---
+    # --- the reader's event sink (cdc.mysql.reader.EventSink): its GTID, rows and XID events ---
     def mariadb_gtid(self, gtid: str, domain: int, server: int, seq: int, timestamp: int) -> None:
         self.txns.mariadb_gtid(gtid, domain, server, seq, timestamp)
         self._began()
+
+    def rows(self, event: Any) -> None:
+        if self.txns.txn is None:  # rows without a GTID/BEGIN seen (file mode): as handle() does
+            self.handle(event)
+        else:
+            self._rows(event)
 
     def xid(self) -> None:
         if self.txns.commit():
