@@ -192,6 +192,10 @@ def _enum(name: str, symbols: list[str], labels: Mapping[str, str]) -> Conv:
     return conv
 
 
+#: converters the generated fast path writes inline: conv -> (kind, arguments)
+_INLINED: weakref.WeakKeyDictionary[Conv, tuple[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+
+
 def _decimal(precision: int, scale: int, size: int | None) -> Conv:
     label, limit, factor = f"decimal({precision},{scale})", 10**precision, 10**scale
 
@@ -218,6 +222,8 @@ def _decimal(precision: int, scale: int, size: int | None) -> Conv:
         # Minimal two's complement, as Java's BigInteger.toByteArray() writes it.
         return n.to_bytes((n + (n < 0)).bit_length() // 8 + 1, "big", signed=True)
 
+    if size is None:
+        _INLINED[conv] = ("decimal", (precision, scale))
     return conv
 
 
@@ -254,6 +260,8 @@ def _timestamp(logical: str) -> Conv:
             raise _Reject(f"zero or invalid date {v!r}")
         raise _bad(v, "a datetime", "epoch numbers are not accepted" if _is_int(v) else "")
 
+    if logical == "timestamp-micros":
+        _INLINED[conv] = ("utc-micros", ())
     return conv
 
 
@@ -531,22 +539,57 @@ def _returns_unchanged_when(conv: Conv) -> str | None:
     return None
 
 
+def _inline(conv: Conv, v: str) -> list[str] | None:
+    """Statements doing what ``conv`` does to the variable ``v`` in the usual case, calling it
+    otherwise (its checks and errors): a UTC datetime into timestamp-micros, a Decimal that
+    fits into a bytes decimal. None when ``conv`` has no inline form."""
+    inner, nullable = _NULLABLE_OF.get(conv), True
+    if inner is None:
+        inner, nullable = conv, False
+    kind = _INLINED.get(inner)
+    if kind is None:
+        return None
+    if kind[0] == "utc-micros":
+        cond, then = f"type({v}) is DATETIME and {v}.tzinfo is UTC", [f"{v} = ({v} - EPOCH) // US"]
+    else:
+        precision, scale = kind[1]
+        # is_finite and adjusted first: as conv, never an int of a huge exponent; exactly
+        # representable (q == n) and in range, else conv raises its error
+        cond = f"type({v}) is DECIMAL and {v}.is_finite() and {v}.adjusted() < {precision - scale}"
+        then = [
+            f"q = {v}.scaleb({scale}, EXACT)",
+            "n = int(q)",
+            "if q != n:",
+            "    raise REJECT('inexact')",  # conv names the problem (the row is converted again)
+            f"{v} = n.to_bytes((n + (n < 0)).bit_length() // 8 + 1, 'big', signed=True)",
+        ]
+    lines = [f"if {v} is None:", "    pass", f"elif {cond}:"] if nullable else [f"if {cond}:"]
+    return [*lines, *(f"    {t}" for t in then), "else:", f"    {v} = CONV({v})"]
+
+
 def _generated(
     stream: str, plan: list[tuple[str, str, Conv, Any]]
 ) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     """One straight-line function converting a row that fits ``plan`` exactly: no loop, no
     converter call where the value already is what the field writes (an int in range, a str,
-    a bool, bytes, a null in a nullable field). A missing column or a value that does not fit
-    raises (KeyError, _Reject), and RecordConverter then converts the row the general way,
-    which applies a default or names the field. The source holds generated names only: column
-    and field names are values of the function's namespace, never text of its code."""
-    namespace: dict[str, Any] = {}
+    a bool, bytes, a null in a nullable field), and the usual timestamp and decimal cases
+    written inline. A missing column or a value that does not fit raises (KeyError, _Reject),
+    and RecordConverter then converts the row the general way, which applies a default or
+    names the field. The source holds generated names only: column and field names are values
+    of the function's namespace, never text of its code."""
+    namespace: dict[str, Any] = {
+        "DATETIME": dt.datetime, "UTC": dt.UTC, "EPOCH": _EPOCH, "US": _US, "DECIMAL": decimal.Decimal,
+        "EXACT": _EXACT, "REJECT": _Reject, "int": int, "type": type,
+    }  # fmt: skip
     lines = ["def convert(row):"]
     for i, (name, column, conv, _default) in enumerate(plan):
         namespace[f"c{i}"], namespace[f"k{i}"], namespace[f"f{i}"] = column, conv, name
         lines.append(f"    v{i} = row[c{i}]")
         check = _returns_unchanged_when(conv)
-        if check is None:
+        inline = _inline(conv, f"v{i}") if check is None else None
+        if inline is not None:
+            lines += [f"    {line.replace('CONV', f'k{i}')}" for line in inline]
+        elif check is None:
             lines.append(f"    v{i} = k{i}(v{i})")
         else:
             lines.append(f"    if not ({check.format(v=f'v{i}')}):")
