@@ -16,12 +16,18 @@ reconnects) and reads the four hot event kinds straight from the packet bytes:
 - rows events on a table in the table map whose shape :mod:`cdc.mysql.rowdecoder` compiles: the
   header fields and the rows, decoded at once.
 
+One handler per hot kind does this; which kinds get one (the reader's event filters, the
+stream's checksum setting and post-header lengths) is derived once per connection and format,
+not asked per packet. A consumer that registers an :class:`EventSink`
+(:meth:`FastStreamReader.deliver_to`) receives the GTID, rows and XID events as calls instead:
+no GTID or XID event object, and one return from ``fetchone`` per transaction.
+
 Anything else - another event type, a filter or option the fast path does not model (checksum
-verification, ``skip_to_timestamp``, extra row-event data, a declared post-header length other
-than the standard one, a table the library would filter), or rows the compiled readers decline -
-goes through the library's own wrapper and event classes, from the untouched packet. The loop
-around it is the library's ``fetchone`` of the pinned version (1.0.x); with another version the
-reader falls back to the library's loop entirely.
+verification, ``skip_to_timestamp``, an end position, extra row-event data, a declared
+post-header length other than the standard one, a table the library would filter), or rows the
+compiled readers decline - goes through the library's own wrapper and event classes, from the
+untouched packet. The loop around it is the library's ``fetchone`` of the pinned version
+(1.0.x); with another version the reader falls back to the library's loop entirely.
 
 The packets themselves are read by :func:`read_packet`: pymysql's ``Connection._read_packet``
 (of the pinned 1.2.x) without the ``MysqlPacket`` object it builds per packet - only the
