@@ -90,8 +90,10 @@ class EventSink(Protocol):
         """A MariaDB GTID event: a transaction ``domain-server-seq`` starts (binlog timestamp
         in seconds)."""
 
-    def rows(self, event: Any) -> None:
-        """A rows event (the library's WriteRows, UpdateRows or DeleteRows), decoded."""
+    def rows(self, event: Any) -> bool:
+        """A rows event (the library's WriteRows, UpdateRows or DeleteRows), decoded. True:
+        fetchone returns None now (the caller's loop turns: a stop request inside a large
+        transaction is seen at its next rows event, not at its end)."""
 
     def xid(self) -> None:
         """An XID event: the transaction commits."""
@@ -157,7 +159,8 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         """Hand MariaDB GTID, rows and XID events the fast path reads to ``sink`` instead of
         returning them: no GTID or XID event object, and one return to the caller's loop per
         transaction, at its XID (fetchone then returns None, so a stop request is seen even when
-        no captured row comes). None: return them as events again. What the library's own path
+        no captured row comes), and after a rows event when the sink asks for it. None: return
+        them as events again. What the library's own path
         reads (another server's GTID events, a packet the fast handlers decline, heartbeats,
         DDL) is still returned as events."""
         self._cdc_sink = sink
@@ -519,8 +522,7 @@ def _rows_event(reader: FastStreamReader, data: bytes) -> Any:
         reader.log_pos = log_pos
     sink = reader._cdc_sink
     if sink is not None:
-        sink.rows(event)
-        return _SKIP
+        return _TURN if sink.rows(event) else _SKIP
     return event
 
 

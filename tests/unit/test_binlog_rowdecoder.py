@@ -582,9 +582,10 @@ def test_an_event_sink_receives_the_hot_events_the_loop_would_return() -> None:
         def mariadb_gtid(self, gtid: str, domain: int, server: int, seq: int, timestamp: int) -> None:
             got.append(("gtid", (gtid, domain, server, seq, timestamp), reader.log_pos))
 
-        def rows(self, event: Any) -> None:
+        def rows(self, event: Any) -> bool:
             _, fields, rows, log_pos = summary(type(event).__name__, event, reader.log_pos)
             got.append(("rows", type(event).__name__, fields, rows, log_pos))
+            return False
 
         def xid(self) -> None:
             got.append(("xid", reader.log_pos))
@@ -598,6 +599,28 @@ def test_an_event_sink_receives_the_hot_events_the_loop_would_return() -> None:
         else:
             got.append(("returned", type(event).__name__, reader.log_pos))
     assert got == expected
+
+    # a sink that asks for its turn after a rows event gets it there (a stop inside a large
+    # transaction): fetchone returns None right after each rows event
+    rowevents.CachedTableMap._parsed.clear()
+    reader = _recorded_reader(FastStreamReader, recording)
+    turns: list[str] = []
+
+    class Stopping(Sink):
+        def rows(self, event: Any) -> bool:
+            turns.append("rows")
+            return True
+
+        def xid(self) -> None:
+            turns.append("xid")
+
+    reader.deliver_to(Stopping())
+    while reader._BinLogStreamReader__connected_stream:
+        if reader.fetchone() is None and reader._BinLogStreamReader__connected_stream:
+            turns.append("turn")
+    rows_seen = turns.count("rows")
+    assert rows_seen == 11 and turns.count("turn") == rows_seen + turns.count("xid")
+    assert all(turns[i + 1] == "turn" for i, t in enumerate(turns) if t == "rows")
 
 
 def test_another_library_version_keeps_the_library_loop(monkeypatch: pytest.MonkeyPatch) -> None:

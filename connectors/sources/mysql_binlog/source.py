@@ -446,11 +446,12 @@ class _TxnAssembler:
         self.txns.mariadb_gtid(gtid, domain, server, seq, timestamp)
         self._began()
 
-    def rows(self, event: Any) -> None:
+    def rows(self, event: Any) -> bool:
         if self.txns.txn is None:  # rows without a GTID/BEGIN seen (file mode): as handle() does
             self.handle(event)
         else:
             self._rows(event)
+        return self.src._stop.is_set()  # the stream loop sees a stop inside a large transaction
 
     def xid(self) -> None:
         if self.txns.commit():
