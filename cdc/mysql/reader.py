@@ -413,6 +413,18 @@ def _table_map(reader: FastStreamReader, data: bytes) -> Any:
     return _SKIP
 
 
+def _new_event(reader: FastStreamReader, cls: type, kind: int, timestamp: int, size: int) -> Any:
+    """An instance of the library's event class ``cls`` with BinLogEvent's attributes (and no
+    packet: the event is complete)."""
+    event: Any = object.__new__(cls)
+    fields = event.__dict__
+    fields.update(reader._cdc_shared or reader._shared())
+    fields["event_type"] = kind
+    fields["timestamp"] = timestamp
+    fields["event_size"] = size
+    return event
+
+
 def _gtid(reader: FastStreamReader, data: bytes) -> Any:
     """A MariaDB GTID event with the fields consumers read."""
     timestamp, _, server_id, event_size, log_pos, _flags = _HEADER.unpack_from(data)
@@ -426,12 +438,8 @@ def _gtid(reader: FastStreamReader, data: bytes) -> Any:
             reader.log_pos = log_pos
         sink.mariadb_gtid(f"{domain}-{server_id}-{seq}", domain, server_id, seq, timestamp)
         return _SKIP
-    event: Any = object.__new__(MariadbGtidEvent)
+    event = _new_event(reader, MariadbGtidEvent, _GTID_KIND, timestamp, size)
     fields = event.__dict__
-    fields.update(reader._cdc_shared or reader._shared())
-    fields["event_type"] = _GTID_KIND
-    fields["timestamp"] = timestamp
-    fields["event_size"] = size
     fields["server_id"] = server_id
     fields["gtid_seq_no"] = seq
     fields["domain_id"] = domain
@@ -454,13 +462,8 @@ def _xid(reader: FastStreamReader, data: bytes) -> Any:
             reader.log_pos = log_pos
         sink.xid()
         return _TURN
-    event: Any = object.__new__(XidEvent)
-    fields = event.__dict__
-    fields.update(reader._cdc_shared or reader._shared())
-    fields["event_type"] = _XID_KIND
-    fields["timestamp"] = timestamp
-    fields["event_size"] = size
-    fields["xid"] = _XID.unpack_from(data, 20)[0]
+    event = _new_event(reader, XidEvent, _XID_KIND, timestamp, size)
+    event.__dict__["xid"] = _XID.unpack_from(data, 20)[0]
     if log_pos:
         reader.log_pos = log_pos
     return event
@@ -505,11 +508,9 @@ def _rows_event(reader: FastStreamReader, data: bytes) -> Any:
     rows = rowdecoder.read_rows(table, present, present_after, data, pos, 20 + size)
     if rows is None:
         return None
-    event: Any = object.__new__(_EVENT_MAP[kind])
+    event = _new_event(reader, _EVENT_MAP[kind], kind, timestamp, size)
     fields = event.__dict__
-    fields.update(reader._cdc_shared or reader._shared())  # BinLogEvent's attributes
     fields.update(
-        event_type=kind, timestamp=timestamp, event_size=size,
         _RowsEvent__rows=rows, _RowsEvent__none_sources={}, table_id=table_id,
         primary_key=table.primary_key, schema=table.schema, table=table.table, flags=flags,
         number_of_columns=ncols, columns=columns, columns_present_bitmap=present,
