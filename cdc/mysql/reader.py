@@ -160,9 +160,8 @@ class FastStreamReader(BinLogStreamReader):  # type: ignore[misc]
         returning them: no GTID or XID event object, and one return to the caller's loop per
         transaction, at its XID (fetchone then returns None, so a stop request is seen even when
         no captured row comes), and after a rows event when the sink asks for it. None: return
-        them as events again. What the library's own path
-        reads (another server's GTID events, a packet the fast handlers decline, heartbeats,
-        DDL) is still returned as events."""
+        them as events again. What the library's own path reads (another server's GTID events,
+        a packet the fast handlers decline, heartbeats, DDL) is still returned as events."""
         self._cdc_sink = sink
 
     def close(self) -> None:
