@@ -115,18 +115,9 @@ def fetch(reader: BinLogStreamReader, start: str) -> Any:
     try:
         return reader.fetchone()
     except pymysql.MySQLError as exc:
-        lost = lost_position(exc, start)
-        if lost is None:
-            raise
-        raise lost from None
-
-
-def lost_position(exc: pymysql.MySQLError, start: str) -> PositionLostError | None:
-    """The located error to raise instead of ``exc`` when it says the server cannot serve
-    ``start`` (its binary logs were purged); None for any other error."""
-    if exc.args and exc.args[0] == POSITION_LOST:
-        return position_lost(start, str(exc.args[1] if len(exc.args) > 1 else exc))
-    return None
+        if exc.args and exc.args[0] == POSITION_LOST:
+            raise position_lost(start, str(exc.args[1] if len(exc.args) > 1 else exc)) from None
+        raise
 
 
 def more_waiting(reader: BinLogStreamReader) -> bool:

@@ -64,7 +64,6 @@ from connectors.sources.mysql_binlog.config import BinlogConfig, BinlogStream, R
 log = logging.getLogger(__name__)
 
 PARTITION = "binlog"
-_ROW_EVENTS = binlog.ROW_EVENTS
 
 
 class _Table:
@@ -339,17 +338,11 @@ class MysqlBinlogSource(ReaderThread, SourceConnector):
         if isinstance(reader, FastStreamReader):
             reader.deliver_to(handler)  # GTID, rows and XID events straight to the assembler
         inc_conn = self._start_incremental()
-        fetch, handle, stopping = reader.fetchone, handler.handle, self._stop.is_set  # bound once
         try:
-            while not stopping():
-                event = fetch()
+            while not self._stop.is_set():
+                event = binlog.fetch(reader, start)  # a return per transaction (the sink above)
                 if event is not None:
-                    handle(event)
-        except pymysql.MySQLError as exc:
-            lost = binlog.lost_position(exc, start)
-            if lost is None:
-                raise
-            raise lost from None
+                    handler.handle(event)
         finally:
             reader.close()
             if inc_conn is not None:
@@ -424,9 +417,6 @@ class _TxnAssembler:
         self.chunk: list[ChangeEvent] = []
 
     def handle(self, event: Any) -> None:
-        if type(event) in _ROW_EVENTS and self.txns.txn is not None:  # most events: no dispatch
-            self._rows(event)
-            return
         seen = self.txns.handle(event)
         if seen is Seen.ROWS:
             self._rows(event)
