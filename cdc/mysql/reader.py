@@ -417,7 +417,7 @@ def _new_event(reader: FastStreamReader, cls: type, kind: int, timestamp: int, s
     packet: the event is complete)."""
     event: Any = object.__new__(cls)
     fields = event.__dict__
-    fields.update(reader._shared())
+    fields.update(reader._cdc_shared or reader._shared())  # the cache, without a call
     fields["event_type"] = kind
     fields["timestamp"] = timestamp
     fields["event_size"] = size
