@@ -77,7 +77,8 @@ def run_script(
 
 
 def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test service
+    # Generous: under the full suite's load the registry once took more than 10 s to answer.
+    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - loopback test service
         return json.loads(resp.read())
 
 
