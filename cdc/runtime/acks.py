@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cdc.plugin import Offset, Offsets
 
-_NO_OFFSET: tuple[str, Offset] = ("", {})
+_NO_OFFSET: tuple[str, Offset | None] = ("", None)
 
 
 class AckTracker:
@@ -19,14 +19,16 @@ class AckTracker:
     __slots__ = ("_delivered", "_entries", "_next_commit", "_next_seq", "failure")
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[str, Offset]] = {}
+        self._entries: dict[int, tuple[str, Offset | None]] = {}
         self._delivered: set[int] = set()
         self._next_seq = 0
         self._next_commit = 0
         self.failure: str | None = None
 
-    def add(self, partition: str, offset: Offset) -> int:
-        """Register an event about to be sent; returns its sequence number."""
+    def add(self, partition: str, offset: Offset | None) -> int:
+        """Register an event about to be sent; returns its sequence number. ``offset`` None: a
+        later event of the same partition carries the offset this one would have (the capture
+        process sends one per partition and batch), so this one only holds the prefix back."""
         seq = self._next_seq
         self._entries[seq] = (partition, offset)
         self._next_seq = seq + 1
@@ -58,9 +60,9 @@ class AckTracker:
         entries, delivered = self._entries, self._delivered
         while seq in delivered:
             delivered.discard(seq)
-            entry = entries.pop(seq)
-            if entry is not _NO_OFFSET:
-                out[entry[0]] = entry[1]
+            partition, offset = entries.pop(seq)
+            if offset is not None:
+                out[partition] = offset
             seq += 1
         self._next_commit = seq
         return out

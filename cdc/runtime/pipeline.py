@@ -262,7 +262,8 @@ class Pipeline:
                             self.transactions.send(event, False, self._send)
                         else:
                             self._send(event, None)
-                        offsets[event.partition] = event.offset
+                        if event.offset is not None:  # None: a later event carries it
+                            offsets[event.partition] = event.offset
                     for key, value in store.records(offsets):
                         output.send_raw(store.topic, key, value)
                 except BaseException:

@@ -36,7 +36,10 @@ class Encoded(NamedTuple):
     value: bytes | None
     headers: list[tuple[str, bytes]]
     partition: str
-    offset: Offset
+    #: None when a later item of the same capture batch and partition carries the offset
+    #: (cdc.runtime.capture sends one per partition and batch: a dict per row cost more to
+    #: pickle and unpickle than the rest of the record)
+    offset: Offset | None
 
 
 class Filtered(NamedTuple):

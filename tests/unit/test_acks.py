@@ -48,3 +48,19 @@ def test_a_marker_holds_the_prefix_back_without_an_offset() -> None:
     t.delivered(end)
     assert t.take_committable() == {"a": {"n": 2}}
     assert t.in_flight == 0
+
+
+def test_an_event_without_an_offset_holds_the_prefix_and_commits_none() -> None:
+    """The capture process sends a record's offset only if it is its batch's last of its
+    partition: the others hold the prefix back and leave the partition's committed offset alone."""
+    t = AckTracker()
+    first = t.add("a", None)
+    carried = t.add("a", {"n": 2})
+    other = t.add("b", None)
+    t.delivered(first)
+    assert t.take_committable() == {}
+    t.delivered(other)
+    assert t.take_committable() == {}  # "carried" is outstanding
+    t.delivered(carried)
+    assert t.take_committable() == {"a": {"n": 2}}
+    assert t.in_flight == 0
