@@ -189,6 +189,10 @@ class SourceConnector(abc.ABC):
     #: source): a capture process then also eventifies and encodes, and hands over serialized
     #: records, so the two processes share the work evenly. Log readers leave it False.
     encode_in_capture: ClassVar[bool] = False
+    #: True when the source's snapshot reading is light like a query's, though its log reading
+    #: is not: a capture process then eventifies and encodes the batches made only of snapshot
+    #: rows (READ events) and hands the log's events over unencoded.
+    encode_snapshot_in_capture: ClassVar[bool] = False
     #: commit (and so acknowledge) at least this often, in seconds, whatever
     #: offsets.commit_interval says: for a source that releases rows on acknowledge and
     #: replays what it had not released after a crash (the outbox relay deletes relayed rows)

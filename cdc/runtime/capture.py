@@ -21,9 +21,10 @@ schema ids, the live keys.
 
 Messages, parent -> child: ``("start", StartOrder)`` once, then ``("ack", offsets)``,
 ``("stop",)`` (also before the start: the child then exits without starting). Child -> parent:
-``("started",)``, ``("batch", [event fields as a plain tuple, ...])`` (or, for a source that
-encodes in the capture process, ``[Encoded fields as a plain tuple | DeadLetter, ...]``, where
-at least once only the batch's last item of each partition carries its offset), ``("lag",
+``("started",)``, ``("batch", [event fields as a plain tuple, ...])`` or, from a source that
+encodes in the capture process (all its events, or its batches of snapshot rows),
+``("encoded", [Encoded fields as a plain tuple | DeadLetter | Filtered | ChangeEvent, ...])``
+(at least once, only the batch's last item of each partition carries its offset), ``("lag",
 {...})``, ``("error", ErrorReport)``.
 """
 
@@ -111,10 +112,13 @@ class StartOrder:
     """What the child needs to start its source, known once the parent prepared its output."""
 
     offsets: Offsets
-    #: set when the source encodes in the capture process (``encode_in_capture``)
+    #: set when the source encodes in the capture process (``encode_in_capture`` or
+    #: ``encode_snapshot_in_capture``)
     schema_ids: SchemaIds | None
     #: the baseline of key-set delete detection (cdc.runtime.keyset), restored before start
     live_keys: LiveKeys
+    #: encode only the batches made of snapshot rows (``encode_snapshot_in_capture``)
+    snapshots_only: bool = False
 
 
 class CaptureProcess:
@@ -129,6 +133,7 @@ class CaptureProcess:
         self.stop = stop
         # Set by the runner once its output is prepared (after ``spawn``), sent with the start.
         self.schema_ids: SchemaIds | None = None
+        self.snapshots_only = False
         self.live_keys: LiveKeys = {}
         self._lag: dict[str, float] = {}
         self._conn: Connection | None = None
@@ -163,7 +168,9 @@ class CaptureProcess:
         self.spawn()
         assert self._conn is not None
         try:
-            self._conn.send(("start", StartOrder(offsets, self.schema_ids, self.live_keys)))
+            self._conn.send(
+                ("start", StartOrder(offsets, self.schema_ids, self.live_keys, self.snapshots_only))
+            )
         except OSError:
             raise self._died() from None
         while True:
@@ -217,10 +224,10 @@ class CaptureProcess:
         while True:
             message = self._receive(max(0.0, deadline - time.monotonic()))
             if message is not None:
-                if message[0] != "batch":
-                    raise RuntimeError(f"capture process: unexpected message {message[0]!r}")
-                if self.schema_ids is None:
+                if message[0] == "batch":
                     return [ChangeEvent(*fields) for fields in message[1]]
+                if message[0] != "encoded":
+                    raise RuntimeError(f"capture process: unexpected message {message[0]!r}")
                 make = Encoded._make
                 return [item if type(item) in _RECEIVED_AS_IS else make(item) for item in message[1]]
             if time.monotonic() >= deadline:
@@ -307,11 +314,7 @@ def _capture(conn: Connection, settings: CaptureSettings) -> None:
             return  # stopped before the start (the parent's preparation failed or a SIGTERM)
         order: StartOrder = message[1]
         gctuning.tune_for_streaming()
-        pack = (
-            _encoder(settings.app, order.schema_ids, eventifiers)
-            if order.schema_ids is not None
-            else _fields_of
-        )
+        pack = _packer(settings.app, order, eventifiers)
         acks: deque[Offsets] = deque()
         stop = threading.Event()
         threading.Thread(
@@ -331,7 +334,7 @@ def _capture(conn: Connection, settings: CaptureSettings) -> None:
             if events and len(events) < _BATCH:
                 _linger(source, events)
             if events:
-                conn.send(("batch", pack(events)))
+                conn.send(pack(events))
             now = time.monotonic()
             if now >= next_lag:
                 conn.send(("lag", source.lag(committed)))
@@ -359,6 +362,27 @@ def _linger(source: Any, events: list[ChangeEvent]) -> None:
         if not more:
             return
         events.extend(more)
+
+
+def _packer(
+    app: AppConfig, order: StartOrder, eventifiers: dict[str, Any]
+) -> Callable[[list[ChangeEvent]], tuple[str, list[Any]]]:
+    """The message a batch of events crosses the pipe in: ``("batch", fields)`` as they are,
+    or ``("encoded", items)`` serialized (every batch, or only those made of snapshot rows)."""
+    if order.schema_ids is None:
+        return lambda events: ("batch", _fields_of(events))
+    encode = _encoder(app, order.schema_ids, eventifiers)
+    if not order.snapshots_only:
+        return lambda events: ("encoded", encode(events))
+
+    def pack(events: list[ChangeEvent]) -> tuple[str, list[Any]]:
+        # A snapshot hands its rows over in chunks of their own; the batch that holds its last
+        # rows and the log's first events crosses unencoded, like the log's.
+        if all(e.op is Op.READ or e.op is Op.CHECKPOINT for e in events):
+            return ("encoded", encode(events))
+        return ("batch", _fields_of(events))
+
+    return pack
 
 
 def _fields_of(events: list[ChangeEvent]) -> list[Any]:
@@ -412,7 +436,9 @@ def _encoder(
             assert isinstance(routed, Record)
             key, value = encoder.encode(routed)
             offset = event.offset if last is None or last[event.partition] == i else None
-            items.append((routed.stream, routed.topic, key, value, routed.headers, event.partition, offset))
+            items.append(
+                (routed.stream, routed.topic, key, value, routed.headers, event.partition, offset, event.op)
+            )
         return items
 
     return pack

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: while snapshot rows are in flight, delivered progress is committed at least this often
 SNAPSHOT_COMMIT_INTERVAL = 0.05
 _PROMPT = (Op.READ, Op.CHECKPOINT)
+#: what the source hands over with its operation (a snapshot row may arrive encoded)
+_WITH_OP = (ChangeEvent, Encoded)
 
 
 class Feed(Protocol):
@@ -191,7 +193,7 @@ class Pipeline:
                 if events:
                     self._export_counts()
                     last = events[-1]
-                    snapshotting = isinstance(last, ChangeEvent) and last.op in _PROMPT
+                    snapshotting = isinstance(last, _WITH_OP) and last.op in _PROMPT
                 self.output.poll(0)
                 # Acknowledge upstream as soon as a save is durable, not at the next commit tick:
                 # what a source releases late (the outbox deletes relayed rows) is replayed after

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from cdc.config.model import AppConfig, OnError
 from cdc.errors import RowError
-from cdc.plugin import ChangeEvent, Offset
+from cdc.plugin import ChangeEvent, Offset, Op
 from cdc.schemas.eventify import Record, StreamEventifier, position_text
 
 
@@ -40,6 +40,8 @@ class Encoded(NamedTuple):
     #: (cdc.runtime.capture sends one per partition and batch: a dict per row cost more to
     #: pickle and unpickle than the rest of the record)
     offset: Offset | None
+    #: the event's operation: a snapshot row (READ) commits promptly, as an unencoded one does
+    op: Op
 
 
 class Filtered(NamedTuple):

@@ -144,7 +144,9 @@ class Runner:
                 }
             if capture is not None:
                 assert isinstance(output, KafkaRecordOutput)
-                capture.schema_ids = output.schema_ids if source.encode_in_capture else None
+                encodes = source.encode_in_capture or source.encode_snapshot_in_capture
+                capture.schema_ids = output.schema_ids if encodes else None
+                capture.snapshots_only = not source.encode_in_capture
                 capture.live_keys = live
                 feed = capture
             else:

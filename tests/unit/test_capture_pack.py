@@ -12,7 +12,7 @@ import pytest
 
 from cdc.config import load_config
 from cdc.plugin import ChangeEvent, Op
-from cdc.runtime.capture import _encoder
+from cdc.runtime.capture import StartOrder, _encoder, _packer
 from cdc.runtime.routing import DeadLetter, Encoded
 from cdc.schemas.eventify import StreamEventifier
 
@@ -43,13 +43,20 @@ schema_registry: {{url: "http://127.0.0.1:1"}}
 """
 
 
-def _pack(tmp: Path, delivery: str) -> Any:
+IDS = {"a": (1, 2), "b": (3, 4)}
+
+
+def _app(tmp: Path, delivery: str) -> tuple[Any, dict[str, StreamEventifier]]:
     (tmp / "k.avsc").write_text(json.dumps(KEY))
     (tmp / "v.avsc").write_text(json.dumps(ROW))
     (tmp / "c.yaml").write_text(CONFIG.format(delivery=delivery))
     app = load_config(tmp / "c.yaml")
-    eventifiers = {s.name: StreamEventifier(app, s) for s in app.streams}
-    return _encoder(app, {"a": (1, 2), "b": (3, 4)}, eventifiers)
+    return app, {s.name: StreamEventifier(app, s) for s in app.streams}
+
+
+def _pack(tmp: Path, delivery: str) -> Any:
+    app, eventifiers = _app(tmp, delivery)
+    return _encoder(app, IDS, eventifiers)
 
 
 def _row(stream: str, n: int, name: Any = "x") -> ChangeEvent:
@@ -86,3 +93,40 @@ def test_exactly_once_every_record_keeps_its_offset(tmp_path: Path, size: int) -
     pack = _pack(tmp_path, "exactly_once")
     items = pack([_row("a", n) for n in range(size)])
     assert _offsets(items) == [{"id": n, "polls": 1} for n in range(size)]
+
+
+def _change(stream: str, n: int, op: Op) -> ChangeEvent:
+    return ChangeEvent(stream, op, {"id": n}, {"id": n, "name": "x"}, stream, {"id": n, "polls": 1})
+
+
+def test_snapshots_only_encodes_the_batches_of_snapshot_rows_alone(tmp_path: Path) -> None:
+    """A log source (encode_snapshot_in_capture): its snapshot's batches cross serialized, any
+    batch holding a log event crosses as event fields, in the order the source gave them."""
+    app, eventifiers = _app(tmp_path, "at_least_once")
+    pack = _packer(app, StartOrder({}, IDS, {}, snapshots_only=True), eventifiers)
+    checkpoint = ChangeEvent("a", Op.CHECKPOINT, {}, None, "a", {"id": 9, "polls": 1})
+    kind, items = pack([_change("a", 1, Op.READ), checkpoint, _change("a", 2, Op.READ)])
+    assert kind == "encoded"
+    assert items[1] is checkpoint
+    assert [Encoded._make(items[i]).op for i in (0, 2)] == [Op.READ, Op.READ]
+
+    mixed = [_change("a", 3, Op.READ), _change("a", 4, Op.CREATE), _change("b", 1, Op.UPDATE)]
+    kind, items = pack(mixed)
+    assert kind == "batch"
+    assert [ChangeEvent(*fields) for fields in items] == mixed
+
+
+def test_without_schema_ids_every_batch_crosses_as_event_fields(tmp_path: Path) -> None:
+    app, eventifiers = _app(tmp_path, "at_least_once")
+    pack = _packer(app, StartOrder({}, None, {}), eventifiers)
+    events = [_change("a", 1, Op.READ), _change("a", 2, Op.CREATE)]
+    kind, items = pack(events)
+    assert (kind, [ChangeEvent(*fields) for fields in items]) == ("batch", events)
+
+
+def test_a_query_source_encodes_every_batch(tmp_path: Path) -> None:
+    app, eventifiers = _app(tmp_path, "at_least_once")
+    pack = _packer(app, StartOrder({}, IDS, {}), eventifiers)
+    kind, items = pack([_change("a", 1, Op.CREATE), _change("a", 2, Op.UPDATE)])
+    assert kind == "encoded"
+    assert [Encoded._make(i).op for i in items] == [Op.CREATE, Op.UPDATE]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from cdc.plugin import Op
 from cdc.runtime.metrics import Metrics
 from cdc.runtime.pipeline import Pipeline
 from cdc.runtime.routing import Encoded
@@ -37,7 +38,7 @@ def _pipeline() -> tuple[Pipeline, Metrics]:
 
 
 def _event(stream: str) -> Encoded:
-    return Encoded(stream, f"t.{stream}", b"k", b"v", [], "p", {})
+    return Encoded(stream, f"t.{stream}", b"k", b"v", [], "p", {}, Op.CREATE)
 
 
 def _exported(metrics: Metrics) -> dict[str, float]:

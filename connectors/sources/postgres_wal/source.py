@@ -64,6 +64,10 @@ class PostgresWalSource(ReaderThread, SourceConnector):
 
     config_model: ClassVar[type[BaseModel]] = WalConfig
     stream_model: ClassVar[type[BaseModel]] = WalStream
+    #: the snapshot reads like a query (its rows eventified in the capture process, measured
+    #: with benchmarks/bench_polling_initial_load.py --source wal: pickling each row's values
+    #: and offset there and unpickling them here took more CPU than eventifying them)
+    encode_snapshot_in_capture: ClassVar[bool] = True
 
     def __init__(self, config: BaseModel, streams: Sequence[StreamSpec]) -> None:
         super().__init__(config, streams)
