@@ -10,16 +10,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.adapt import Loader
 
 from cdc.pg.types import TypeMap
 from cdc.watermarks import WatermarkSnapshot
 from connectors.sources.postgres_wal.catalog import Table, split_name
-
-
-class _RawText(Loader):
-    def load(self, data: Any) -> bytes:
-        return bytes(data)
+from connectors.sources.postgres_wal.snapshot import raw_text
 
 
 def incremental_snapshot(
@@ -63,8 +58,8 @@ def incremental_snapshot(
             sql.SQL(", ").join(sql.Identifier("t", k) for k in key), sql.Literal(limit)
         )
         with conn.cursor() as cur:
-            cur.adapters.register_loader("text", _RawText)
-            cur.execute(query, params or None)
+            raw_text(cur)
+            cur.execute(query, params or None, binary=True)
             return [
                 {c: (None if v is None else load(v)) for c, load, v in zip(cols, loaders, raw, strict=True)}
                 for raw in cur.fetchall()

