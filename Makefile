@@ -78,6 +78,7 @@ bench-quick: $(STAMP) services
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_outbox.py --quick --mode log
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_outbox.py --quick --mode log --db mysql
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_wal.py --quick --scenario small-txns --shaping
+	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_polling_initial_load.py --quick --source wal
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_sink.py --quick --target mysql
 	eval "$$(bash $(SERVICES) env)" && $(BIN)/python benchmarks/bench_sink.py --quick --target sqlite
 
