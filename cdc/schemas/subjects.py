@@ -95,10 +95,17 @@ def resolve_id(client: SchemaRegistryClient, item: SubjectSchema) -> int:
 def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_change: bool = False) -> int:
     """Register a subject's schema (idempotent); key subjects get FULL_TRANSITIVE and are guarded."""
     schema = Schema(canonical(item.schema), "AVRO")
-    # The common case at start-up, a schema registered before, in one round trip instead of two:
-    # found means the subject has versions, where the path below looks it up as well. A schema
-    # not found in an existing subject takes that path (it looks again: the subject may have been
-    # registered meanwhile); a subject not found goes straight to its registration.
+    if not item.is_key:
+        # One round trip, new or not: registering a schema the subject already holds returns
+        # its id and adds no version (Confluent's rule, Apicurio's too), and a new one meets
+        # the registry's compatibility rule. A lookup first cost a cold start of N streams N
+        # round trips that could only fail.
+        return _register(client, item.subject, schema, logging.DEBUG)
+    # A key subject, guarded. The common case at start-up, a schema registered before, is one
+    # round trip: found means the subject has versions, where the path below looks it up as
+    # well. A schema not found in an existing subject takes that path (it looks again: the
+    # subject may have been registered meanwhile); a subject not found goes straight to its
+    # rule and its registration.
     try:
         return int(_call("lookup", client.lookup_schema, item.subject, schema).schema_id)
     except SchemaRegistryError as exc:
@@ -114,28 +121,34 @@ def register(client: SchemaRegistryClient, item: SubjectSchema, *, allow_key_cha
         except SchemaRegistryError as exc:
             if exc.error_code not in _NOT_FOUND:
                 raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
-    if item.is_key and not versions:
+    if not versions:
         _key_compatibility(client, item.subject)
-    if versions:
+    else:
         try:
             return int(_call("lookup", client.lookup_schema, item.subject, schema).schema_id)
         except SchemaRegistryError as exc:
             if exc.error_code not in _NOT_FOUND:
                 raise SchemaError(f"subject {item.subject!r}: {exc.error_message}") from None
-        if item.is_key and not allow_key_change:
+        if not allow_key_change:
             raise SchemaError(
                 f"subject {item.subject!r}: the key schema differs from the registered one; a new key schema "
                 "changes key bytes, partitioning and compaction",
                 hint="if this is intended, set schema_registry.allow_key_schema_change: true (or --allow-key-change)",
             )
+    return _register(client, item.subject, schema, logging.INFO)
+
+
+def _register(client: SchemaRegistryClient, subject: str, schema: Schema, level: int) -> int:
+    """Register ``schema`` under ``subject``; logged at ``level`` (a value subject's registration
+    runs at every start and mostly finds its schema: DEBUG)."""
     try:
-        schema_id = int(_call("register", client.register_schema, item.subject, schema))
+        schema_id = int(_call("register", client.register_schema, subject, schema))
     except SchemaRegistryError as exc:
         raise SchemaError(
-            f"subject {item.subject!r}: registration refused ({exc.error_code}): {exc.error_message}",
+            f"subject {subject!r}: registration refused ({exc.error_code}): {exc.error_message}",
             hint="the registry's compatibility rule rejected the change; evolve the schema compatibly",
         ) from None
-    log.info("registered subject %s id %s", item.subject, schema_id)
+    log.log(level, "registered subject %s id %s", subject, schema_id)
     return schema_id
 
 

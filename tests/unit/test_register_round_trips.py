@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from cdc.errors import SchemaError
 from cdc.schemas.subjects import SubjectSchema, register
 
 
@@ -38,7 +40,9 @@ class Registry:
 
     def register_schema(self, subject: str, schema: Any) -> int:
         self.calls.append("register")
-        self.subjects.setdefault(subject, []).append(schema.schema_str)
+        versions = self.subjects.setdefault(subject, [])
+        if schema.schema_str not in versions:  # a schema the subject holds adds no version
+            versions.append(schema.schema_str)
         if schema.schema_str not in self.texts:
             self.texts.append(schema.schema_str)
         return self.texts.index(schema.schema_str) + 1
@@ -47,10 +51,10 @@ class Registry:
 VALUE = {"type": "record", "name": "V", "fields": [{"name": "id", "type": "long"}]}
 
 
-def test_a_new_value_subject_is_looked_up_once_then_registered() -> None:
+def test_a_new_value_subject_is_registered_without_a_lookup() -> None:
     registry = Registry()
     assert register(registry, SubjectSchema("t-value", VALUE, False)) == 1  # type: ignore[arg-type]
-    assert registry.calls == ["lookup", "register"]
+    assert registry.calls == ["register"]
 
 
 def test_a_new_key_subject_gets_its_rule_then_is_registered() -> None:
@@ -59,18 +63,39 @@ def test_a_new_key_subject_gets_its_rule_then_is_registered() -> None:
     assert registry.calls == ["lookup", "set FULL_TRANSITIVE", "register"]
 
 
-def test_a_registered_schema_is_one_lookup() -> None:
+def test_a_registered_value_schema_is_one_registration_adding_no_version() -> None:
     registry = Registry()
     first = register(registry, SubjectSchema("t-value", VALUE, False))  # type: ignore[arg-type]
     registry.calls.clear()
     assert register(registry, SubjectSchema("t-value", VALUE, False)) == first  # type: ignore[arg-type]
-    assert registry.calls == ["lookup"]
+    assert registry.calls == ["register"]
+    assert len(registry.subjects["t-value"]) == 1
 
 
-def test_a_new_version_of_an_existing_subject_asks_for_its_versions_first() -> None:
+def test_a_new_value_version_is_one_registration() -> None:
     registry = Registry()
     register(registry, SubjectSchema("t-value", VALUE, False))  # type: ignore[arg-type]
     registry.calls.clear()
     v2 = {**VALUE, "fields": [*VALUE["fields"], {"name": "n", "type": ["null", "long"], "default": None}]}  # type: ignore[list-item]
     assert register(registry, SubjectSchema("t-value", v2, False)) == 2  # type: ignore[arg-type]
+    assert registry.calls == ["register"]
+
+
+def test_a_registered_key_schema_is_one_lookup() -> None:
+    registry = Registry()
+    first = register(registry, SubjectSchema("t-key", {"type": "long"}, True))  # type: ignore[arg-type]
+    registry.calls.clear()
+    assert register(registry, SubjectSchema("t-key", {"type": "long"}, True)) == first  # type: ignore[arg-type]
+    assert registry.calls == ["lookup"]
+
+
+def test_a_new_key_schema_asks_for_the_versions_and_is_refused_unless_allowed() -> None:
+    registry = Registry()
+    register(registry, SubjectSchema("t-key", {"type": "long"}, True))  # type: ignore[arg-type]
+    registry.calls.clear()
+    with pytest.raises(SchemaError, match="key schema differs"):
+        register(registry, SubjectSchema("t-key", {"type": "string"}, True))  # type: ignore[arg-type]
+    assert registry.calls == ["lookup", "versions", "lookup"]
+    registry.calls.clear()
+    assert register(registry, SubjectSchema("t-key", {"type": "string"}, True), allow_key_change=True) == 2  # type: ignore[arg-type]
     assert registry.calls == ["lookup", "versions", "lookup", "register"]
