@@ -51,7 +51,21 @@ VALUE = {
         {"name": "updated_at", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
     ],
 }
-CONFIG = """
+#: what both sources' configs share: the output, the offsets and the runtime
+OUTPUT = """kafka:
+  bootstrap_servers: {bootstrap}
+schema_registry:
+  url: {registry}
+  auto_register: true
+offsets:
+  store: kafka
+  topic: {name}.offsets
+runtime:
+  metrics_log_interval: 3600s
+  capture: {capture}
+"""
+CONFIG = (
+    """
 name: {name}
 source:
   connector: polling
@@ -64,21 +78,11 @@ streams:
     key_schema: key.avsc
     value_schema: value.avsc
     capture: {{table: bench_rows, mode: timestamp+incrementing, timestamp_column: updated_at, incrementing_column: id}}
-kafka:
-  bootstrap_servers: {bootstrap}
-schema_registry:
-  url: {registry}
-  auto_register: true
-offsets:
-  store: kafka
-  topic: {name}.offsets
-runtime:
-  metrics_log_interval: 3600s
-  capture: {capture}
 """
-
-
-WAL_CONFIG = """
+    + OUTPUT
+)
+WAL_CONFIG = (
+    """
 name: {name}
 source:
   connector: postgres_wal
@@ -93,18 +97,9 @@ streams:
     key_schema: key.avsc
     value_schema: value.avsc
     capture: {{table: public.bench_rows}}
-kafka:
-  bootstrap_servers: {bootstrap}
-schema_registry:
-  url: {registry}
-  auto_register: true
-offsets:
-  store: kafka
-  topic: {name}.offsets
-runtime:
-  metrics_log_interval: 3600s
-  capture: {capture}
 """
+    + OUTPUT
+)
 
 
 def loaded(committed: dict[str, dict[str, object]], source: str, name: str, rows: int) -> bool:
