@@ -134,6 +134,20 @@ def rss_mb() -> float:
     return max(own, _sampler.peak if _sampler is not None else 0.0)
 
 
+def drop_pg_database(dsn: str, name: str) -> None:
+    """Drop a benchmark's PostgreSQL database and the replication slots in it (a logical slot
+    keeps its database from being dropped)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+            (name,),
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def report(result: dict[str, Any]) -> None:
     """The last line of every benchmark: one JSON object."""
     print(json.dumps(result, sort_keys=False), flush=True)

@@ -35,7 +35,7 @@ import pymysql
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import drain_until_empty, env, report, rss_mb, start_rss_sampling
+from _common import drain_until_empty, drop_pg_database, env, report, rss_mb, start_rss_sampling
 
 from cdc import migrations
 from cdc.config import load_config
@@ -91,12 +91,7 @@ class PostgresDb:
             return int(conn.execute("SELECT count(*) FROM cdc_outbox").fetchone()[0])  # type: ignore[index]
 
     def drop(self, name: str) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-                (name,),
-            )
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_pg_database(self.dsn, name)
 
 
 class MysqlDb:

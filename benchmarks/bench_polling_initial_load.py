@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import children_cpu_s, current_rss_mb, env, report, rss_mb, start_rss_sampling
+from _common import children_cpu_s, current_rss_mb, drop_pg_database, env, report, rss_mb, start_rss_sampling
 
 from cdc.config import load_config
 
@@ -132,15 +132,6 @@ def load_table(dsn: str, db: str, rows: int) -> None:
         conn.execute("ANALYZE bench_rows")
 
 
-def drop(dsn: str, db: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        # a logical slot (--source wal) keeps its database from being dropped
-        conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (db,)
-        )
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-
-
 def main() -> None:
     from cdc.runtime.runner import Runner  # here: a spawned capture process re-imports this script
 
@@ -207,7 +198,7 @@ def main() -> None:
     finally:
         runner.stop.set()
         thread.join(60)
-        drop(dsn, name)
+        drop_pg_database(dsn, name)
     assert first is not None
     elapsed = done - first
     report(

@@ -40,6 +40,7 @@ from _common import (
     KEY,
     VALUE,
     drain,
+    drop_pg_database,
     env,
     measure_live,
     report,
@@ -110,15 +111,6 @@ def setup(dsn: str, name: str) -> str:
                END $$"""
         )
     return url
-
-
-def teardown(dsn: str, name: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-            (name,),
-        )
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 SHAPING = """    policies:
@@ -377,7 +369,7 @@ def main() -> None:
             }
         finally:
             time.sleep(1)
-            teardown(dsn, name)
+            drop_pg_database(dsn, name)
     if args.shaping:
         # In-process, after the drains: their 100,000-event lists would otherwise raise the peak
         # RSS recorded for a drain and leave the heap fragmented for it.
