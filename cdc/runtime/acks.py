@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from cdc.plugin import Offset, Offsets
 
-_NO_OFFSET: tuple[str, Offset | None] = ("", None)
-
 
 class AckTracker:
     """Tracks in-flight events and yields the offsets of the delivered prefix."""
@@ -37,10 +35,7 @@ class AckTracker:
     def add_marker(self) -> int:
         """Register a record that carries no source offset (transaction metadata; an event whose
         offset a later record carries): it only holds the committable prefix back until delivered."""
-        seq = self._next_seq
-        self._entries[seq] = _NO_OFFSET
-        self._next_seq = seq + 1
-        return seq
+        return self.add("", None)
 
     def delivered(self, seq: int) -> None:
         self._delivered.add(seq)
